@@ -1,0 +1,10 @@
+"""Cloud Function `process` (Pub/Sub CloudEvent): dedup, then stream into BigQuery. Logic: meterline.process."""
+
+import functions_framework
+
+from meterline.triggers import handle_cloud_event
+
+
+@functions_framework.cloud_event
+def process(cloud_event):
+    handle_cloud_event(cloud_event)

@@ -1,0 +1,95 @@
+"""The warehouse on DuckDB: the same tables and the same BigQuery SQL, transpiled by sqlglot."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from meterline import sql
+from meterline.events import Event
+from meterline.ports import Rejection
+from meterline.rows import event_from_row, event_row, rejected_row
+
+_TABLES = ("events", "rejected_events")
+_VIEWS = {"events_deduped": "events_deduped.sql", "rejected_events_deduped": "rejected_events_deduped.sql"}
+
+
+class DuckDbWarehouse:
+    """One DuckDB file (or `:memory:`). DuckDB allows one writing process; `meterline serve` is it."""
+
+    def __init__(self, path: Path | str):
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._conn = duckdb.connect(str(path))
+        self._conn.execute("SET TimeZone = 'UTC'")
+        # A DuckDB connection is not safe to share across threads; cursors of it are, one each.
+        self._lock = threading.Lock()
+        for table in _TABLES:
+            self._conn.execute(sql.duckdb_ddl(table))
+        names = {t: f'"{t}"' for t in _TABLES}
+        for view, file in _VIEWS.items():
+            body = sql.to_duckdb(sql.render(file, **names))
+            self._conn.execute(f'CREATE OR REPLACE VIEW "{view}" AS {body}')
+
+    def _insert(self, table: str, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        columns = [f["name"] for f in sql.schema(table)]
+        placeholders = ", ".join("?" for _ in columns)
+        quoted = ", ".join(f'"{c}"' for c in columns)
+        values = [[row[c] for c in columns] for row in rows]
+        with self._lock:
+            cur = self._conn.cursor()
+            cur.execute("BEGIN")
+            try:
+                cur.executemany(f'INSERT INTO "{table}" ({quoted}) VALUES ({placeholders})', values)
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+
+    def insert_events(self, events: Sequence[Event], processed_at_us: int) -> None:
+        self._insert("events", [event_row(e, processed_at_us) for e in events])
+
+    def insert_rejected(self, rejections: Sequence[Rejection], rejected_at_us: int) -> None:
+        self._insert("rejected_events", [rejected_row(r, rejected_at_us) for r in rejections])
+
+    def query(self, bigquery_sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Run BigQuery-dialect SQL; `@name` parameters become DuckDB's `$name`."""
+        text = sql.to_duckdb(bigquery_sql)
+        with self._lock:
+            cur = self._conn.cursor()
+            cur.execute("SET TimeZone = 'UTC'")
+            cur.execute(text, params or {})
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, row)) for row in cur.fetchall()]
+
+    def get_event(self, external_subscription_id: str, transaction_id: str) -> Event | None:
+        rows = self.query(
+            "SELECT * FROM events_deduped WHERE external_subscription_id = @sub AND transaction_id = @txn",
+            {"sub": external_subscription_id, "txn": transaction_id},
+        )
+        return event_from_row(rows[0]) if rows else None
+
+    def list_events(self, external_subscription_id: str, limit: int, offset: int) -> tuple[list[Event], int]:
+        rows = self.query(
+            "SELECT *, COUNT(*) OVER () AS total_count FROM events_deduped WHERE external_subscription_id = @sub "
+            "ORDER BY timestamp DESC, transaction_id LIMIT @limit OFFSET @offset",
+            {"sub": external_subscription_id, "limit": limit, "offset": offset},
+        )
+        total = rows[0]["total_count"] if rows else self._count(external_subscription_id)
+        return [event_from_row(r) for r in rows], total
+
+    def _count(self, external_subscription_id: str) -> int:
+        rows = self.query(
+            "SELECT COUNT(*) AS n FROM events_deduped WHERE external_subscription_id = @sub",
+            {"sub": external_subscription_id},
+        )
+        return int(rows[0]["n"])
+
+    def close(self) -> None:
+        self._conn.close()

@@ -1,0 +1,1 @@
+"""Google Cloud adapters: Pub/Sub, Firestore, BigQuery. Emulator hosts are honoured."""

@@ -1,0 +1,110 @@
+"""DedupStore on Firestore: one document per (subscription, transaction) key.
+
+A message's keys are claimed in ONE transaction (at most 100 events, under Firestore's 500
+writes per transaction). Under contention Firestore retries the transaction, so two
+deliveries of the same key can never both see it absent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
+
+from meterline.events import Event
+from meterline.ports import Claim
+
+COLLECTION = "meterline_dedup"
+# Firestore's TTL policy (terraform/firestore.tf) deletes keys after this long; an event
+# redelivered later than that would be counted again, so it is far beyond Pub/Sub's 7 days.
+RETENTION = timedelta(days=400)
+
+
+def doc_id(event: Event) -> str:
+    # Ids may hold any bytes; a hash keeps document ids short, valid and evenly spread.
+    return hashlib.sha256(f"{event.external_subscription_id}\x00{event.transaction_id}".encode()).hexdigest()
+
+
+class FirestoreDedupStore:
+    def __init__(self, client, collection: str = COLLECTION):
+        self._client = client
+        self._collection = client.collection(collection)
+
+    def claim(self, events: Sequence[Event]) -> list[Claim]:
+        from google.cloud import firestore
+
+        if not events:
+            return []
+        refs = [self._collection.document(doc_id(e)) for e in events]
+        hashes = [e.payload_hash() for e in events]
+
+        @firestore.transactional
+        def claim_all(transaction) -> list[Claim]:
+            found = {snap.id: snap for snap in self._client.get_all(refs, transaction=transaction)}
+            now = datetime.now(timezone.utc)
+            claims = []
+            for event, ref, digest in zip(events, refs, hashes, strict=True):
+                snap = found.get(ref.id)
+                if snap is None or not snap.exists:
+                    transaction.create(
+                        ref,
+                        {
+                            "external_subscription_id": event.external_subscription_id,
+                            "transaction_id": event.transaction_id,
+                            "payload_hash": digest,
+                            "state": "pending",
+                            "claimed_at": now,
+                            "expire_at": now + RETENTION,
+                        },
+                    )
+                    claims.append(Claim.NEW)
+                    continue
+                data = snap.to_dict()
+                if data["payload_hash"] != digest:
+                    claims.append(Claim.CONFLICT)
+                elif data["state"] == "done":
+                    claims.append(Claim.DUPLICATE)
+                else:
+                    claims.append(Claim.RETRY)
+            return claims
+
+        return claim_all(self._client.transaction(max_attempts=10))
+
+    def mark_done(self, events: Sequence[Event]) -> None:
+        # Not transactional: "done" only ever follows "pending" for the same hash, and writing it
+        # twice is harmless. A batch write is atomic, and 100 updates fit in one.
+        batch = self._client.batch()
+        for event in events:
+            batch.update(self._collection.document(doc_id(event)), {"state": "done", "done_at": time.time()})
+        batch.commit()
+
+
+class FirestoreApiKeyStore:
+    COLLECTION = "meterline_api_keys"
+
+    def __init__(self, client):
+        self._collection = client.collection(self.COLLECTION)
+
+    def add(self, record) -> None:
+        self._collection.document(record.key_hash).create(
+            {"name": record.name, "prefix": record.prefix, "created_at_us": record.created_at_us}
+        )
+
+    def find(self, key_hash: str):
+        from meterline.ports import ApiKeyRecord
+
+        snap = self._collection.document(key_hash).get()
+        if not snap.exists:
+            return None
+        data = snap.to_dict()
+        return ApiKeyRecord(key_hash, data["name"], data["prefix"], data["created_at_us"])
+
+    def all(self):
+        from meterline.ports import ApiKeyRecord
+
+        return [
+            ApiKeyRecord(s.id, d["name"], d["prefix"], d["created_at_us"])
+            for s in self._collection.stream()
+            for d in [s.to_dict()]
+        ]

@@ -1,0 +1,67 @@
+"""Configuration: read once, lazily, into one pydantic settings object that fails fast.
+
+No module reads the environment at import time, so tests and cold starts stay cheap.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConfigError(Exception):
+    """The configuration is incomplete or wrong; the message says what to set."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="METERLINE_", extra="ignore", frozen=True)
+
+    backend: Literal["embedded", "gcp"] = Field("embedded", description="embedded (SQLite + DuckDB) or gcp")
+    data_dir: Path = Field(Path(".meterline"), description="where the embedded adapters keep their files")
+
+    # Google Cloud (backend=gcp). The emulator hosts are the standard, unprefixed variables.
+    google_cloud_project: str | None = Field(None, validation_alias="GOOGLE_CLOUD_PROJECT")
+    events_topic: str = "meterline-events"
+    dead_letter_topic: str = "meterline-events-dead-letter"
+    bigquery_dataset: str = "meterline"
+    bigquery_location: str = "US"
+    firestore_database: str = "(default)"
+    pubsub_emulator_host: str | None = Field(None, validation_alias="PUBSUB_EMULATOR_HOST")
+    firestore_emulator_host: str | None = Field(None, validation_alias="FIRESTORE_EMULATOR_HOST")
+    bigquery_emulator_host: str | None = Field(None, validation_alias="BIGQUERY_EMULATOR_HOST")
+
+    # Ingest
+    max_body_bytes: int = Field(1_048_576, gt=0, description="larger request bodies get 413")
+    publish_timeout_seconds: float = Field(30.0, gt=0)
+    api_key_cache_seconds: float = Field(60.0, ge=0, description="how long a verified key is trusted")
+
+    # Process
+    max_delivery_attempts: int = Field(5, ge=1, description="embedded queue: attempts before dead-lettering")
+
+    @model_validator(mode="after")
+    def _gcp_needs_a_project(self) -> Settings:
+        if self.backend == "gcp" and not self.google_cloud_project:
+            raise ValueError("METERLINE_BACKEND=gcp needs GOOGLE_CLOUD_PROJECT")
+        return self
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.data_dir / "meterline.sqlite"
+
+    @property
+    def duckdb_path(self) -> Path:
+        return self.data_dir / "warehouse.duckdb"
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process's settings, read on first use. Raises `ConfigError` with a clear message."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid Meterline configuration: {problems}") from None

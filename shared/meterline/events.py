@@ -1,0 +1,272 @@
+"""The usage event: parsing and validating Lago-compatible payloads, exactly.
+
+This is the hot path of ingest (tens of thousands of events a second), so it validates plain
+dicts by hand instead of through pydantic models: the rules are few and each error must name
+its field with Lago's error codes. Quantities never pass through float: a JSON number with a
+fraction is re-read from the original text as a Decimal (see `decode_json`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from meterline.errors import BadRequest, ValidationFailed
+
+MAX_BATCH = 100  # Lago's limit for /events/batch
+_MAX_TIMESTAMP_S = 253402300799  # 9999-12-31T23:59:59Z, the end of BigQuery's TIMESTAMP range
+_DECIMAL_RE = re.compile(r"-?\d+(\.\d+)?")
+_TIMESTAMP_RE = re.compile(r"\d+(\.\d+)?")
+_ID_MAX = 255
+# lago_id is derived from the dedup key, so a retried event answers with the same id.
+_LAGO_ID_NS = uuid.UUID("6f3a1c2e-9b7d-4e4a-8c1f-5d2b7a9e0c31")
+
+# A function that, given an event code, names the property that must be numeric (or None).
+NumericFieldLookup = Callable[[str], "str | None"]
+
+
+def decode_json(body: bytes) -> Any:
+    """Parse a request body; numbers with a fraction become exact Decimals.
+
+    orjson is ten times faster than the stdlib, but it reads `0.1` as a float. Integers are
+    exact either way, so only a body holding a float is read a second time, by the stdlib
+    with `parse_float=Decimal`, which keeps the client's exact digits.
+    """
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        # orjson refuses integers beyond 64 bits; the stdlib reads them exactly.
+        try:
+            return json.loads(body, parse_float=Decimal)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            raise BadRequest({"body": ["invalid_json"]}, "BadRequest: the body is not valid JSON") from None
+    if _has_float(data):
+        return json.loads(body, parse_float=Decimal)
+    return data
+
+
+def _has_float(value: Any) -> bool:
+    if isinstance(value, float):
+        return True
+    if isinstance(value, dict):
+        return any(_has_float(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_float(v) for v in value)
+    return False
+
+
+def is_number(value: Any) -> bool:
+    """Lago's rule for numeric properties: a number, or a string matching ^-?\\d+(\\.\\d+)?$."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, Decimal)):
+        return True
+    return isinstance(value, str) and _DECIMAL_RE.fullmatch(value) is not None
+
+
+def to_decimal(value: Any) -> Decimal:
+    """A numeric property value as an exact Decimal (call `is_number` first)."""
+    return value if isinstance(value, Decimal) else Decimal(value if isinstance(value, str) else int(value))
+
+
+def _parse_timestamp(value: Any) -> int | None:
+    """Unix seconds (int, decimal string, or exact decimal) -> microseconds, or None if invalid.
+
+    Digits beyond the microsecond are truncated: BigQuery's TIMESTAMP holds microseconds.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        seconds = Decimal(value)
+    elif isinstance(value, Decimal):
+        seconds = value
+    elif isinstance(value, str) and _TIMESTAMP_RE.fullmatch(value):
+        seconds = Decimal(value)
+    else:
+        return None
+    if seconds < 0 or seconds > _MAX_TIMESTAMP_S:
+        return None
+    return int(seconds * 1_000_000)
+
+
+def _json_text(value: Any) -> Any:
+    """Properties as stored: exact Decimals become their decimal text."""
+    return str(value) if isinstance(value, Decimal) else value
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One validated usage event. `timestamp_us` is exact microseconds since the epoch (UTC)."""
+
+    transaction_id: str
+    external_subscription_id: str
+    code: str
+    timestamp_us: int
+    properties: dict[str, Any]
+    precise_total_amount_cents: str | None
+    timestamp_given: bool
+    received_at_us: int
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """The dedup key: an event is counted once per (subscription, transaction)."""
+        return (self.external_subscription_id, self.transaction_id)
+
+    @property
+    def lago_id(self) -> str:
+        return str(uuid.uuid5(_LAGO_ID_NS, f"{self.external_subscription_id}\x00{self.transaction_id}"))
+
+    def payload_hash(self) -> str:
+        """What decides whether a reused key is a retry (same hash) or a conflict (different).
+
+        A timestamp the server filled in is left out: a retry of an event sent without a
+        timestamp arrives later and must still count as the same event.
+        """
+        canonical = orjson.dumps(
+            [
+                self.code,
+                self.timestamp_us if self.timestamp_given else None,
+                self.properties,
+                self.precise_total_amount_cents,
+            ],
+            option=orjson.OPT_SORT_KEYS,
+        )
+        return hashlib.sha256(canonical).hexdigest()[:32]
+
+    def to_message(self) -> dict[str, Any]:
+        """The compact form carried inside a Pub/Sub message."""
+        return {
+            "t": self.transaction_id,
+            "s": self.external_subscription_id,
+            "c": self.code,
+            "ts": self.timestamp_us,
+            "p": self.properties,
+            "a": self.precise_total_amount_cents,
+            "g": self.timestamp_given,
+            "r": self.received_at_us,
+        }
+
+    @classmethod
+    def from_message(cls, m: Mapping[str, Any]) -> Event:
+        return cls(m["t"], m["s"], m["c"], int(m["ts"]), dict(m["p"]), m["a"], bool(m["g"]), int(m["r"]))
+
+    def to_lago(self) -> dict[str, Any]:
+        """The event as Lago's API answers it."""
+        return {
+            "lago_id": self.lago_id,
+            "transaction_id": self.transaction_id,
+            "lago_customer_id": None,
+            "code": self.code,
+            "timestamp": iso_ms(self.timestamp_us),
+            "precise_total_amount_cents": self.precise_total_amount_cents,
+            "properties": self.properties,
+            "lago_subscription_id": None,
+            "external_subscription_id": self.external_subscription_id,
+            "created_at": iso_ms(self.received_at_us),
+        }
+
+
+def iso_ms(us: int) -> str:
+    """ISO-8601 with milliseconds, as Lago prints timestamps."""
+    dt = datetime.fromtimestamp(us // 1_000_000, tz=timezone.utc)
+    return f"{dt:%Y-%m-%dT%H:%M:%S}.{(us % 1_000_000) // 1000:03d}Z"
+
+
+def _required_id(raw: Mapping[str, Any], field: str, errors: dict[str, list[str]]) -> str:
+    value = raw.get(field)
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)  # Lago stores ids as text, so a numeric id is accepted as its digits
+    if value is None or value == "":
+        errors[field] = ["value_is_mandatory"]
+        return ""
+    if not isinstance(value, str):
+        errors[field] = ["invalid_type"]
+        return ""
+    if len(value) > _ID_MAX:
+        errors[field] = ["value_is_too_long"]
+        return ""
+    return value
+
+
+def validate_event(raw: Any, received_at_us: int, numeric_field: NumericFieldLookup | None = None) -> Event:
+    """Validate one event object; raises `ValidationFailed` with Lago's `error_details`."""
+    if not isinstance(raw, dict):
+        raise ValidationFailed({"event": ["invalid_type"]})
+    errors: dict[str, list[str]] = {}
+    transaction_id = _required_id(raw, "transaction_id", errors)
+    subscription_id = _required_id(raw, "external_subscription_id", errors)
+    code = _required_id(raw, "code", errors)
+
+    ts_raw = raw.get("timestamp")
+    timestamp_given = ts_raw is not None and ts_raw != ""
+    timestamp_us = received_at_us
+    if timestamp_given:
+        parsed = _parse_timestamp(ts_raw)
+        if parsed is None:
+            errors["timestamp"] = ["invalid_format"]
+        else:
+            timestamp_us = parsed
+
+    properties = raw.get("properties")
+    if properties is None:
+        properties = {}
+    elif not isinstance(properties, dict):
+        errors["properties"] = ["invalid_type"]
+        properties = {}
+    elif any(isinstance(v, Decimal) for v in properties.values()):
+        properties = {k: _json_text(v) for k, v in properties.items()}
+
+    amount = raw.get("precise_total_amount_cents")
+    if amount is not None:
+        if is_number(amount):
+            amount = str(amount)
+        else:
+            errors["precise_total_amount_cents"] = ["value_is_not_valid_number"]
+
+    if numeric_field is not None and code and "properties" not in errors:
+        field = numeric_field(code)
+        if field is not None and field in properties and not is_number(properties[field]):
+            errors["properties"] = ["value_is_not_valid_number"]
+
+    if errors:
+        raise ValidationFailed(errors)
+    return Event(transaction_id, subscription_id, code, timestamp_us, properties, amount, timestamp_given, received_at_us)
+
+
+def parse_single(body: Any, received_at_us: int, numeric_field: NumericFieldLookup | None = None) -> Event:
+    """`POST /api/v1/events`: `{"event": {...}}`."""
+    if not isinstance(body, dict) or body.get("event") is None:
+        raise BadRequest({"event": ["value_is_mandatory"]}, "BadRequest: param is missing or the value is empty: event")
+    return validate_event(body["event"], received_at_us, numeric_field)
+
+
+def parse_batch(body: Any, received_at_us: int, numeric_field: NumericFieldLookup | None = None) -> list[Event]:
+    """`POST /api/v1/events/batch`: `{"events": [...]}`, all or nothing, at most 100 events."""
+    if not isinstance(body, dict) or body.get("events") is None:
+        raise BadRequest({"events": ["value_is_mandatory"]}, "BadRequest: param is missing or the value is empty: events")
+    raw_events = body["events"]
+    if not isinstance(raw_events, list):
+        raise ValidationFailed({"events": ["invalid_type"]})
+    if not raw_events:
+        raise ValidationFailed({"events": ["no_events"]})
+    if len(raw_events) > MAX_BATCH:
+        raise ValidationFailed({"events": ["too_many_events"]})
+    events: list[Event] = []
+    errors: dict[str, Any] = {}
+    for index, raw in enumerate(raw_events):
+        try:
+            events.append(validate_event(raw, received_at_us, numeric_field))
+        except ValidationFailed as failure:
+            errors[str(index)] = failure.details
+    if errors:
+        raise ValidationFailed(errors)
+    return events
