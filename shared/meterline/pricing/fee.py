@@ -1,0 +1,147 @@
+"""Fees: the one place where a precise amount becomes money.
+
+A charge model returns a `ChargeResult` (units, unrounded amount, per-tier details). `make_fee`
+turns it into a `Fee` by rounding exactly once, ROUND_HALF_UP to the currency's exponent, and
+keeps the unrounded `precise_amount` beside it, as Lago does. Rounding per tier and then adding
+would drift by up to half a cent per tier; rounding the invoice total instead of each fee would
+make lines that do not add up to the total. So: precise tiers, one rounding per fee, and the
+invoice total is the sum of the rounded fees.
+
+Every fee carries a `FeeRef` naming what it bills (subscription, period, charge, filter), from
+which stable Stripe idempotency keys and metadata are derived: rerunning a billing run for the
+same period produces the same keys, so it cannot bill twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Literal
+
+from meterline.money import MONEY_CONTEXT, currency_exponent, round_money, to_minor_units
+
+__all__ = ["ChargeResult", "Fee", "FeeKind", "FeeRef", "TierDetail", "make_fee"]
+
+FeeKind = Literal["subscription", "charge", "true_up"]
+
+_ZERO = Decimal(0)
+
+
+@dataclass(frozen=True, slots=True)
+class TierDetail:
+    """One line of a fee's computation. Invariant: amount == units * per_unit_amount + flat_amount.
+
+    kind is "tier" for graduated/volume/standard ranges, "packages" (units = packages bought),
+    "free" (units given away), "percentage" (per_unit_amount = rate / 100), "fixed_fees" (units =
+    paid events) or "adjustment" (a per-transaction min/max correction carried in flat_amount).
+    Amounts are precise (never rounded here).
+    """
+
+    from_value: Decimal
+    to_value: Decimal | None
+    units: Decimal
+    per_unit_amount: Decimal
+    flat_amount: Decimal
+    amount: Decimal
+    kind: str = "tier"
+    rate: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeResult:
+    """What a charge model computes: units priced, the unrounded amount and how it was made."""
+
+    units: Decimal
+    precise_amount: Decimal
+    details: tuple[TierDetail, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class FeeRef:
+    """Names what a fee bills, stably across reruns (dates are the customer's local dates)."""
+
+    subscription_external_id: str
+    period_start: date
+    period_end: date  # inclusive, as printed on an invoice
+    kind: FeeKind
+    charge_ref: str | None = None
+    filter_key: str | None = None
+    plan_code: str | None = None
+
+    @property
+    def key(self) -> str:
+        """Readable canonical key, e.g. 'sub_1|2024-01-01|2024-01-31|charge|tokens|model=gpt-4'."""
+        parts = [self.subscription_external_id, self.period_start.isoformat(), self.period_end.isoformat(), self.kind]
+        if self.plan_code is not None and self.kind == "subscription":
+            parts.append(self.plan_code)
+        if self.charge_ref is not None:
+            parts.append(self.charge_ref)
+        if self.filter_key is not None:
+            parts.append(self.filter_key)
+        return "|".join(parts)
+
+    @property
+    def idempotency_key(self) -> str:
+        """A Stripe idempotency key (at most 255 characters): the readable key when it fits,
+        otherwise a prefix plus its SHA-256, so long filter keys stay unique and stable."""
+        key = f"ml|{self.key}"
+        if len(key) <= 255:
+            return key
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        return f"{key[:180]}|sha256:{digest}"
+
+    def tier_key(self, index: int) -> str:
+        """Reference of one tier line, for providers that bill tiers as separate items."""
+        return f"{self.idempotency_key[:240]}|tier{index}"
+
+
+@dataclass(frozen=True, slots=True)
+class Fee:
+    """A rounded invoice line. `amount` (major units) and `amount_cents` (minor units) come
+    from the same single rounding of `precise_amount`."""
+
+    ref: FeeRef
+    currency: str
+    units: Decimal
+    precise_amount: Decimal
+    amount: Decimal
+    amount_cents: int
+    details: tuple[TierDetail, ...]
+    display_name: str
+    from_datetime: datetime
+    to_datetime: datetime  # exclusive
+    events_count: int | None = None
+    metadata: dict[str, str] = field(default_factory=dict, compare=False)
+
+    @property
+    def precise_amount_cents(self) -> Decimal:
+        """Lago's precise_amount_cents: the unrounded amount in minor units."""
+        return self.precise_amount.scaleb(currency_exponent(self.currency), context=MONEY_CONTEXT)
+
+
+def make_fee(
+    ref: FeeRef,
+    currency: str,
+    result: ChargeResult,
+    display_name: str,
+    from_datetime: datetime,
+    to_datetime: datetime,
+    events_count: int | None = None,
+) -> Fee:
+    """Round `result` once and wrap it as a Fee. The only rounding in the pricing core."""
+    amount = round_money(result.precise_amount, currency)
+    return Fee(
+        ref=ref,
+        currency=currency,
+        units=result.units,
+        precise_amount=result.precise_amount,
+        amount=amount,
+        amount_cents=to_minor_units(amount, currency),
+        details=result.details,
+        display_name=display_name,
+        from_datetime=from_datetime,
+        to_datetime=to_datetime,
+        events_count=events_count,
+    )
