@@ -18,7 +18,7 @@ class ConfigError(Exception):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="METERLINE_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="METERLINE_", extra="ignore", frozen=True, populate_by_name=True)
 
     backend: Literal["embedded", "gcp"] = Field("embedded", description="embedded (SQLite + DuckDB) or gcp")
     data_dir: Path = Field(Path(".meterline"), description="where the embedded adapters keep their files")

@@ -18,7 +18,7 @@ _configured = False
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "severity": record.levelname if record.levelname != "WARNING" else "WARNING",
+            "severity": record.levelname,
             "message": record.getMessage(),
             "logger": record.name,
             "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
@@ -49,6 +49,6 @@ def get(name: str) -> logging.Logger:
     return logging.getLogger(f"meterline.{name}")
 
 
-def event(logger: logging.Logger, message: str, level: int = logging.INFO, **fields: Any) -> None:
+def event(logger: logging.Logger, message: str, level: int = logging.INFO, exc_info: bool = False, **fields: Any) -> None:
     """Log `message` with structured fields (ids and counts only)."""
-    logger.log(level, message, extra={"fields": fields})
+    logger.log(level, message, exc_info=exc_info, extra={"fields": fields})

@@ -104,5 +104,5 @@ class ProcessService:
             self._dedup.mark_done(to_insert)
 
         result = ProcessResult(len(to_insert), duplicates, len(rejections), rejections)
-        logs.event(_log, "processed", inserted=result.inserted, duplicates=duplicates, rejected=result.rejected)
+        logs.event(_log, "processed", 10, inserted=result.inserted, duplicates=duplicates, rejected=result.rejected)
         return result

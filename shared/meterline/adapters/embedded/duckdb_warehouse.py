@@ -39,14 +39,16 @@ class DuckDbWarehouse:
         if not rows:
             return
         columns = [f["name"] for f in sql.schema(table)]
-        placeholders = ", ".join("?" for _ in columns)
+        row_marks = "(" + ", ".join("?" for _ in columns) + ")"
         quoted = ", ".join(f'"{c}"' for c in columns)
-        values = [[row[c] for c in columns] for row in rows]
+        # One multi-row INSERT: about ten times faster in DuckDB than executemany.
+        statement = f'INSERT INTO "{table}" ({quoted}) VALUES {", ".join([row_marks] * len(rows))}'
+        values = [row[c] for row in rows for c in columns]
         with self._lock:
             cur = self._conn.cursor()
             cur.execute("BEGIN")
             try:
-                cur.executemany(f'INSERT INTO "{table}" ({quoted}) VALUES ({placeholders})', values)
+                cur.execute(statement, values)
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")

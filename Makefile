@@ -1,0 +1,42 @@
+# Meterline developer commands. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help venv demo serve test test-fast bench servers clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt requirements-dev.txt shared/pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e shared
+	@touch $@
+
+venv: $(STAMP) ## create .venv with the pinned dependencies and the meterline CLI
+
+demo: $(STAMP) ## post a realistic LLM-gateway stream on the embedded backend and show what was counted
+	$(VENV)/bin/meterline demo
+
+serve: $(STAMP) ## run every function in one local server on http://127.0.0.1:8080 (embedded backend)
+	$(VENV)/bin/meterline serve
+
+servers: $(STAMP) ## check the gcloud emulators and install bqemulator/localstripe into venvs of their own
+	$(PY) infra/servers.py check
+	$(PY) infra/servers.py ensure-venvs
+
+test: servers ## run the whole suite, starting the emulators, bqemulator and localstripe on loopback ports
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP) ## run only the tests that need no local server
+	$(PY) -m pytest -q -m "not servers"
+
+bench: servers ## run the benchmarks and print their figures
+	$(PY) bench/run.py
+
+clean: ## remove the venvs and local data
+	rm -rf $(VENV) .venv-bqemu .venv-localstripe .meterline

@@ -1,0 +1,5 @@
+import sys
+
+from meterline.cli import main
+
+sys.exit(main())

@@ -1,0 +1,80 @@
+"""CLI output: readable tables by default, CSV or JSON on request, progress on stderr."""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+FORMATS = ("table", "csv", "json")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    return str(value)
+
+
+def render(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: str = "table") -> str:
+    if fmt == "json":
+        return orjson.dumps([{c: r.get(c) for c in columns} for r in rows], default=str, option=orjson.OPT_INDENT_2).decode()
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(columns)
+        for r in rows:
+            writer.writerow([_cell(r.get(c)) for c in columns])
+        return buf.getvalue().rstrip("\n")
+    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+
+    def line(values: Iterable[str]) -> str:
+        # Numbers align right, text left, as finance reads them.
+        out = []
+        for v, w in zip(values, widths):
+            numeric = v.replace(".", "", 1).replace("-", "", 1).isdigit()
+            out.append(v.rjust(w) if numeric else v.ljust(w))
+        return "  ".join(out).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(columns), rule, *(line(r) for r in cells)])
+
+
+class Progress:
+    """A one-line progress meter on stderr (plain lines when stderr is not a terminal)."""
+
+    def __init__(self, label: str, total: int, stream=None):
+        self.label = label
+        self.total = max(total, 1)
+        self.done = 0
+        self.stream = stream or sys.stderr
+        self._tty = self.stream.isatty()
+        self._last = 0.0
+        self._start = time.monotonic()
+        self._last_pct = -1
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        now = time.monotonic()
+        pct = int(100 * self.done / self.total)
+        if self._tty and now - self._last >= 0.1:
+            self.stream.write(f"\r{self.label}: {self.done}/{self.total} ({pct}%)")
+            self.stream.flush()
+            self._last = now
+        elif not self._tty and pct // 25 > self._last_pct // 25:
+            self.stream.write(f"{self.label}: {self.done}/{self.total} ({pct}%)\n")
+            self._last_pct = pct
+
+    def finish(self) -> None:
+        elapsed = time.monotonic() - self._start
+        end = "\r" if self._tty else ""
+        self.stream.write(f"{end}{self.label}: {self.done}/{self.total} done in {elapsed:.1f}s\n")
+        self.stream.flush()

@@ -1,0 +1,75 @@
+"""Helpers shared by the test layers (plain functions; fixtures live in conftest.py files)."""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+from pathlib import Path
+
+from meterline.auth import create_api_key
+from meterline.config import Settings
+from meterline.ingest import now_us
+from meterline.wiring import Runtime, build_runtime
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def embedded_runtime(data_dir: Path, **overrides) -> Runtime:
+    return build_runtime(Settings(backend="embedded", data_dir=data_dir, **overrides))
+
+
+def new_key(runtime: Runtime, name: str = "test") -> str:
+    return create_api_key(runtime.api_keys, name, now_us())
+
+
+@contextmanager
+def env(**values: str) -> Iterator[None]:
+    """Set environment variables for the block, restoring them afterwards."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def gateway_stream(n_unique: int, seed: int, subscriptions: int = 20, repeat_rate: float = 0.10, conflict_rate: float = 0.01):
+    """A stream of raw events: n_unique distinct events, plus exact repeats and conflicting reuses.
+
+    Returns (stream, conflicts, truth): the unique events and their exact repeats shuffled,
+    the conflicting reuses, and subscription -> {transaction_id: Decimal value} for the
+    events that must be counted.
+    """
+    rng = random.Random(seed)
+    base = 1_767_225_600  # 2026-01-01T00:00:00Z
+    uniques = []
+    for i in range(n_unique):
+        value = rng.choice([str(rng.randint(1, 5000)), rng.randint(1, 5000), f"{rng.randint(0, 99)}.{rng.randint(0, 999):03d}"])
+        uniques.append({
+            "transaction_id": f"tx-{seed}-{i}",
+            "external_subscription_id": f"sub-{i % subscriptions}",
+            "code": "tokens_consumed",
+            "timestamp": base + i,
+            "properties": {"value": value, "model": rng.choice(["gpt-4o", "claude"])},
+        })
+    stream = list(uniques)
+    for _ in range(int(n_unique * repeat_rate)):
+        stream.append(dict(rng.choice(uniques)))
+    conflicts = []
+    for _ in range(int(n_unique * conflict_rate)):
+        original = rng.choice(uniques)
+        conflicts.append({**original, "properties": {**original["properties"], "value": "999999"}})
+    rng.shuffle(stream)
+    truth: dict[str, dict[str, Decimal]] = {}
+    for e in uniques:
+        truth.setdefault(e["external_subscription_id"], {})[e["transaction_id"]] = Decimal(str(e["properties"]["value"]))
+    # Conflicting reuses are returned apart: a test sends them after the originals are counted,
+    # so that "the first payload wins" has one answer whatever order the bus delivers in.
+    return stream, conflicts, truth
