@@ -116,7 +116,7 @@ def run(n_events: int = 3000, data_dir: Path = Path(".meterline/demo"), seed: in
             time.sleep(0.05)
     rows = runtime.warehouse.query(
         "SELECT external_subscription_id AS sub, COUNT(*) AS events, "
-        "SUM(CAST(JSON_VALUE(properties, '$.value') AS NUMERIC)) AS tokens "
+        "SUM(CAST(JSON_VALUE(properties, '$.value') AS NUMERIC(38, 9))) AS tokens "
         "FROM events_deduped GROUP BY external_subscription_id"
     )
     counted = {r["sub"]: r for r in rows}

@@ -137,7 +137,7 @@ def test_counts_are_exact_under_duplicates_redelivery_and_crashes(backend):
     warehouse = backend.warehouse
     rows = warehouse.query(
         "SELECT external_subscription_id AS sub, COUNT(*) AS n, "
-        "SUM(CAST(JSON_VALUE(properties, '$.value') AS NUMERIC)) AS total FROM events_deduped GROUP BY 1"
+        "SUM(CAST(JSON_VALUE(properties, '$.value') AS NUMERIC(38, 9))) AS total FROM events_deduped GROUP BY 1"
     )
     counted = {r["sub"]: (r["n"], Decimal(r["total"])) for r in rows}
     expected = {sub: (len(txs), sum(txs.values(), Decimal(0))) for sub, txs in truth.items()}

@@ -19,25 +19,32 @@ class InsertFailed(Exception):
     """BigQuery refused some rows; the message is retried (rows are validated before, so this is ours)."""
 
 
-def _param(name: str, value: Any):
+def _scalar_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "BOOL"
+    if isinstance(value, int):
+        return "INT64"
+    if isinstance(value, Decimal):
+        return "BIGNUMERIC"
+    if isinstance(value, dt.datetime):
+        return "TIMESTAMP"
+    if isinstance(value, dt.date):
+        return "DATE"
+    return "STRING"
+
+
+def _param(name: str | None, value: Any):
+    """A query parameter typed from its Python value: scalars, lists, and lists of dicts (STRUCTs)."""
     from google.cloud import bigquery
 
+    if isinstance(value, dict):
+        return bigquery.StructQueryParameter(name, *(_param(k, v) for k, v in value.items()))
     if isinstance(value, (list, tuple)):
-        kind = "INT64" if value and isinstance(value[0], int) else "STRING"
+        if value and isinstance(value[0], dict):
+            return bigquery.ArrayQueryParameter(name, "STRUCT", [_param(None, v) for v in value])
+        kind = _scalar_type(value[0]) if value else "STRING"
         return bigquery.ArrayQueryParameter(name, kind, list(value))
-    if isinstance(value, bool):
-        kind = "BOOL"
-    elif isinstance(value, int):
-        kind = "INT64"
-    elif isinstance(value, Decimal):
-        kind = "BIGNUMERIC"
-    elif isinstance(value, dt.datetime):
-        kind = "TIMESTAMP"
-    elif isinstance(value, dt.date):
-        kind = "DATE"
-    else:
-        kind = "STRING"
-    return bigquery.ScalarQueryParameter(name, kind, value)
+    return bigquery.ScalarQueryParameter(name, _scalar_type(value), value)
 
 
 class BigQueryWarehouse:

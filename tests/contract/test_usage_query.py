@@ -1,0 +1,152 @@
+"""The usage SQL, written once in BigQuery's dialect: same events, same units on bqemulator and DuckDB."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from decimal import Decimal
+
+import orjson
+import pytest
+
+from meterline.catalog import BillableMetric, Plan
+from meterline.events import decode_json, parse_batch
+from meterline.pricing.usage import ChargeUsage, SeatEvent
+from meterline.usage_query import UsageQuery, UsageWindow
+from tests.contract.conftest import _embedded, _gcp
+
+JAN = datetime(2026, 1, 1, tzinfo=timezone.utc)
+FEB = datetime(2026, 2, 1, tzinfo=timezone.utc)
+T0 = int(JAN.timestamp())
+
+METRICS = {m["code"]: BillableMetric.model_validate(m) for m in [
+    {"code": "tokens", "name": "Tokens", "aggregation_type": "sum_agg", "field_name": "value"},
+    {"code": "calls", "name": "Calls", "aggregation_type": "count_agg"},
+    {"code": "peak", "name": "Peak", "aggregation_type": "max_agg", "field_name": "value"},
+    {"code": "users", "name": "Users", "aggregation_type": "unique_count_agg", "field_name": "user_id"},
+    {"code": "storage", "name": "Storage", "aggregation_type": "latest_agg", "field_name": "gb",
+     "rounding_function": "ceil", "rounding_precision": 0},
+    {"code": "seats", "name": "Seats", "aggregation_type": "unique_count_agg", "field_name": "user_id", "recurring": True},
+    {"code": "spend", "name": "Spend", "aggregation_type": "sum_agg", "field_name": "amount"},
+]}
+PLAN = Plan.model_validate({
+    "code": "hybrid", "name": "Hybrid", "interval": "monthly", "amount_cents": 0, "amount_currency": "USD",
+    "charges": [
+        {"billable_metric_code": "tokens", "charge_model": "standard", "properties": {"amount": "0.001"},
+         "filters": [
+             {"values": {"model": ["gpt-4"]}, "properties": {"amount": "0.01"}},
+             {"values": {"model": ["gpt-4"], "token_type": ["output"]}, "properties": {"amount": "0.03"}},
+         ]},
+        {"billable_metric_code": "calls", "charge_model": "standard", "properties": {"amount": "1"}},
+        {"billable_metric_code": "peak", "charge_model": "standard", "properties": {"amount": "1"}},
+        {"billable_metric_code": "users", "charge_model": "standard", "properties": {"amount": "1"}},
+        {"billable_metric_code": "storage", "charge_model": "standard", "properties": {"amount": "1"}},
+        {"billable_metric_code": "seats", "charge_model": "standard", "properties": {"amount": "10"}, "prorated": True},
+        {"billable_metric_code": "spend", "charge_model": "percentage",
+         "properties": {"rate": "1", "per_transaction_min_amount": "0.5"}},
+    ],
+})
+
+
+def ev(tx, sub, code, at, **props):
+    return {"transaction_id": tx, "external_subscription_id": sub, "code": code, "timestamp": at, "properties": props}
+
+
+EVENTS = [
+    # sub-a, January
+    ev("a1", "sub-a", "tokens", T0 + 10, value="100.5", model="gpt-4", token_type="input"),
+    ev("a2", "sub-a", "tokens", T0 + 20, value=200, model="gpt-4", token_type="output"),
+    ev("a3", "sub-a", "tokens", T0 + 30, value="0.000000001", model="llama"),
+    ev("a4", "sub-a", "calls", T0 + 40),
+    ev("a5", "sub-a", "calls", T0 + 50),
+    ev("a6", "sub-a", "peak", T0 + 60, value="7"),
+    ev("a7", "sub-a", "peak", T0 + 70, value="3"),
+    ev("a8", "sub-a", "users", T0 + 80, user_id="u1"),
+    ev("a9", "sub-a", "users", T0 + 90, user_id="u1"),
+    ev("a10", "sub-a", "users", T0 + 95, user_id="u2"),
+    ev("a11", "sub-a", "storage", T0 + 100, gb="4.2"),
+    ev("a12", "sub-a", "storage", T0 + 200, gb="2.1"),  # latest wins, then ceil -> 3
+    ev("a13", "sub-a", "seats", T0 - 86_400 * 40, user_id="alice", operation_type="add"),  # before the period: carried over
+    ev("a14", "sub-a", "seats", T0 + 86_400 * 15, user_id="bob", operation_type="add"),
+    ev("a15", "sub-a", "seats", T0 + 86_400 * 20, user_id="alice", operation_type="remove"),
+    ev("a16", "sub-a", "spend", T0 + 300, amount="10"),
+    ev("a17", "sub-a", "spend", T0 + 400, amount="20.25"),
+    # outside the window: February, and another subscription's events
+    ev("a18", "sub-a", "tokens", int(FEB.timestamp()), value="999", model="gpt-4"),
+    ev("b1", "sub-b", "tokens", T0 + 5, value="5", model="llama"),
+    ev("b2", "sub-b", "calls", T0 + 6),
+    ev("c1", "sub-c", "tokens", T0 + 5, value="1"),  # sub-c has no window
+]
+WINDOWS = [
+    UsageWindow("w-a", "sub-a", "hybrid", JAN, FEB),
+    UsageWindow("w-b", "sub-b", "hybrid", JAN, FEB),
+    UsageWindow("w-empty", "sub-z", "hybrid", JAN, FEB),
+]
+
+
+def ts(seconds):
+    return datetime.fromtimestamp(seconds, tz=timezone.utc)
+
+
+EXPECTED = {
+    "w-a": {
+        ("tokens", "model=gpt-4"): ChargeUsage(units=Decimal("100.5"), events_count=1),
+        ("tokens", "model=gpt-4;token_type=output"): ChargeUsage(units=Decimal("200"), events_count=1),
+        ("tokens", None): ChargeUsage(units=Decimal("0.000000001"), events_count=1),
+        ("calls", None): ChargeUsage(units=Decimal(2), events_count=2),
+        ("peak", None): ChargeUsage(units=Decimal(7), events_count=2),
+        ("users", None): ChargeUsage(units=Decimal(2), events_count=3),
+        ("storage", None): ChargeUsage(units=Decimal(3), events_count=2),
+        ("seats", None): ChargeUsage(seat_events=(
+            SeatEvent("alice", "add", ts(T0 - 86_400 * 40)),
+            SeatEvent("bob", "add", ts(T0 + 86_400 * 15)),
+            SeatEvent("alice", "remove", ts(T0 + 86_400 * 20)),
+        )),
+        ("spend", None): ChargeUsage(units=Decimal("30.25"), events_count=2, event_values=(Decimal(10), Decimal("20.25"))),
+    },
+    "w-b": {
+        ("tokens", None): ChargeUsage(units=Decimal(5), events_count=1),
+        ("calls", None): ChargeUsage(units=Decimal(1), events_count=1),
+    },
+    "w-empty": {},
+}
+
+
+def load(warehouse):
+    events = parse_batch(decode_json(orjson.dumps({"events": EVENTS[:50]})), T0 * 1_000_000)
+    warehouse.insert_events(events, T0 * 1_000_000)
+    warehouse.insert_events(events[:3], T0 * 1_000_000 + 1)  # duplicates the view must remove
+
+
+def usage_on(warehouse):
+    load(warehouse)
+    return UsageQuery(METRICS, [PLAN]).run(warehouse, WINDOWS)
+
+
+def test_usage_on_duckdb_is_exact(tmp_path):
+    assert usage_on(_embedded(tmp_path).warehouse) == EXPECTED
+
+
+@pytest.mark.servers
+def test_bigquery_and_duckdb_give_identical_usage(tmp_path, request, monkeypatch):
+    duck = usage_on(_embedded(tmp_path).warehouse)
+    bq = usage_on(_gcp(request, monkeypatch).warehouse)
+    assert bq == duck == EXPECTED
+
+
+def test_one_query_serves_thousands_of_windows(tmp_path):
+    warehouse = _embedded(tmp_path).warehouse
+    load(warehouse)
+    query = UsageQuery(METRICS, [PLAN])
+    many = [UsageWindow(f"w{i}", f"sub-{i}", "hybrid", JAN, FEB) for i in range(5000)] + WINDOWS[:1]
+    calls = []
+    original = warehouse.query
+
+    def counting(sql, params=None):
+        calls.append(sql)
+        return original(sql, params)
+
+    warehouse.query = counting
+    usage = query.run(warehouse, many)
+    assert len(calls) == 1
+    assert usage["w-a"] == EXPECTED["w-a"]
+    assert usage["w0"] == {}
