@@ -81,3 +81,32 @@ def event_from_row(row: dict[str, Any]) -> Event:
         timestamp_given=bool(row["timestamp_given"]),
         received_at_us=to_us(row["received_at"]),
     )
+
+
+class DedupedReads:
+    """Reads through `events_deduped`, in BigQuery SQL; shared by every Warehouse adapter."""
+
+    def query(self, bigquery_sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def get_event(self, external_subscription_id: str, transaction_id: str) -> Event | None:
+        rows = self.query(
+            "SELECT * FROM events_deduped WHERE external_subscription_id = @sub AND transaction_id = @txn",
+            {"sub": external_subscription_id, "txn": transaction_id},
+        )
+        return event_from_row(rows[0]) if rows else None
+
+    def list_events(self, external_subscription_id: str, limit: int, offset: int) -> tuple[list[Event], int]:
+        rows = self.query(
+            "SELECT *, COUNT(*) OVER () AS total_count FROM events_deduped WHERE external_subscription_id = @sub "
+            "ORDER BY timestamp DESC, transaction_id LIMIT @limit OFFSET @offset",
+            {"sub": external_subscription_id, "limit": limit, "offset": offset},
+        )
+        if rows:
+            return [event_from_row(r) for r in rows], int(rows[0]["total_count"])
+        # A page past the end has no row to carry the total.
+        count = self.query(
+            "SELECT COUNT(*) AS n FROM events_deduped WHERE external_subscription_id = @sub",
+            {"sub": external_subscription_id},
+        )
+        return [], int(count[0]["n"])

@@ -12,13 +12,13 @@ import duckdb
 from meterline import sql
 from meterline.events import Event
 from meterline.ports import Rejection
-from meterline.rows import event_from_row, event_row, rejected_row
+from meterline.rows import DedupedReads, event_row, rejected_row
 
 _TABLES = ("events", "rejected_events")
 _VIEWS = {"events_deduped": "events_deduped.sql", "rejected_events_deduped": "rejected_events_deduped.sql"}
 
 
-class DuckDbWarehouse:
+class DuckDbWarehouse(DedupedReads):
     """One DuckDB file (or `:memory:`). DuckDB allows one writing process; `meterline serve` is it."""
 
     def __init__(self, path: Path | str):
@@ -69,29 +69,6 @@ class DuckDbWarehouse:
             cur.execute(text, params or {})
             names = [d[0] for d in cur.description]
             return [dict(zip(names, row)) for row in cur.fetchall()]
-
-    def get_event(self, external_subscription_id: str, transaction_id: str) -> Event | None:
-        rows = self.query(
-            "SELECT * FROM events_deduped WHERE external_subscription_id = @sub AND transaction_id = @txn",
-            {"sub": external_subscription_id, "txn": transaction_id},
-        )
-        return event_from_row(rows[0]) if rows else None
-
-    def list_events(self, external_subscription_id: str, limit: int, offset: int) -> tuple[list[Event], int]:
-        rows = self.query(
-            "SELECT *, COUNT(*) OVER () AS total_count FROM events_deduped WHERE external_subscription_id = @sub "
-            "ORDER BY timestamp DESC, transaction_id LIMIT @limit OFFSET @offset",
-            {"sub": external_subscription_id, "limit": limit, "offset": offset},
-        )
-        total = rows[0]["total_count"] if rows else self._count(external_subscription_id)
-        return [event_from_row(r) for r in rows], total
-
-    def _count(self, external_subscription_id: str) -> int:
-        rows = self.query(
-            "SELECT COUNT(*) AS n FROM events_deduped WHERE external_subscription_id = @sub",
-            {"sub": external_subscription_id},
-        )
-        return int(rows[0]["n"])
 
     def close(self) -> None:
         self._conn.close()

@@ -10,7 +10,7 @@ from typing import Any
 from meterline import sql
 from meterline.events import Event
 from meterline.ports import Rejection
-from meterline.rows import event_from_row, event_row, rejected_row
+from meterline.rows import DedupedReads, event_row, rejected_row
 
 _VIEWS = {"events_deduped": "events_deduped.sql", "rejected_events_deduped": "rejected_events_deduped.sql"}
 
@@ -47,7 +47,7 @@ def _param(name: str | None, value: Any):
     return bigquery.ScalarQueryParameter(name, _scalar_type(value), value)
 
 
-class BigQueryWarehouse:
+class BigQueryWarehouse(DedupedReads):
     def __init__(self, client, project: str, dataset: str):
         self._client = client
         self._project = project
@@ -105,23 +105,3 @@ class BigQueryWarehouse:
             query_parameters=[_param(k, v) for k, v in (params or {}).items()],
         )
         return [dict(row.items()) for row in self._client.query(bigquery_sql, job_config=config).result()]
-
-    def get_event(self, external_subscription_id: str, transaction_id: str) -> Event | None:
-        rows = self.query(
-            "SELECT * FROM events_deduped WHERE external_subscription_id = @sub AND transaction_id = @txn",
-            {"sub": external_subscription_id, "txn": transaction_id},
-        )
-        return event_from_row(rows[0]) if rows else None
-
-    def list_events(self, external_subscription_id: str, limit: int, offset: int) -> tuple[list[Event], int]:
-        rows = self.query(
-            "SELECT *, COUNT(*) OVER () AS total_count FROM events_deduped WHERE external_subscription_id = @sub "
-            "ORDER BY timestamp DESC, transaction_id LIMIT @limit OFFSET @offset",
-            {"sub": external_subscription_id, "limit": limit, "offset": offset},
-        )
-        if rows:
-            return [event_from_row(r) for r in rows], int(rows[0]["total_count"])
-        count = self.query(
-            "SELECT COUNT(*) AS n FROM events_deduped WHERE external_subscription_id = @sub", {"sub": external_subscription_id}
-        )
-        return [], int(count[0]["n"])
