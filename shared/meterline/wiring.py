@@ -26,6 +26,7 @@ class Runtime:
     warehouse: Warehouse
     api_keys: ApiKeyStore
     queue: Any = None  # the embedded SqliteQueue (None on gcp, where Pub/Sub pushes to process)
+    catalog: Any = None  # CatalogStore (meterline.catalog_store): metrics, plans, customers, subscriptions
     extras: dict[str, Any] = field(default_factory=dict)
 
     @functools.cached_property
@@ -50,9 +51,12 @@ def build_runtime(settings: Settings) -> Runtime:
 def _build_embedded(settings: Settings) -> Runtime:
     from meterline.adapters.embedded.duckdb_warehouse import DuckDbWarehouse
     from meterline.adapters.embedded.sqlite import SqliteApiKeyStore, SqliteDatabase, SqliteDedupStore, SqliteQueue
+    from meterline.adapters.embedded.sqlite_catalog import SqliteCatalogStore
+    from meterline.catalog_store import NumericFields
 
     db = SqliteDatabase(settings.sqlite_path)
     queue = SqliteQueue(db, settings.max_delivery_attempts)
+    catalog = SqliteCatalogStore(db)
     return Runtime(
         settings=settings,
         bus=queue,
@@ -60,26 +64,31 @@ def _build_embedded(settings: Settings) -> Runtime:
         warehouse=DuckDbWarehouse(settings.duckdb_path),
         api_keys=SqliteApiKeyStore(db),
         queue=queue,
-        extras={"sqlite": db},
+        catalog=catalog,
+        extras={"sqlite": db, "numeric_field": NumericFields(catalog)},
     )
 
 
 def _build_gcp(settings: Settings) -> Runtime:
     from meterline.adapters.gcp.bigquery_warehouse import BigQueryWarehouse
     from meterline.adapters.gcp.clients import bigquery_client, firestore_client, publisher_client
+    from meterline.adapters.gcp.firestore_catalog import FirestoreCatalogStore
     from meterline.adapters.gcp.firestore_dedup import FirestoreApiKeyStore, FirestoreDedupStore
     from meterline.adapters.gcp.pubsub_bus import PubSubEventBus
+    from meterline.catalog_store import NumericFields
 
     project = settings.google_cloud_project
     assert project  # Settings guarantees it for backend=gcp
     firestore = firestore_client(settings)
+    catalog = FirestoreCatalogStore(firestore)
     return Runtime(
         settings=settings,
         bus=PubSubEventBus(publisher_client(), project, settings.events_topic, settings.publish_timeout_seconds),
         dedup=FirestoreDedupStore(firestore),
         warehouse=BigQueryWarehouse(bigquery_client(settings), project, settings.bigquery_dataset),
         api_keys=FirestoreApiKeyStore(firestore),
-        extras={"firestore": firestore},
+        catalog=catalog,
+        extras={"firestore": firestore, "numeric_field": NumericFields(catalog)},
     )
 
 
