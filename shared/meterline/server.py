@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from flask import Flask, request
 
+from meterline.admin_http import ROOT_KEYS, admin_handler
 from meterline.http import events_handler, guarded, json_response
 from meterline.wiring import Runtime
 
 # Each Cloud Function's handler, by the first path segment below /api/v1/. Later functions
 # (admin, portal, webhooks) register here too.
-ROUTES = {"events": events_handler}
+ROUTES = {"events": events_handler, **{resource: admin_handler for resource in ROOT_KEYS}}
 
 
 def create_app(runtime: Runtime) -> Flask:
