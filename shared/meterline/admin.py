@@ -231,9 +231,10 @@ class AdminService:
 
 
 def check_plan_references(plan: Plan, get_metric: Callable[[str], BillableMetric | None]) -> None:
-    """Every charge names an existing metric (404 billable_metric_not_found), and every charge
-    filter uses that metric's filter keys and values (422 on `charges.N.filters.M.values`):
-    a filter that can never match would silently bill its usage at the default price."""
+    """Every charge names an existing metric (404 billable_metric_not_found), only recurring
+    metrics are prorated, and every charge filter uses its metric's filter keys and values
+    (422 on `charges.N.filters.M.values`): a filter that can never match would silently bill
+    its usage at the default price."""
     errors: dict[str, list[str]] = {}
     for i, charge in enumerate(plan.charges):
         # NOTE: Meterline has no Lago ids, so a charge given only billable_metric_id cannot
@@ -241,6 +242,10 @@ def check_plan_references(plan: Plan, get_metric: Callable[[str], BillableMetric
         metric = get_metric(charge.billable_metric_code) if charge.billable_metric_code else None
         if metric is None:
             raise NotFound("billable_metric")
+        if charge.prorated and not metric.recurring:
+            # Lago prorates only recurring metrics (seats, storage): usage that resets every
+            # period has no "days it was held" to prorate by.
+            errors[f"charges.{i}.prorated"] = ["invalid_billable_metric_or_charge_model"]
         allowed = {f.key: set(f.values) for f in metric.filters}
         for j, charge_filter in enumerate(charge.filters):
             if any(key not in allowed or not set(values) <= allowed[key] for key, values in charge_filter.values.items()):

@@ -62,6 +62,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return demo.run(args.events, args.data_dir or Path(".meterline/demo"), args.seed, args.format)
 
 
+def cmd_catalog_apply(args: argparse.Namespace) -> int:
+    from meterline import catalog_apply
+    from meterline.wiring import build_runtime
+
+    return catalog_apply.run_cli(args, lambda: build_runtime(_settings(args)).catalog)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="meterline", description="Exact metering and usage-based billing.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -81,6 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
     lst.add_argument("--data-dir", type=Path)
     lst.add_argument("--format", choices=output.FORMATS, default="table")
     lst.set_defaults(func=cmd_api_keys_list)
+
+    catalog = sub.add_parser("catalog", help="manage the catalog").add_subparsers(dest="catalog_command", required=True)
+    apply = catalog.add_parser("apply", help="create or update billable metrics and plans from a YAML file (idempotent)")
+    apply.add_argument("file", type=Path, help="YAML with billable_metrics: and plans: in Lago's shapes")
+    apply.add_argument("--dry-run", action="store_true", help="show the changes without writing them")
+    apply.add_argument("--data-dir", type=Path)
+    apply.add_argument("--format", choices=output.FORMATS, default="table")
+    apply.set_defaults(func=cmd_catalog_apply)
 
     demo = sub.add_parser("demo", help="post a realistic LLM-gateway stream and show what was counted")
     demo.add_argument("--events", type=int, default=3000)
