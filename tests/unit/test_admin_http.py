@@ -468,3 +468,30 @@ def test_meterline_serve_mounts_the_admin_routes(runtime, api_key):
     assert resp.status_code == 200
     for path in ("billable_metrics", "plans", "customers", "subscriptions"):
         assert client.get(f"/api/v1/{path}", headers=headers).status_code == 200
+
+
+def test_concurrent_creates_of_one_subscription_make_one_record(catalog, runtime):
+    import threading
+
+    from meterline.admin import AdminService
+
+    service = AdminService(runtime.catalog)
+    barrier = threading.Barrier(4)
+    results, failures = [], []
+
+    def create():
+        barrier.wait()
+        try:
+            results.append(service.create_subscription(sub_body()))
+        except Exception as exc:  # noqa: BLE001 - any failure fails the test below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=create) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+    history = runtime.catalog.get_subscription_history("sub-1")
+    assert len(history.records) == 1
+    assert all(r == history.records[0] for r in results)  # the losers found the winner's record
