@@ -359,6 +359,11 @@ def terminate_records(history: SubscriptionHistory, status: str, now: datetime) 
         if record.status != status:
             continue
         if status == "pending":
+            # Canceling a scheduled downgrade's record also unschedules it on the active one.
+            records = [
+                r.model_copy(update={"next_plan_code": None, "downgrade_plan_date": None}) if _is_next(record, r) else r
+                for r in records
+            ]
             records[index] = record.model_copy(update={"status": "canceled", "canceled_at": now})
             return records, records[index]
         # next_plan_code is cleared: on a terminated record it would mean "switched plans at

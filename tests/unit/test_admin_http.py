@@ -430,6 +430,15 @@ def test_terminate_ends_the_subscription_and_cancels_a_scheduled_downgrade(catal
     assert catalog.ok("post", "customers", {"customer": {"external_id": "acme", "currency": "EUR"}})["customer"]["currency"] == "EUR"
 
 
+def test_canceling_a_scheduled_downgrade_keeps_the_current_plan(catalog):
+    catalog.ok("post", "subscriptions", {"subscription": sub_body()})
+    catalog.ok("post", "subscriptions", {"subscription": sub_body(plan_code="lite")})
+    canceled = catalog.ok("delete", "subscriptions/sub-1?status=pending")["subscription"]
+    assert (canceled["plan_code"], canceled["status"]) == ("lite", "canceled")
+    current = catalog.ok("get", "subscriptions/sub-1")["subscription"]
+    assert (current["plan_code"], current["next_plan_code"], current["downgrade_plan_date"]) == ("starter", None, None)
+
+
 def test_subscription_list_filters_by_customer(catalog):
     catalog.ok("post", "subscriptions", {"subscription": sub_body(external_id="a-2")})
     catalog.ok("post", "subscriptions", {"subscription": sub_body(external_id="a-1")})
