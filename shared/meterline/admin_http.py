@@ -19,7 +19,7 @@ from flask import Request, Response
 
 from meterline.admin import SUBSCRIPTION_STATUSES, AdminService
 from meterline.errors import BadRequest, MethodNotAllowed, NotFound, ValidationFailed
-from meterline.http import _page_args, api_path, json_response, pagination_meta, read_body
+from meterline.http import page_args, api_path, json_response, pagination_meta, read_body
 from meterline.wiring import Runtime
 
 # Collection path segment -> the root key of one object.
@@ -49,7 +49,7 @@ def admin_handler(runtime: Runtime, request: Request) -> Response:
             data = _unwrap(read_body(request, min(MAX_ADMIN_BODY, runtime.settings.max_body_bytes)), root)
             return json_response(200, {root: _create(service, resource, data).to_lago()})
         if request.method == "GET":
-            page, per_page = _page_args(request)
+            page, per_page = page_args(request)
             items, total = _list(service, resource, request, page, per_page)
             return json_response(200, {resource: [i.to_lago() for i in items], "meta": pagination_meta(page, per_page, total)})
         raise MethodNotAllowed()

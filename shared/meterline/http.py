@@ -62,7 +62,7 @@ def guarded(handler: Callable[[Runtime, Request], Response], request: Request, r
         return json_response(500, {"status": 500, "error": "Internal Server Error", "code": "internal_error"})
 
 
-def _page_args(request: Request) -> tuple[int, int]:
+def page_args(request: Request) -> tuple[int, int]:
     errors: dict[str, list[str]] = {}
     values = {}
     for name, default, top in (("page", 1, 1_000_000), ("per_page", 20, 100)):
@@ -112,7 +112,7 @@ def events_handler(runtime: Runtime, request: Request) -> Response:
     if not subscription:
         raise ValidationFailed({"external_subscription_id": ["value_is_mandatory"]})
     if rest == "":
-        page, per_page = _page_args(request)
+        page, per_page = page_args(request)
         events, total = runtime.warehouse.list_events(subscription, per_page, (page - 1) * per_page)
         return json_response(200, {"events": [e.to_lago() for e in events], "meta": pagination_meta(page, per_page, total)})
     if rest == "batch" or "/" in rest:
