@@ -8,6 +8,7 @@ fraction is re-read from the original text as a Decimal (see `decode_json`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -29,6 +30,7 @@ _TIMESTAMP_RE = re.compile(r"\d+(\.\d+)?")
 _ID_MAX = 255
 # lago_id is derived from the dedup key, so a retried event answers with the same id.
 _LAGO_ID_NS = uuid.UUID("6f3a1c2e-9b7d-4e4a-8c1f-5d2b7a9e0c31")
+_LAGO_ID_NS_BYTES = _LAGO_ID_NS.bytes
 
 # A function that, given an event code, names the property that must be numeric (or None).
 NumericFieldLookup = Callable[[str], "str | None"]
@@ -55,12 +57,19 @@ def decode_json(body: bytes) -> Any:
 
 
 def _has_float(value: Any) -> bool:
-    if isinstance(value, float):
-        return True
-    if isinstance(value, dict):
-        return any(_has_float(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_has_float(v) for v in value)
+    # Iterative, on exact types (orjson returns plain dict/list/float): about 3x faster than
+    # recursing through generators, and it runs over every value of every request.
+    stack = [value]
+    pop, extend = stack.pop, stack.extend
+    while stack:
+        item = pop()
+        kind = type(item)
+        if kind is float:
+            return True
+        if kind is dict:
+            extend(item.values())
+        elif kind is list:
+            extend(item)
     return False
 
 
@@ -123,7 +132,7 @@ class Event:
 
     @property
     def lago_id(self) -> str:
-        return str(uuid.uuid5(_LAGO_ID_NS, f"{self.external_subscription_id}\x00{self.transaction_id}"))
+        return uuid5_text(f"{self.external_subscription_id}\x00{self.transaction_id}")
 
     def payload_hash(self) -> str:
         """What decides whether a reused key is a retry (same hash) or a conflict (different).
@@ -175,14 +184,30 @@ class Event:
         }
 
 
+def uuid5_text(name: str) -> str:
+    """`str(uuid.uuid5(_LAGO_ID_NS, name))`, computed directly: 3x faster, and it runs twice per event."""
+    digest = bytearray(hashlib.sha1(_LAGO_ID_NS_BYTES + name.encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    x = digest.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _iso_second(seconds: int) -> str:
+    # Cached: a request's events share their receipt second, and usually their event seconds.
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat()[:19]
+
+
 def iso_ms(us: int) -> str:
-    """ISO-8601 with milliseconds, as Lago prints timestamps."""
-    dt = datetime.fromtimestamp(us // 1_000_000, tz=timezone.utc)
-    return f"{dt:%Y-%m-%dT%H:%M:%S}.{(us % 1_000_000) // 1000:03d}Z"
+    """ISO-8601 with milliseconds (truncated), as Lago prints timestamps."""
+    return f"{_iso_second(us // 1_000_000)}.{(us % 1_000_000) // 1000:03d}Z"
 
 
 def _required_id(raw: Mapping[str, Any], field: str, errors: dict[str, list[str]]) -> str:
     value = raw.get(field)
+    if type(value) is str and 0 < len(value) <= _ID_MAX:
+        return value  # the common case, first
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)  # Lago stores ids as text, so a numeric id is accepted as its digits
     if value is None or value == "":
@@ -222,8 +247,11 @@ def validate_event(raw: Any, received_at_us: int, numeric_field: NumericFieldLoo
     elif not isinstance(properties, dict):
         errors["properties"] = ["invalid_type"]
         properties = {}
-    elif any(isinstance(v, Decimal) for v in properties.values()):
-        properties = {k: _json_text(v) for k, v in properties.items()}
+    else:
+        for item in properties.values():  # a plain loop: cheaper than any() over a generator
+            if isinstance(item, Decimal):
+                properties = {k: _json_text(v) for k, v in properties.items()}
+                break
 
     amount = raw.get("precise_total_amount_cents")
     if amount is not None:

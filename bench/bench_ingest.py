@@ -1,0 +1,323 @@
+"""Benchmark: the ingest function under functions-framework, against a no-op function.
+
+    python bench/bench_ingest.py [--threads N] [--connections N] [--duration S]
+
+Both functions are served by the real `functions-framework` (gunicorn, gthread worker) with
+WORKERS=1, i.e. one Python process: "per core" below means one server process, whose CPU
+time is measured from /proc and printed beside each figure. Ingest runs with
+METERLINE_BACKEND=gcp against the Pub/Sub and Firestore emulators, so every 200 means Pub/Sub
+confirmed the publish (see meterline.ingest). The load comes from bench/loadgen.py, in
+processes of its own, over keep-alive connections.
+
+Standalone, it starts the emulators itself; `bench/run.py` calls `run_ingest_bench` with
+emulators it has already started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+for _p in (str(REPO_ROOT), str(BENCH_DIR)):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+from loadgen import HOST, LoadResult, LoadSpec, run_load  # noqa: E402
+
+BASE_TS = 1_767_225_600  # 2026-01-01T00:00:00Z
+TOPIC = "bench-events"
+DEFAULT_THREADS = 32
+DEFAULT_CONNECTIONS = 64
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# ---------------------------------------------------------------------------
+# functions-framework servers
+# ---------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class FunctionServer:
+    name: str
+    port: int
+    proc: subprocess.Popen
+    log_path: Path
+
+    @property
+    def pgid(self) -> int:
+        return self.proc.pid  # start_new_session: the gunicorn master leads its own group
+
+    def log_tail(self, lines: int = 30) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pgid, signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pgid, signal.SIGKILL)
+            self.proc.wait(5)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pgid, signal.SIGKILL)
+
+
+def start_function(name: str, source: Path, target: str, env: dict[str, str], log_dir: Path,
+                   threads: int, timeout: float = 30.0) -> FunctionServer:
+    exe = Path(sys.executable).parent / "functions-framework"
+    if not exe.exists():
+        raise SystemExit(f"functions-framework not found next to {sys.executable}: run `make venv`")
+    port = free_port()
+    log_path = log_dir / f"{name}.log"
+    full_env = {**os.environ, **env, "WORKERS": "1", "THREADS": str(threads), "PYTHONUNBUFFERED": "1",
+                "NO_PROXY": "127.0.0.1,localhost"}
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [str(exe), "--source", str(source), "--target", target, "--host", HOST, "--port", str(port)],
+            cwd=REPO_ROOT, env=full_env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = FunctionServer(name, port, proc, log_path)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with {proc.returncode}:\n{server.log_tail()}")
+            try:
+                conn = http.client.HTTPConnection(HOST, port, timeout=2)
+                conn.request("GET", "/")
+                conn.getresponse().read()
+                conn.close()
+                return server
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} not answering after {timeout:.0f} s:\n{server.log_tail()}") from None
+                time.sleep(0.1)
+    except BaseException:
+        server.stop()
+        raise
+
+
+# ---------------------------------------------------------------------------
+# CPU time per process group, from /proc
+# ---------------------------------------------------------------------------
+
+
+def group_cpu_seconds(pgids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by every live process of each group, and the machine."""
+    totals = {name: 0.0 for name in pgids}
+    by_pgid = {pgid: name for name, pgid in pgids.items()}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue  # it ended meanwhile
+        name = by_pgid.get(int(fields[2]))  # fields[0] is the state: pgrp is the 5th field of stat
+        if name is not None:
+            totals[name] += (int(fields[11]) + int(fields[12])) / _CLK_TCK
+    with open("/proc/stat") as f:
+        cpu = [int(x) for x in f.readline().split()[1:]]
+    totals["machine"] = (sum(cpu) - cpu[3] - cpu[4]) / _CLK_TCK  # all but idle and iowait
+    totals["wall"] = time.monotonic()
+    return totals
+
+
+def cpu_shares(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Cores used by each group over the interval (1.0 = one core fully busy)."""
+    wall = after["wall"] - before["wall"]
+    return {k: (after[k] - before[k]) / wall for k in before if k != "wall"}
+
+
+# ---------------------------------------------------------------------------
+# Workload
+# ---------------------------------------------------------------------------
+
+
+def _event(run: str, i: int) -> dict:
+    # ~170 bytes, like a gateway's token event: a decimal string, a model name, an integer timestamp.
+    return {
+        "transaction_id": f"{run}-{i}",
+        "external_subscription_id": f"sub-{i % 50}",
+        "code": "tokens_consumed",
+        "timestamp": BASE_TS + i,
+        "properties": {"tokens": str(100 + i % 9000), "model": "gpt-4o", "region": "eu"},
+    }
+
+
+def single_bodies(count: int, run: str) -> tuple[bytes, ...]:
+    return tuple(json.dumps({"event": _event(run, i)}).encode() for i in range(count))
+
+
+def batch_bodies(count: int, size: int, run: str) -> tuple[bytes, ...]:
+    return tuple(json.dumps({"events": [_event(run, b * size + i) for i in range(size)]}).encode() for b in range(count))
+
+
+@dataclass
+class Phase:
+    name: str
+    server: str
+    events_per_request: int
+    result: LoadResult
+    cpu: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def requests_per_s(self) -> float:
+        return self.result.rate
+
+    @property
+    def events_per_s(self) -> float:
+        return self.result.rate * self.events_per_request
+
+    @property
+    def events_per_server_cpu_s(self) -> float:
+        busy = self.cpu.get("server", 0.0)
+        return self.events_per_s / busy if busy else 0.0
+
+
+def _check(server: FunctionServer, path: str, body: bytes, headers: dict[str, str]) -> dict:
+    conn = http.client.HTTPConnection(HOST, server.port, timeout=30)
+    try:
+        conn.request("POST", path, body=body, headers={"Content-Type": "application/json", **headers})
+        response = conn.getresponse()
+        raw = response.read()
+    finally:
+        conn.close()
+    if response.status != 200:
+        raise RuntimeError(f"{server.name} answered {response.status} to {path}: {raw[:300]!r}\n{server.log_tail()}")
+    return json.loads(raw)
+
+
+def prepare_gcp(emulator_env: dict[str, str], project: str) -> str:
+    """Create the topic (with a pull subscription, as in production) and an API key; return the key."""
+    with _environ(emulator_env):
+        from google.cloud import pubsub_v1
+
+        from meterline.adapters.gcp.clients import firestore_client
+        from meterline.adapters.gcp.firestore_dedup import FirestoreApiKeyStore
+        from meterline.auth import create_api_key
+        from meterline.config import Settings
+        from meterline.ingest import now_us
+
+        publisher = pubsub_v1.PublisherClient()
+        subscriber = pubsub_v1.SubscriberClient()
+        topic = publisher.topic_path(project, TOPIC)
+        publisher.create_topic(name=topic)
+        # A subscription makes the emulator keep every message, as a real topic with `process` does.
+        subscriber.create_subscription(name=subscriber.subscription_path(project, "bench-process"), topic=topic)
+        subscriber.close()
+        settings = Settings(backend="gcp", google_cloud_project=project)
+        return create_api_key(FirestoreApiKeyStore(firestore_client(settings)), "bench", now_us())
+
+
+@contextlib.contextmanager
+def _environ(values: dict[str, str]):
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def run_ingest_bench(emulator_env: dict[str, str], pubsub_pgid: int, *, threads: int = DEFAULT_THREADS,
+                     connections: int = DEFAULT_CONNECTIONS, processes: int = 2, duration: float = 5.0,
+                     warmup: float = 1.5, log=print) -> list[Phase]:
+    project = f"bench-{uuid.uuid4().hex[:8]}"
+    run = uuid.uuid4().hex[:8]
+    api_key = prepare_gcp(emulator_env, project)
+    auth = (("Authorization", f"Bearer {api_key}"),)
+    fn_env = {**emulator_env, "METERLINE_BACKEND": "gcp", "GOOGLE_CLOUD_PROJECT": project,
+              "METERLINE_EVENTS_TOPIC": TOPIC, "METERLINE_BIGQUERY_DATASET": "bench"}
+    log_dir = Path(tempfile.mkdtemp(prefix="meterline-bench-"))
+    servers: dict[str, FunctionServer] = {}
+    try:
+        servers["ingest"] = start_function("ingest", REPO_ROOT / "functions/ingest/main.py", "ingest", fn_env, log_dir, threads)
+        servers["noop"] = start_function("noop", BENCH_DIR / "noop/main.py", "noop", {}, log_dir, threads)
+        singles = single_bodies(4000, run)
+        batches = batch_bodies(200, 100, run)
+        # One request of each kind first: the figures below count only real, confirmed answers.
+        answer = _check(servers["ingest"], "/api/v1/events", singles[0], dict(auth))
+        assert answer["event"]["transaction_id"] == f"{run}-0", answer
+        answer = _check(servers["ingest"], "/api/v1/events/batch", batches[0], dict(auth))
+        assert len(answer["events"]) == 100, answer
+
+        phases: list[Phase] = []
+        plan = [
+            ("no-op, 1 event/request", "noop", "/api/v1/events", singles, 1),
+            ("ingest, 1 event/request", "ingest", "/api/v1/events", singles, 1),
+            ("no-op, 100 events/request", "noop", "/api/v1/events/batch", batches, 100),
+            ("ingest, 100 events/request", "ingest", "/api/v1/events/batch", batches, 100),
+        ]
+        for name, which, path, bodies, per_request in plan:
+            server = servers[which]
+            spec = LoadSpec(port=server.port, path=path, bodies=bodies, headers=auth, connections=connections,
+                            processes=processes, warmup=warmup, duration=duration)
+            groups = {"server": server.pgid, "pubsub": pubsub_pgid, "loadgen": os.getpgrp()}
+            result, before, after = run_load(spec, probe=lambda g=groups: group_cpu_seconds(g))
+            phase = Phase(name, which, per_request, result, cpu_shares(before, after))
+            phases.append(phase)
+            log(f"  {name:28s} {phase.requests_per_s:9,.0f} req/s {phase.events_per_s:10,.0f} events/s  "
+                f"p50 {result.percentile(0.5):6.1f} ms  p99 {result.percentile(0.99):6.1f} ms  "
+                f"server {phase.cpu['server']:.2f} cores, errors {result.errors}")
+            if result.errors:
+                raise RuntimeError(f"{name}: {result.errors} failed requests, e.g. {result.error_sample!r}\n"
+                                   f"{server.log_tail()}")
+        return phases
+    finally:
+        for server in servers.values():
+            server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="gunicorn THREADS of each function")
+    parser.add_argument("--connections", type=int, default=DEFAULT_CONNECTIONS)
+    parser.add_argument("--loadgen-processes", type=int, default=2)
+    parser.add_argument("--duration", type=float, default=5.0)
+    args = parser.parse_args(argv)
+
+    from infra import servers
+
+    # bqemulator too: the ingest runtime builds every adapter, BigQuery's client included (for GETs).
+    started = [servers.start_pubsub_emulator(), servers.start_firestore_emulator(), servers.start_bigquery_emulator()]
+    try:
+        emulator_env = {k: v for s in started for k, v in s.env.items()}
+        run_ingest_bench(emulator_env, started[0].pid, threads=args.threads, connections=args.connections,
+                         processes=args.loadgen_processes, duration=args.duration)
+    finally:
+        for server in reversed(started):
+            server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
