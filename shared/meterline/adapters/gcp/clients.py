@@ -33,9 +33,9 @@ def firestore_client(settings: Settings):
 def publisher_client():
     from google.cloud import pubsub_v1
 
-    # NOTE: a short max_latency: ingest waits for every publish to be confirmed before it
-    # answers, so the batch window is added to each request's latency. Concurrent requests
-    # still share batches.
+    # NOTE: PubSubEventBus does not use these batch settings: it calls the Publish RPC itself
+    # and batches concurrent requests without a timer (see pubsub_bus.py). They apply to
+    # direct `publisher.publish()` calls (tools, tests), where a short window keeps latency low.
     return pubsub_v1.PublisherClient(
         batch_settings=pubsub_v1.types.BatchSettings(max_messages=1000, max_bytes=9_000_000, max_latency=0.002)
     )

@@ -1,22 +1,152 @@
-"""EventBus on Pub/Sub: one message per ingest request, confirmed before ingest answers."""
+"""EventBus on Pub/Sub: one message per ingest request, confirmed before ingest answers.
+
+Concurrent requests share publish RPCs ("group commit"): a request whose lane has no RPC in
+flight sends at once, alone; requests that arrive meanwhile queue up, and when the RPC
+returns the first of them sends everything queued, in one RPC. So a lone request waits for
+one round trip and no timer, and under load the RPCs grow to hundreds of messages, which is
+what makes a publish cheap (measured in `make bench`: about half the CPU per message of the
+client library's timer-based batching, which also starts two threads per batch).
+
+The RPC is the GAPIC `Publish` of the client passed in (emulator settings included), with
+the library's default retry policy for Publish, bounded by the publish timeout.
+"""
 
 from __future__ import annotations
 
+import itertools
+import threading
+
 from meterline.ports import PublishFailed
+
+MAX_MESSAGES = 1000  # Pub/Sub's limit per Publish request
+MAX_BYTES = 9_000_000  # under Pub/Sub's 10 MB per request, with room for the envelope
+
+
+class _Pending:
+    __slots__ = ("message", "size", "ready", "lead", "message_id", "error")
+
+    def __init__(self, message, size: int):
+        self.message = message
+        self.size = size
+        self.ready = threading.Event()  # set when settled, or when this request must send the next RPC
+        self.lead = False
+        self.message_id: str | None = None
+        self.error: BaseException | None = None
+
+
+class _Lane:
+    """One queue with at most one RPC in flight."""
+
+    __slots__ = ("lock", "queue", "busy")
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.queue: list[_Pending] = []
+        self.busy = False  # an RPC is in flight, or about to be; while False, the queue is empty
 
 
 class PubSubEventBus:
-    def __init__(self, publisher, project: str, topic: str, timeout_seconds: float = 30.0):
+    def __init__(self, publisher, project: str, topic: str, timeout_seconds: float = 30.0, lanes: int = 1):
+        from google.api_core import exceptions as core_exceptions
+        from google.api_core import retry as retries
+        from google.pubsub_v1 import PubsubMessage
+        from google.pubsub_v1.services.publisher.client import PublisherClient as GapicPublisherClient
+
         self._publisher = publisher
         self._topic = publisher.topic_path(project, topic)
         self._timeout = timeout_seconds
+        self._message_type = PubsubMessage
+        # The RPC itself, beneath the pubsub_v1 client's own batching (which this replaces).
+        self._rpc = GapicPublisherClient.publish
+        # The library's default retry for Publish (transports/base.py), bounded by our timeout.
+        self._retry = retries.Retry(
+            initial=0.1,
+            maximum=60.0,
+            multiplier=4,
+            predicate=retries.if_exception_type(
+                core_exceptions.Aborted,
+                core_exceptions.Cancelled,
+                core_exceptions.DeadlineExceeded,
+                core_exceptions.InternalServerError,
+                core_exceptions.ResourceExhausted,
+                core_exceptions.ServiceUnavailable,
+                core_exceptions.Unknown,
+            ),
+            timeout=timeout_seconds,
+        )
+        self._lanes = [_Lane() for _ in range(max(1, lanes))]
+        self._next_lane = itertools.count()
 
     @property
     def topic_path(self) -> str:
         return self._topic
 
     def publish(self, data: bytes, attributes: dict[str, str]) -> str:
+        item = _Pending(
+            self._message_type(data=data, attributes=attributes),
+            len(data) + sum(len(k) + len(v) for k, v in attributes.items()),
+        )
+        lane = self._lanes[next(self._next_lane) % len(self._lanes)] if len(self._lanes) > 1 else self._lanes[0]
+        with lane.lock:
+            lane.queue.append(item)
+            lead = not lane.busy
+            lane.busy = True
+        if not lead:
+            self._wait(lane, item)
+        if lead or item.lead:
+            self._send(lane)  # item is at the head of the queue, so it goes in this RPC
+        if item.error is not None:
+            raise PublishFailed(f"publish to {self._topic} not confirmed: {type(item.error).__name__}") from item.error
+        return item.message_id  # type: ignore[return-value]
+
+    def _wait(self, lane: _Lane, item: _Pending) -> None:
+        """Wait until the item is settled or its turn to send comes; fail it if neither comes in time."""
+        if item.ready.wait(self._timeout):
+            return
+        with lane.lock:
+            if item.ready.is_set():
+                return
+            if item in lane.queue:  # never sent: drop it, so it is not published after we answered 503
+                lane.queue.remove(item)
+                item.error = TimeoutError("no publish slot within the timeout")
+                return
+        # In flight: the RPC's own deadline (the retry timeout) settles it shortly.
+        if not item.ready.wait(self._timeout + 5):
+            item.error = TimeoutError("publish not confirmed within the timeout")
+
+    def _send(self, lane: _Lane) -> None:
+        """Send one RPC with the head of the queue, settle its items, then hand the lane on."""
+        with lane.lock:
+            batch: list[_Pending] = []
+            size = 0
+            for pending in lane.queue:
+                if batch and (len(batch) == MAX_MESSAGES or size + pending.size > MAX_BYTES):
+                    break
+                batch.append(pending)
+                size += pending.size
+            del lane.queue[: len(batch)]
         try:
-            return self._publisher.publish(self._topic, data, **attributes).result(timeout=self._timeout)
-        except Exception as exc:  # the client raises many types (timeouts, gRPC errors); all mean "not confirmed"
-            raise PublishFailed(f"publish to {self._topic} not confirmed: {type(exc).__name__}") from exc
+            response = self._rpc(
+                self._publisher,
+                topic=self._topic,
+                messages=[p.message for p in batch],
+                retry=self._retry,
+                timeout=self._timeout,
+            )
+            for pending, message_id in zip(batch, response.message_ids, strict=True):
+                pending.message_id = message_id
+        except BaseException as exc:  # the client raises many types (timeouts, gRPC errors); all mean "not confirmed"
+            for pending in batch:
+                pending.error = exc
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            with lane.lock:
+                if lane.queue:  # requests arrived during the RPC: the first of them sends the next one
+                    head = lane.queue[0]
+                    head.lead = True
+                    head.ready.set()
+                else:
+                    lane.busy = False
+            for pending in batch:
+                pending.ready.set()
