@@ -13,6 +13,7 @@ errors map to Lago's 422 `error_details` with `lago_error_details`.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from functools import cached_property
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from typing import Annotated, Any, Literal, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -212,7 +213,7 @@ class BillableMetric(_LagoModel):
         if self.rounding_function is None:
             return units
         quantum = Decimal(1).scaleb(-(self.rounding_precision or 0))
-        return units.quantize(quantum, rounding=_ROUNDING[self.rounding_function], context=MONEY_CONTEXT)
+        return units.quantize(quantum, _ROUNDING[self.rounding_function], MONEY_CONTEXT)
 
     def to_lago(self) -> dict[str, Any]:
         body = super().to_lago()
@@ -376,8 +377,9 @@ class ChargeFilter(_LagoModel):
     properties: ChargeProperties
     values: dict[str, tuple[str, ...]] = Field(min_length=1)
 
-    @property
+    @cached_property
     def key(self) -> str:
+        # cached: rating asks for it for every subscription (models are frozen, so it is safe)
         return filter_key(self.values)
 
 
@@ -434,7 +436,7 @@ class Charge(_LagoModel):
             raise PydanticCustomError("duplicated_filters", "two filters have the same values")
         return self
 
-    @property
+    @cached_property
     def ref(self) -> str:
         """Stable reference of this charge within its plan (invoice lines, usage keys)."""
         return self.id or self.billable_metric_code or self.billable_metric_id or ""
@@ -521,9 +523,9 @@ class Customer(_LagoModel):
     billing_configuration: dict[str, Any] | None = None
     metadata: tuple[CustomerMetadata, ...] = ()
 
-    @property
+    @cached_property
     def zone(self) -> ZoneInfo:
-        return ZoneInfo(self.timezone)  # ZoneInfo caches instances, so this is cheap
+        return ZoneInfo(self.timezone)
 
 
 class Subscription(_LagoModel):

@@ -77,6 +77,7 @@ _DECIMAL_TEXT: Final = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)
 
 # quantize() targets, built once: Decimal("1"), Decimal("0.01"), ...
 _QUANTA: Final[dict[int, Decimal]] = {e: Decimal(1).scaleb(-e) for e in range(5)}
+_QUANTUM_BY_CURRENCY: Final[dict[str, Decimal]] = {code: _QUANTA[e] for code, e in CURRENCY_EXPONENTS.items()}
 
 
 def money_context():
@@ -96,8 +97,12 @@ def round_money(precise: Decimal, currency: str) -> Decimal:
     """Round a precise amount (major units) once, ROUND_HALF_UP, to the currency's exponent."""
     if not isinstance(precise, Decimal):
         raise TypeError(f"round_money needs a Decimal, got {type(precise).__name__}")
-    quantum = _QUANTA[currency_exponent(currency)]
-    return precise.quantize(quantum, rounding=ROUND_HALF_UP, context=MONEY_CONTEXT)
+    quantum = _QUANTUM_BY_CURRENCY.get(currency)  # called per fee: one dict lookup
+    if quantum is None:
+        currency_exponent(currency)  # raises the clear error
+    # NOTE: positional arguments: decimal parses keyword arguments several times slower,
+    # and this runs once per fee.
+    return precise.quantize(quantum, ROUND_HALF_UP, MONEY_CONTEXT)
 
 
 def to_minor_units(amount: Decimal, currency: str) -> int:
@@ -109,7 +114,7 @@ def to_minor_units(amount: Decimal, currency: str) -> int:
     if not isinstance(amount, Decimal):
         raise TypeError(f"to_minor_units needs a Decimal, got {type(amount).__name__}")
     exponent = currency_exponent(currency)
-    minor = amount.scaleb(exponent, context=MONEY_CONTEXT)
+    minor = amount.scaleb(exponent, MONEY_CONTEXT)
     if minor != minor.to_integral_value():
         raise ValueError(f"{amount} {currency} is not rounded to {exponent} decimals; call round_money first")
     return int(minor)
@@ -119,7 +124,7 @@ def from_minor_units(minor: int, currency: str) -> Decimal:
     """Major-unit Decimal of integer minor units, e.g. 1234 USD cents -> Decimal('12.34')."""
     if isinstance(minor, bool) or not isinstance(minor, int):
         raise TypeError(f"minor units must be an int, got {type(minor).__name__}")
-    return Decimal(minor).scaleb(-currency_exponent(currency), context=MONEY_CONTEXT)
+    return Decimal(minor).scaleb(-currency_exponent(currency), MONEY_CONTEXT)
 
 
 def parse_decimal(value: str | int | Decimal) -> Decimal:

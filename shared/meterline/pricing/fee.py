@@ -15,12 +15,12 @@ same period produces the same keys, so it cannot bill twice.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Literal, NamedTuple
 
-from meterline.money import MONEY_CONTEXT, currency_exponent, round_money, to_minor_units
+from meterline.money import CURRENCY_EXPONENTS, MONEY_CONTEXT, currency_exponent, round_money
 
 __all__ = ["ChargeResult", "Fee", "FeeKind", "FeeRef", "TierDetail", "make_fee"]
 
@@ -29,8 +29,13 @@ FeeKind = Literal["subscription", "charge", "true_up"]
 _ZERO = Decimal(0)
 
 
-@dataclass(frozen=True, slots=True)
-class TierDetail:
+# NOTE: TierDetail, ChargeResult and FeeRef are NamedTuples, not frozen dataclasses: they are
+# made several times per subscription in the billing loop, and a frozen dataclass costs about
+# three times as much to build (each field goes through object.__setattr__). They are just as
+# immutable. Fee, made once per invoice line, stays a frozen dataclass.
+
+
+class TierDetail(NamedTuple):
     """One line of a fee's computation. Invariant: amount == units * per_unit_amount + flat_amount.
 
     kind is "tier" for graduated/volume/standard ranges, "packages" (units = packages bought),
@@ -49,8 +54,7 @@ class TierDetail:
     rate: Decimal | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class ChargeResult:
+class ChargeResult(NamedTuple):
     """What a charge model computes: units priced, the unrounded amount and how it was made."""
 
     units: Decimal
@@ -58,8 +62,7 @@ class ChargeResult:
     details: tuple[TierDetail, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class FeeRef:
+class FeeRef(NamedTuple):
     """Names what a fee bills, stably across reruns (dates are the customer's local dates)."""
 
     subscription_external_id: str
@@ -72,10 +75,18 @@ class FeeRef:
 
     @property
     def key(self) -> str:
-        """Readable canonical key, e.g. 'sub_1|2024-01-01|2024-01-31|charge|tokens|model=gpt-4'."""
-        parts = [self.subscription_external_id, self.period_start.isoformat(), self.period_end.isoformat(), self.kind]
-        if self.plan_code is not None and self.kind == "subscription":
-            parts.append(self.plan_code)
+        """Readable canonical key, e.g. 'sub_1|pro|2024-01-01|2024-01-31|charge|tokens|model=gpt-4'.
+
+        The plan code is part of it because an upgrade leaves two records with the same
+        subscription external_id in one period (old plan up to the switch, new plan after).
+        """
+        parts = [
+            self.subscription_external_id,
+            self.plan_code or "-",
+            self.period_start.isoformat(),
+            self.period_end.isoformat(),
+            self.kind,
+        ]
         if self.charge_ref is not None:
             parts.append(self.charge_ref)
         if self.filter_key is not None:
@@ -97,7 +108,7 @@ class FeeRef:
         return f"{self.idempotency_key[:240]}|tier{index}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Fee:
     """A rounded invoice line. `amount` (major units) and `amount_cents` (minor units) come
     from the same single rounding of `precise_amount`."""
@@ -113,12 +124,11 @@ class Fee:
     from_datetime: datetime
     to_datetime: datetime  # exclusive
     events_count: int | None = None
-    metadata: dict[str, str] = field(default_factory=dict, compare=False)
 
     @property
     def precise_amount_cents(self) -> Decimal:
         """Lago's precise_amount_cents: the unrounded amount in minor units."""
-        return self.precise_amount.scaleb(currency_exponent(self.currency), context=MONEY_CONTEXT)
+        return self.precise_amount.scaleb(currency_exponent(self.currency), MONEY_CONTEXT)
 
 
 def make_fee(
@@ -132,16 +142,29 @@ def make_fee(
 ) -> Fee:
     """Round `result` once and wrap it as a Fee. The only rounding in the pricing core."""
     amount = round_money(result.precise_amount, currency)
-    return Fee(
-        ref=ref,
-        currency=currency,
-        units=result.units,
-        precise_amount=result.precise_amount,
-        amount=amount,
-        amount_cents=to_minor_units(amount, currency),
-        details=result.details,
-        display_name=display_name,
-        from_datetime=from_datetime,
-        to_datetime=to_datetime,
-        events_count=events_count,
+    # exact: amount was just quantized to the currency's exponent
+    amount_cents = int(amount.scaleb(CURRENCY_EXPONENTS[currency], MONEY_CONTEXT))
+    # NOTE: the generated __init__ of a frozen dataclass sets each of these 11 fields through
+    # object.__setattr__, which made Fee construction the largest single cost of rating a
+    # subscription. Installing the instance dict in one step builds the same frozen object
+    # (equality, repr, asdict and immutability unchanged) several times faster. Fee has no
+    # __post_init__ to skip; keep the keys in step with the fields (tests compare with Fee(...)).
+    fee = object.__new__(Fee)
+    object.__setattr__(
+        fee,
+        "__dict__",
+        {
+            "ref": ref,
+            "currency": currency,
+            "units": result.units,
+            "precise_amount": result.precise_amount,
+            "amount": amount,
+            "amount_cents": amount_cents,
+            "details": result.details,
+            "display_name": display_name,
+            "from_datetime": from_datetime,
+            "to_datetime": to_datetime,
+            "events_count": events_count,
+        },
     )
+    return fee

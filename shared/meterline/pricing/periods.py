@@ -17,10 +17,12 @@ yearly one from Feb 29 renews on Feb 28 in common years.
 
 from __future__ import annotations
 
-from calendar import monthrange
+from calendar import isleap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 from meterline.catalog import Customer, Plan, Subscription
@@ -70,11 +72,7 @@ class Period:
     end_utc: datetime  # exclusive
     timezone: str
     interval: str
-
-    @property
-    def days(self) -> int:
-        """Number of local days in the period (the proration denominator)."""
-        return (self.end_date - self.start_date).days + 1
+    days: int  # local days in the period: the proration denominator
 
     @property
     def lago_to_datetime(self) -> datetime:
@@ -85,19 +83,26 @@ class Period:
         return self.start_utc <= instant < self.end_utc
 
 
+_MONTH_DAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
 def _add_months(anchor: date, months: int) -> date:
     """anchor + months, clamping the day to the month's end (Jan 31 + 1 month = Feb 28/29),
     always from the original anchor so that Mar 31 follows Feb 28, not Mar 28."""
     year, month0 = divmod(anchor.month - 1 + months, 12)
     year += anchor.year
-    return date(year, month0 + 1, min(anchor.day, monthrange(year, month0 + 1)[1]))
+    day = anchor.day
+    if day > 28:  # only then can the month be too short (calendar.monthrange is slow)
+        last = 29 if month0 == 1 and isleap(year) else _MONTH_DAYS[month0]
+        day = min(day, last)
+    return date(year, month0 + 1, day)
 
 
-@dataclass(frozen=True, slots=True)
-class BillingSchedule:
+class BillingSchedule(NamedTuple):
     """Everything that decides a subscription's periods: interval, calendar or anniversary,
     the anniversary date and the customer's timezone. Cheap to build; build it once per
-    subscription and reuse it for every period."""
+    subscription and reuse it for every period. (A NamedTuple: it keys the period cache, and
+    tuples hash in C.)"""
 
     interval: str
     billing_time: str
@@ -143,11 +148,17 @@ class BillingSchedule:
             end_utc=local_midnight_utc(after, self.zone),
             timezone=self.zone.key,
             interval=self.interval,
+            days=(after - start).days,
         )
 
 
+@lru_cache(maxsize=65536)
 def period_for_date(schedule: BillingSchedule, day: date) -> Period:
-    """The period holding the customer's local date `day`."""
+    """The period holding the customer's local date `day`.
+
+    Cached: a billing run asks the same question for thousands of subscriptions that share
+    a schedule (calendar billing in one timezone), and the answer never changes.
+    """
     return schedule._period(schedule._index_of(day))
 
 

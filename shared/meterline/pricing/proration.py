@@ -17,7 +17,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, timedelta
+from operator import itemgetter
+from typing import NamedTuple
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from meterline.catalog import Subscription
@@ -30,8 +32,10 @@ __all__ = [
     "SeatUsage",
     "active_dates",
     "base_fee_days",
+    "billable_days",
     "day_ratio",
     "prorate_seats",
+    "seat_units",
 ]
 
 _ONE_DAY = timedelta(days=1)
@@ -61,15 +65,20 @@ def active_dates(period: Period, subscription: Subscription, zone) -> tuple[date
 def base_fee_days(period: Period, subscription: Subscription, trial_period_days: int, zone) -> int:
     """Days of `period` on which the base fee is due: active days outside the free trial.
 
-    The trial covers the first `trial_period_days` local dates from the start date (day
-    granularity, like every other proration here).
+    The trial covers the first `trial_period_days` local dates from subscription_at (day
+    granularity, like every other proration here). subscription_at, not started_at, because
+    an upgrade starts a new record but must not restart the trial.
     """
-    dates = active_dates(period, subscription, zone)
-    if dates is None:
+    return billable_days(active_dates(period, subscription, zone), subscription, trial_period_days, zone)
+
+
+def billable_days(window: tuple[date, date] | None, subscription: Subscription, trial_period_days: int, zone) -> int:
+    """base_fee_days for already computed active dates (rating computes them once)."""
+    if window is None:
         return 0
-    first, last = dates
-    if trial_period_days and subscription.started_at is not None:
-        trial_last = local_date(subscription.started_at, zone) + timedelta(days=trial_period_days - 1)
+    first, last = window
+    if trial_period_days:
+        trial_last = local_date(subscription.subscription_at, zone) + timedelta(days=trial_period_days - 1)
         if trial_last >= first:
             first = trial_last + _ONE_DAY
     return max((last - first).days + 1, 0)
@@ -82,9 +91,8 @@ def day_ratio(days: int, period: Period) -> Decimal:
     return MONEY_CONTEXT.divide(Decimal(days), Decimal(period.days))
 
 
-@dataclass(frozen=True, slots=True)
-class SeatUsage:
-    """One seat's activity in a period."""
+class SeatUsage(NamedTuple):
+    """One seat's activity in a period (a NamedTuple: there is one per seat per invoice)."""
 
     value: str
     active_days: int
@@ -97,10 +105,7 @@ class SeatProration:
 
     seats: tuple[SeatUsage, ...]
     period_days: int
-
-    @property
-    def seat_days(self) -> int:
-        return sum(seat.active_days for seat in self.seats)
+    seat_days: int
 
     @property
     def prorated_units(self) -> Decimal:
@@ -109,61 +114,84 @@ class SeatProration:
 
     @property
     def full_units(self) -> Decimal:
-        return Decimal(sum(1 for seat in self.seats if seat.active_days))
+        return Decimal(len(self.seats))
+
+
+_timestamp = itemgetter(2)
+
+
+def _seat_days(events, period: Period, zone, window: tuple[date, date] | None) -> dict[str, int]:
+    """Active days per value (only values with at least one day). The loop of prorate_seats,
+    shared with rating, which needs only the totals."""
+    first_date, last_date = window if window is not None else (period.start_date, period.end_date)
+    # Day arithmetic on ordinals (ints): cheaper than dates, and this runs per seat event.
+    first, last = first_date.toordinal(), last_date.toordinal()
+    start_utc, end_utc = period.start_utc, period.end_utc
+    before = first - 1  # any day before the window: it is clipped to `first` anyway
+
+    open_since: dict[str, int] = {}  # value -> local day it was added
+    counted_to: dict[str, int] = {}  # value -> last day already counted
+    days: dict[str, int] = {}
+    closed: list[tuple[str, int, int]] = []
+    # (value, operation_type, timestamp): SeatEvents and plain tuples alike
+    for value, operation_type, timestamp in sorted(events, key=_timestamp):
+        if timestamp >= end_utc:
+            break  # sorted: everything after is after the period too
+        # seats carried over from earlier periods need no time zone conversion
+        day = before if timestamp < start_utc else timestamp.astimezone(zone).toordinal()
+        if operation_type == "add":
+            if value not in open_since:
+                open_since[value] = day
+        elif operation_type == "remove":
+            since = open_since.pop(value, None)
+            if since is not None:
+                closed.append((value, since, day))
+        else:
+            raise ValueError(f"operation_type must be add or remove, got {operation_type!r}")
+    closed.extend((value, since, last) for value, since in open_since.items())
+
+    # Spans are in time order per value, so two spans of one value can only share a day (a
+    # seat removed and re-added the same day): that day is counted once.
+    for value, since, until in closed:
+        start = since if since > first else first
+        stop = until if until < last else last
+        done = counted_to.get(value)
+        if done is not None and start <= done:
+            start = done + 1
+        if start <= stop:
+            days[value] = days.get(value, 0) + stop - start + 1
+            counted_to[value] = stop
+    return days
 
 
 def prorate_seats(
-    events: Iterable[SeatEvent | tuple[str, str, object]],
+    events: Iterable[SeatEvent | tuple[str, str, datetime]],
     period: Period,
     zone,
     window: tuple[date, date] | None = None,
 ) -> SeatProration:
     """Active days of each unique value in `period` from its add/remove events.
 
-    `events` may start before the period (they decide which seats are active on its first
-    day) and may be unordered. A repeated add of an active value, or a remove of an inactive
-    one, changes nothing (retries and replays are harmless). `window` narrows the billed
-    dates, e.g. to the subscription's active dates.
+    `events` (timezone-aware timestamps) may start before the period (they decide which
+    seats are active on its first day) and may be unordered. A repeated add of an active
+    value, or a remove of an inactive one, changes nothing (retries and replays are
+    harmless). `window` narrows the billed dates, e.g. to the subscription's active dates.
     """
-    first, last = window if window is not None else (period.start_date, period.end_date)
-    normalized = [e if isinstance(e, SeatEvent) else SeatEvent(*e) for e in events]
-    normalized = [e for e in normalized if e.timestamp < period.end_utc]
-    normalized.sort(key=lambda e: e.timestamp)
-
-    open_since: dict[str, date] = {}
-    spans: dict[str, list[tuple[date, date]]] = {}
-    for event in normalized:
-        day = local_date(event.timestamp, zone)
-        if event.operation_type == "add":
-            if event.value not in open_since:
-                open_since[event.value] = day
-                spans.setdefault(event.value, [])
-        elif event.operation_type == "remove":
-            since = open_since.pop(event.value, None)
-            if since is not None:
-                spans[event.value].append((since, day))
-        else:
-            raise ValueError(f"operation_type must be add or remove, got {event.operation_type!r}")
-    for value, since in open_since.items():
-        spans[value].append((since, last))
-
-    seats = []
-    for value, value_spans in spans.items():
-        days = _union_days(value_spans, first, last)
-        if days:
-            seats.append(SeatUsage(value, days))
-    return SeatProration(tuple(seats), period.days)
+    days = _seat_days(events, period, zone, window)
+    seats = tuple(SeatUsage(value, active) for value, active in days.items())
+    return SeatProration(seats, period.days, sum(days.values()))
 
 
-def _union_days(spans: list[tuple[date, date]], first: date, last: date) -> int:
-    """Number of dates in [first, last] covered by at least one inclusive span."""
-    clipped = sorted((max(a, first), min(b, last)) for a, b in spans if b >= first and a <= last)
-    days = 0
-    cursor: date | None = None  # last date already counted
-    for a, b in clipped:
-        if cursor is not None and a <= cursor:
-            a = cursor + _ONE_DAY
-        if a <= b:
-            days += (b - a).days + 1
-            cursor = b
-    return days
+def seat_units(
+    events: Iterable[SeatEvent | tuple[str, str, datetime]],
+    period: Period,
+    zone,
+    window: tuple[date, date] | None = None,
+) -> tuple[Decimal, Decimal]:
+    """(prorated units, full units) of prorate_seats, without building per-seat details."""
+    days = _seat_days(events, period, zone, window)
+    seat_days = sum(days.values())
+    full = Decimal(len(days))
+    if seat_days == len(days) * period.days:
+        return full, full  # every seat was there all period: exact, and no division
+    return MONEY_CONTEXT.divide(Decimal(seat_days), Decimal(period.days)), full

@@ -2,14 +2,14 @@
 
 Kept separate from the catalog because it is per subscription and per period, and from the
 charge models because rating turns raw seat events into prorated units before pricing.
+Both types are immutable NamedTuples: cheap to build by the thousand in a billing run.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Literal, NamedTuple
 
 __all__ = ["ChargeUsage", "SeatEvent", "UsageKey"]
 
@@ -17,17 +17,19 @@ __all__ = ["ChargeUsage", "SeatEvent", "UsageKey"]
 UsageKey = tuple[str, str | None]
 
 
-@dataclass(frozen=True, slots=True)
-class SeatEvent:
-    """One add/remove of a unique value of a recurring unique_count metric (a seat)."""
+class SeatEvent(NamedTuple):
+    """One add/remove of a unique value of a recurring unique_count metric (a seat).
+
+    A NamedTuple, so a plain (value, operation_type, timestamp) tuple from a SQL row works
+    wherever a SeatEvent does, with no conversion.
+    """
 
     value: str
     operation_type: Literal["add", "remove"]
     timestamp: datetime  # timezone-aware
 
 
-@dataclass(frozen=True, slots=True)
-class ChargeUsage:
+class ChargeUsage(NamedTuple):
     """Usage of one charge (or one filter of a charge) in one period.
 
     units:        the aggregated quantity (count, sum, max, unique count, ...). Negative

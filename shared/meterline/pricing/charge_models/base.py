@@ -9,11 +9,11 @@ in the 50-digit money context. No model rounds: `pricing.fee.make_fee` does, onc
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import replace
-from decimal import Decimal
+from collections.abc import Callable
+from decimal import ROUND_HALF_UP, Decimal, getcontext
 from typing import Any, ClassVar, Protocol
 
-from meterline.money import money_context
+from meterline.money import MONEY_CONTEXT, money_context
 from meterline.pricing.fee import ChargeResult, TierDetail
 from meterline.pricing.usage import ChargeUsage
 
@@ -30,10 +30,18 @@ class ChargeModel(ABC):
 
     def apply(self, properties: Any, usage: ChargeUsage) -> ChargeResult:
         """Price `usage` with this model's `properties` (the catalog's properties model)."""
-        if usage.units < 0:
-            usage = replace(usage, units=ZERO)
+        context = getcontext()
+        if context.prec >= MONEY_CONTEXT.prec and context.rounding == ROUND_HALF_UP:
+            return self.apply_in_context(properties, usage)
         with money_context():
-            return self._compute(properties, usage)
+            return self.apply_in_context(properties, usage)
+
+    def apply_in_context(self, properties: Any, usage: ChargeUsage) -> ChargeResult:
+        """`apply` for callers already inside `money_context()` (rating enters it once per
+        subscription instead of once per fee)."""
+        if usage.units < 0:
+            usage = usage._replace(units=ZERO)
+        return self._compute(properties, usage)
 
     @abstractmethod
     def _compute(self, properties: Any, usage: ChargeUsage) -> ChargeResult: ...
@@ -45,13 +53,34 @@ class _Range(Protocol):
     flat_amount: Decimal
 
 
+# Compiled tiers by id() of a (frozen) ranges tuple. The tuple itself is kept in the entry, so
+# its id cannot be reused while cached; a plan parsed once is compiled once.
+_TIERS: dict[int, tuple[tuple[Any, ...], tuple[tuple[Any, ...], ...]]] = {}
+_TIERS_MAX = 4096
+
+
+def _compiled(ranges: tuple[_Range, ...], unit_price: Callable[[Any], Decimal], rate_of: Callable[[Any], Decimal] | None):
+    entry = _TIERS.get(id(ranges))
+    if entry is not None and entry[0] is ranges:
+        return entry[1]
+    tiers = []
+    lower = ZERO
+    for rng in ranges:
+        tiers.append((lower, rng.to_value, rng.from_value, unit_price(rng), rng.flat_amount, rate_of(rng) if rate_of else None))
+        lower = rng.to_value
+    if len(_TIERS) >= _TIERS_MAX:
+        _TIERS.clear()
+    _TIERS[id(ranges)] = (ranges, tuple(tiers))
+    return _TIERS[id(ranges)][1]
+
+
 def walk_tiers(
     ranges: tuple[_Range, ...],
     units: Decimal,
-    unit_price: Any,
+    unit_price: Callable[[Any], Decimal],
     *,
     first_flat_at_zero: bool,
-    rate_of: Any = None,
+    rate_of: Callable[[Any], Decimal] | None = None,
 ) -> tuple[Decimal, tuple[TierDetail, ...]]:
     """Fill tiers bottom-up (graduated and graduated_percentage).
 
@@ -62,31 +91,19 @@ def walk_tiers(
     `unit_price(range)` gives the per-unit amount; `rate_of(range)` the rate, if any.
     """
     total = ZERO
-    details: list[TierDetail] = []
-    lower = ZERO
-    for index, rng in enumerate(ranges):
-        upper = rng.to_value
-        top = units if upper is None or units < upper else upper
-        in_tier = top - lower if top > lower else ZERO
-        per_unit = unit_price(rng)
-        if in_tier > 0 or (index == 0 and first_flat_at_zero):
-            flat = rng.flat_amount
+    details = []
+    first = True
+    for lower, upper, from_value, per_unit, flat, rate in _compiled(ranges, unit_price, rate_of):
+        if upper is None or units < upper:
+            in_tier = units - lower if units > lower else ZERO
         else:
+            in_tier = upper - lower
+        if not in_tier and not (first and first_flat_at_zero):
             flat = ZERO
         amount = in_tier * per_unit + flat
         total += amount
-        details.append(
-            TierDetail(
-                from_value=rng.from_value,
-                to_value=upper,
-                units=in_tier,
-                per_unit_amount=per_unit,
-                flat_amount=flat,
-                amount=amount,
-                rate=rate_of(rng) if rate_of else None,
-            )
-        )
+        details.append(TierDetail(from_value, upper, in_tier, per_unit, flat, amount, "tier", rate))
         if upper is None or units <= upper:
             break
-        lower = upper
+        first = False
     return total, tuple(details)
