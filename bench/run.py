@@ -93,8 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     from bench_process import run_process_bench
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=6.0, help="seconds measured per ingest phase")
-    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of load before each window")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds measured per ingest phase")
+    parser.add_argument("--warmup", type=float, default=1.5, help="seconds of load before each window")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the four ingest phases; medians are reported")
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="gunicorn THREADS (WORKERS is 1)")
     parser.add_argument("--connections", type=int, default=DEFAULT_CONNECTIONS)
     parser.add_argument("--loadgen-processes", type=int, default=2)
@@ -131,14 +132,19 @@ def main(argv: list[str] | None = None) -> int:
         emulator_env = {k: v for s in started for k, v in s.env.items()}
         phases = run_ingest_bench(emulator_env, started[0].pid, threads=args.threads,
                                   connections=args.connections, processes=args.loadgen_processes,
-                                  duration=args.duration, warmup=args.warmup)
+                                  duration=args.duration, warmup=args.warmup, rounds=args.rounds)
         print(f"\n[3/3] process (ProcessService.handle_message, 100-event messages, {args.process_threads} threads)")
         process = run_process_bench(emulator_env, threads=args.process_threads, messages=args.process_messages)
     finally:
         for server in reversed(started):
             server.stop()
 
-    by_name = {p.name: p for p in phases}
+    # Each phase's median round (by throughput): one slow round, when a neighbour on the
+    # machine woke up, does not decide the verdict, and neither does one lucky round.
+    rounds_of: dict[str, list] = {}
+    for p in phases:
+        rounds_of.setdefault(p.name, []).append(p)
+    by_name = {name: sorted(rs, key=lambda p: p.requests_per_s)[(len(rs) - 1) // 2] for name, rs in rounds_of.items()}
     noop1, ingest1 = by_name["no-op, 1 event/request"], by_name["ingest, 1 event/request"]
     noop100, ingest100 = by_name["no-op, 100 events/request"], by_name["ingest, 100 events/request"]
     single_ratio = ingest1.requests_per_s / noop1.requests_per_s
@@ -153,12 +159,13 @@ def main(argv: list[str] | None = None) -> int:
          f"< {PRICING_BUDGET_S:g} s", bool(pricing["ok"])),
     ]
 
-    print("\nLoad phases (figures measured in the window; cores = CPU time / wall time, 1.00 = one core)")
+    print(f"\nLoad phases: median of {args.rounds} round(s) of {args.duration:g} s each "
+          "(cores = CPU time / wall time, 1.00 = one core)")
     header = (f"  {'phase':28s} {'req/s':>8s} {'events/s':>10s} {'p50 ms':>7s} {'p99 ms':>7s} "
               f"{'server':>7s} {'pubsub':>7s} {'loadgen':>8s} {'machine':>8s} {'events/server-cpu-s':>20s}")
     print(header)
     print("  " + "-" * (len(header) - 2))
-    for p in phases:
+    for p in by_name.values():
         print(f"  {p.name:28s} {p.requests_per_s:8,.0f} {p.events_per_s:10,.0f} {p.result.percentile(0.5):7.1f} "
               f"{p.result.percentile(0.99):7.1f} {p.cpu['server']:7.2f} {p.cpu['pubsub']:7.2f} "
               f"{p.cpu['loadgen']:8.2f} {p.cpu['machine']:8.2f} {p.events_per_server_cpu_s:20,.0f}")
@@ -166,7 +173,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {'process on ' + f.backend:28s} {'':8s} {f.events_per_s:10,.0f}   "
               f"({f.messages} messages x 100 events, {f.threads} threads, {f.seconds:.1f} s)")
 
-    print("\nRatios")
+    print("\nEvery round (req/s)")
+    for name, rs in rounds_of.items():
+        print(f"  {name:28s} " + "  ".join(f"{p.requests_per_s:7,.0f}" for p in rs))
+
+    print("\nRatios (medians)")
     print(f"  ingest / no-op, 1 event/request:     {single_ratio:6.1%} of the server's request rate")
     print(f"  ingest / no-op, 100 events/request:  {batch_ratio:6.1%} of the server's request rate")
     print(f"  ingest 100/request vs 1/request:     {ingest100.events_per_s / ingest1.events_per_s:6.1f}x events/s")
