@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import shutil
 import time
+from datetime import datetime, timezone
 import urllib.error
 import urllib.request
 from collections import defaultdict
@@ -19,12 +20,19 @@ from pathlib import Path
 
 import orjson
 
-from meterline import output
+from meterline import catalog_apply, output
 from meterline.auth import create_api_key
+from meterline.catalog import Customer, Subscription
 from meterline.config import Settings
 from meterline.ingest import now_us
 from meterline.localserver import LocalServer
-from meterline.wiring import build_runtime
+from meterline.pricing.periods import BillingSchedule, period_containing
+from meterline.pricing.rating import rate_subscription
+from meterline.usage_query import UsageQuery, UsageWindow
+from meterline.wiring import Runtime, build_runtime
+
+# The first customer's catalog (seats + graduated tokens), kept in git beside the code.
+CATALOG = Path(__file__).resolve().parents[2] / "catalog" / "example.yaml"
 
 SUBSCRIPTIONS = ("sub_acme_prod", "sub_globex_prod", "sub_initech_trial")
 MODELS = ("gpt-4o", "claude-sonnet", "llama-70b")
@@ -67,6 +75,47 @@ def generate(n_events: int, seed: int) -> list[dict]:
     return events
 
 
+def seat_events(seed: int) -> list[dict]:
+    """Each customer's seats: some carried over from last month, some added this month."""
+    rng = random.Random(seed + 2)
+    now = int(time.time())
+    events = []
+    for s, sub in enumerate(SUBSCRIPTIONS):
+        for u in range(rng.randint(2, 6)):
+            # Two thirds of the seats existed before this period; the rest were added lately.
+            at = now - 40 * 86_400 if rng.random() < 0.66 else now - rng.randint(1, 20) * 86_400
+            events.append({"transaction_id": f"seat_{seed}_{s}_{u}", "external_subscription_id": sub, "code": "seats",
+                           "timestamp": at, "properties": {"user_id": f"user_{u}@{sub}", "operation_type": "add"}})
+    return events
+
+
+def price_preview(runtime: Runtime, fmt: str) -> None:
+    """What each subscription owes so far this month on the example plan (rating is pure)."""
+    catalog = catalog_apply.load(CATALOG)
+    catalog_apply.apply(runtime.catalog, catalog, catalog_apply.plan_changes(runtime.catalog, catalog))
+    metrics = {m.code: m for m in catalog.billable_metrics}
+    (plan,) = catalog.plans
+    now = datetime.now(timezone.utc)
+    subs, windows = {}, []
+    for sub in SUBSCRIPTIONS:
+        customer = Customer.model_validate({"external_id": sub.removeprefix("sub_"), "name": sub, "currency": "USD", "timezone": "UTC"})
+        subscription = Subscription.model_validate({
+            "external_id": sub, "external_customer_id": customer.external_id, "plan_code": plan.code,
+            "subscription_at": "2026-01-01T00:00:00Z", "started_at": "2026-01-01T00:00:00Z"})
+        period = period_containing(BillingSchedule.of(subscription, plan, customer), now)
+        subs[sub] = (customer, subscription, period)
+        windows.append(UsageWindow(sub, sub, plan.code, period.start_utc, period.end_utc))
+    usage = UsageQuery(metrics, [plan]).run(runtime.warehouse, windows)  # one query for every subscription
+    rows = []
+    for sub, (customer, subscription, period) in subs.items():
+        draft = rate_subscription(subscription, plan, customer, period, usage[sub], metrics=metrics)
+        by_line = {f.display_name: f.amount for f in draft.fees}
+        rows.append({"subscription": sub, "period": f"{period.start_date}..{period.end_date}", **by_line, "total_usd": draft.amount})
+    columns = ["subscription", "period", *[k for k in rows[0] if k not in ("subscription", "period", "total_usd")], "total_usd"]
+    print(f"\nWhat each subscription owes so far on plan {plan.code!r} (catalog/example.yaml):")
+    print(output.render(rows, columns, fmt))
+
+
 def run(n_events: int = 3000, data_dir: Path = Path(".meterline/demo"), seed: int = 7, fmt: str = "table") -> int:
     if data_dir.exists():
         shutil.rmtree(data_dir)
@@ -106,6 +155,9 @@ def run(n_events: int = 3000, data_dir: Path = Path(".meterline/demo"), seed: in
                 truth.unique[e["external_subscription_id"]].setdefault(e["transaction_id"], e["properties"]["value"])
             progress.advance(min(size, len(events) - (i - size)))
         progress.finish()
+        status, answer = _post(f"{base}/batch", key, {"events": seat_events(seed)})
+        if status != 200:
+            raise SystemExit(f"demo: unexpected {status} {answer}")
         # A client's mistakes are refused whole, with the field named; nothing is counted.
         bad = {"events": [events[0], {**events[1], "timestamp": "yesterday"}]}
         status, answer = _post(f"{base}/batch", key, bad)
@@ -117,7 +169,7 @@ def run(n_events: int = 3000, data_dir: Path = Path(".meterline/demo"), seed: in
     rows = runtime.warehouse.query(
         "SELECT external_subscription_id AS sub, COUNT(*) AS events, "
         "SUM(CAST(JSON_VALUE(properties, '$.value') AS NUMERIC(38, 9))) AS tokens "
-        "FROM events_deduped GROUP BY external_subscription_id"
+        "FROM events_deduped WHERE code = 'tokens_consumed' GROUP BY external_subscription_id"
     )
     counted = {r["sub"]: r for r in rows}
     rejected = runtime.warehouse.query("SELECT COUNT(*) AS n FROM rejected_events_deduped")[0]["n"]
@@ -137,4 +189,5 @@ def run(n_events: int = 3000, data_dir: Path = Path(".meterline/demo"), seed: in
     print(f"transaction_id reused with another payload: {truth.conflicts} sent, {rejected} in rejected_events")
     ok &= rejected == truth.conflicts
     print("every event counted exactly once" if ok else "MISMATCH: see the table above")
+    price_preview(runtime, fmt)
     return 0 if ok else 1
