@@ -195,6 +195,10 @@ class Phase:
         return self.result.rate * self.events_per_request
 
     @property
+    def server_cpu_us_per_request(self) -> float:
+        return self.cpu.get("server", 0.0) / self.requests_per_s * 1e6 if self.requests_per_s else 0.0
+
+    @property
     def events_per_server_cpu_s(self) -> float:
         busy = self.cpu.get("server", 0.0)
         return self.events_per_s / busy if busy else 0.0
@@ -252,7 +256,7 @@ def _environ(values: dict[str, str]):
 def run_ingest_bench(emulator_env: dict[str, str], pubsub_pgid: int, *, threads: int = DEFAULT_THREADS,
                      connections: int = DEFAULT_CONNECTIONS, processes: int = 2, duration: float = 5.0,
                      warmup: float = 1.5, emulator_warmup: float = 8.0, rounds: int = 1,
-                     log=print) -> list[Phase]:
+                     diagnose: bool = True, log=print) -> list[Phase]:
     project = f"bench-{uuid.uuid4().hex[:8]}"
     run = uuid.uuid4().hex[:8]
     api_key = prepare_gcp(emulator_env, project)
@@ -264,6 +268,9 @@ def run_ingest_bench(emulator_env: dict[str, str], pubsub_pgid: int, *, threads:
     try:
         servers["ingest"] = start_function("ingest", REPO_ROOT / "functions/ingest/main.py", "ingest", fn_env, log_dir, threads)
         servers["noop"] = start_function("noop", BENCH_DIR / "noop/main.py", "noop", {}, log_dir, threads)
+        if diagnose:
+            servers["stubbed"] = start_function("stubbed", BENCH_DIR / "ingest_nopublish/main.py", "ingest", fn_env,
+                                                log_dir, threads)
         singles = single_bodies(4000, run)
         batches = batch_bodies(200, 100, run)
         # One request of each kind first: the figures below count only real, confirmed answers.
@@ -271,6 +278,9 @@ def run_ingest_bench(emulator_env: dict[str, str], pubsub_pgid: int, *, threads:
         assert answer["event"]["transaction_id"] == f"{run}-0", answer
         answer = _check(servers["ingest"], "/api/v1/events/batch", batches[0], dict(auth))
         assert len(answer["events"]) == 100, answer
+        if diagnose:
+            answer = _check(servers["stubbed"], "/api/v1/events/batch", batches[1], dict(auth))
+            assert len(answer["events"]) == 100, answer
 
         # Warm the Pub/Sub emulator's JVM (and the server's caches) first, unmeasured: cold, its
         # JIT compiler takes a third of a core away from the server during the first phases.
@@ -289,6 +299,9 @@ def run_ingest_bench(emulator_env: dict[str, str], pubsub_pgid: int, *, threads:
             ("no-op, 100 events/request", "noop", "/api/v1/events/batch", batches, 100),
             ("ingest, 100 events/request", "ingest", "/api/v1/events/batch", batches, 100),
         ]
+        if diagnose:  # the real ingest with publish stubbed: splits ingest's cost (see ingest_nopublish/main.py)
+            plan[2:2] = [("ingest, no publish, 1/request", "stubbed", "/api/v1/events", singles, 1)]
+            plan.append(("ingest, no publish, 100/req", "stubbed", "/api/v1/events/batch", batches, 100))
         # Rounds interleave the four phases, so that a neighbour's load hits the no-op and the
         # ingest figures alike; run.py reports each phase's median round.
         for round_no in range(1, rounds + 1):

@@ -99,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="gunicorn THREADS (WORKERS is 1)")
     parser.add_argument("--connections", type=int, default=DEFAULT_CONNECTIONS)
     parser.add_argument("--loadgen-processes", type=int, default=2)
+    parser.add_argument("--no-diagnose", action="store_true",
+                        help="skip the phases against ingest with its publish stubbed (the cost split)")
     parser.add_argument("--process-threads", type=int, default=PROCESS_THREADS)
     parser.add_argument("--process-messages", type=int, default=120, help="x 100 events, per backend")
     args = parser.parse_args(argv)
@@ -132,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         emulator_env = {k: v for s in started for k, v in s.env.items()}
         phases = run_ingest_bench(emulator_env, started[0].pid, threads=args.threads,
                                   connections=args.connections, processes=args.loadgen_processes,
-                                  duration=args.duration, warmup=args.warmup, rounds=args.rounds)
+                                  duration=args.duration, warmup=args.warmup, rounds=args.rounds,
+                                  diagnose=not args.no_diagnose)
         print(f"\n[3/3] process (ProcessService.handle_message, 100-event messages, {args.process_threads} threads)")
         process = run_process_bench(emulator_env, threads=args.process_threads, messages=args.process_messages)
     finally:
@@ -181,6 +184,22 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  ingest / no-op, 1 event/request:     {single_ratio:6.1%} of the server's request rate")
     print(f"  ingest / no-op, 100 events/request:  {batch_ratio:6.1%} of the server's request rate")
     print(f"  ingest 100/request vs 1/request:     {ingest100.events_per_s / ingest1.events_per_s:6.1f}x events/s")
+    stub1, stub100 = by_name.get("ingest, no publish, 1/request"), by_name.get("ingest, no publish, 100/req")
+    if stub1 and stub100:
+        print(f"  ingest without publish / no-op, 1:   {stub1.requests_per_s / noop1.requests_per_s:6.1%}")
+        print(f"  ingest without publish / no-op, 100: {stub100.requests_per_s / noop100.requests_per_s:6.1%}")
+        print("\nWhere a request's server CPU goes (µs per request, medians; CPU time / requests)")
+        print(f"  {'':28s} {'1 event':>10s} {'100 events':>11s}")
+        rows = [
+            ("server (no-op)", noop1.server_cpu_us_per_request, noop100.server_cpu_us_per_request),
+            ("ingest's own work", stub1.server_cpu_us_per_request - noop1.server_cpu_us_per_request,
+             stub100.server_cpu_us_per_request - noop100.server_cpu_us_per_request),
+            ("publish, confirmed", ingest1.server_cpu_us_per_request - stub1.server_cpu_us_per_request,
+             ingest100.server_cpu_us_per_request - stub100.server_cpu_us_per_request),
+            ("total (ingest)", ingest1.server_cpu_us_per_request, ingest100.server_cpu_us_per_request),
+        ]
+        for label, one, hundred in rows:
+            print(f"  {label:28s} {one:10,.0f} {hundred:11,.0f}")
     gcp = next((f for f in process if f.backend == "gcp"), None)
     embedded = next((f for f in process if f.backend == "embedded"), None)
     if gcp and embedded:
