@@ -12,10 +12,11 @@ errors map to Lago's 422 `error_details` with `lago_error_details`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, date, datetime
-from functools import cached_property
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
-from typing import Annotated, Any, Literal, Union
+from functools import cached_property, lru_cache
+from typing import Annotated, Any, Literal, Self, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -32,7 +33,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from meterline.money import CURRENCY_EXPONENTS, MONEY_CONTEXT, parse_decimal
+from meterline.money import CURRENCY_EXPONENTS, MONEY_CONTEXT, from_minor_units, parse_decimal
 
 __all__ = [
     "AGGREGATION_TYPES",
@@ -133,6 +134,19 @@ class _LagoModel(BaseModel):
     def to_lago(self) -> dict[str, Any]:
         """A JSON-ready dict with Lago's field names (Decimals as strings, datetimes ISO-8601)."""
         return self.model_dump(mode="json")
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """As pydantic's, but forgetting cached properties (Customer.zone, Plan.amount...),
+        which pydantic would copy along and which may depend on an updated field."""
+        copy = super().model_copy(update=update, deep=deep)
+        for name in _cached_properties(type(self)):
+            copy.__dict__.pop(name, None)
+        return copy
+
+
+@lru_cache(maxsize=None)
+def _cached_properties(cls: type) -> tuple[str, ...]:
+    return tuple(name for klass in cls.__mro__ for name, value in vars(klass).items() if isinstance(value, cached_property))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -472,6 +486,11 @@ class Plan(_LagoModel):
             # Two charges on one metric need distinct ids, or their invoice lines would collide.
             raise PydanticCustomError("duplicated_charge", "charges must have distinct ids or billable metrics")
         return charges
+
+    @cached_property
+    def amount(self) -> Decimal:
+        """The base fee in major units (Decimal('49.00') for 4900 USD cents)."""
+        return from_minor_units(self.amount_cents, self.amount_currency)
 
     @property
     def yearly_amount_cents(self) -> Decimal:

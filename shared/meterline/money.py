@@ -7,9 +7,9 @@ with ROUND_HALF_UP to the currency's ISO 4217 exponent (Lago does the same with 
 Stripe receives integer minor units, which `to_minor_units` produces only from an amount that
 is already rounded, so a missed rounding step fails loudly instead of truncating silently.
 
-Arithmetic runs in `MONEY_CONTEXT` (50 significant digits, traps on invalid operations) via
-`decimal.localcontext`, so this module never mutates the process-wide decimal context that
-other code (and other threads) rely on.
+Arithmetic runs in `MONEY_CONTEXT` (50 significant digits, traps on invalid operations) inside
+`with money_context():`, which restores the caller's decimal context on exit, so this module
+never changes the decimal context that other code (and other threads) rely on.
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ from decimal import (
     DivisionByZero,
     InvalidOperation,
     Overflow,
-    localcontext,
+    getcontext,
+    setcontext,
 )
 import re
+import threading
 from typing import Final
 
 __all__ = [
@@ -80,9 +82,35 @@ _QUANTA: Final[dict[int, Decimal]] = {e: Decimal(1).scaleb(-e) for e in range(5)
 _QUANTUM_BY_CURRENCY: Final[dict[str, Decimal]] = {code: _QUANTA[e] for code, e in CURRENCY_EXPONENTS.items()}
 
 
-def money_context():
+class _MoneyContext:
+    """`with money_context():` runs Decimal arithmetic in a copy of MONEY_CONTEXT and then
+    restores the caller's context, like `decimal.localcontext(MONEY_CONTEXT)`.
+
+    NOTE: localcontext copies the context on every entry, which cost more than pricing a
+    simple charge. This reuses one copy per thread (decimal contexts are per thread, and
+    only its status flags change as it is used), so entering is a save and a set.
+    """
+
+    __slots__ = ("_saved",)
+
+    def __enter__(self) -> Context:
+        self._saved = getcontext()
+        context = getattr(_per_thread, "context", None)
+        if context is None:
+            context = _per_thread.context = MONEY_CONTEXT.copy()
+        setcontext(context)
+        return context
+
+    def __exit__(self, *exc_info: object) -> None:
+        setcontext(self._saved)
+
+
+_per_thread = threading.local()
+
+
+def money_context() -> _MoneyContext:
     """A `with` block running Decimal arithmetic in MONEY_CONTEXT (the global one is untouched)."""
-    return localcontext(MONEY_CONTEXT)
+    return _MoneyContext()
 
 
 def currency_exponent(currency: str) -> int:

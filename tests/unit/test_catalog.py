@@ -243,3 +243,12 @@ def test_subscription_datetimes_are_aware_and_utc():
     assert errors_of(Subscription, {**base, "subscription_at": "yesterday"}) == {"subscription_at": ["invalid_format"]}
     assert errors_of(Subscription, {**base, "subscription_at": "2024-01-31T00:00:00Z", "status": "terminated"}) == {"base": ["value_is_mandatory"]}
     assert errors_of(Subscription, {**base, "subscription_at": "2024-01-31T00:00:00Z", "billing_time": "weekly"}) == {"billing_time": ["invalid_value"]}
+
+
+def test_model_copy_forgets_cached_properties():
+    customer = Customer(external_id="c", timezone="UTC")
+    assert customer.zone.key == "UTC"
+    assert customer.model_copy(update={"timezone": "Europe/Paris"}).zone.key == "Europe/Paris"
+    plan = Plan.model_validate(LAGO_PLAN)
+    assert plan.amount == D("100.00")
+    assert plan.model_copy(update={"amount_cents": 250}).amount == D("2.50")

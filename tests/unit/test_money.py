@@ -103,3 +103,25 @@ def test_rounding_is_idempotent_and_within_half_a_cent(value):
     assert round_money(rounded, "USD") == rounded
     assert abs(rounded - value) <= D("0.005")
     assert to_minor_units(rounded, "USD") == int(rounded * 100)
+
+
+def test_money_context_nests_and_is_per_thread():
+    import threading
+
+    outer = getcontext()
+    with money_context() as first:
+        with money_context() as second:
+            assert getcontext().prec == 50
+        assert getcontext() is first and second is first  # one reused context per thread
+    assert getcontext() is outer
+
+    seen = []
+
+    def worker():
+        with money_context() as context:
+            seen.append(context)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    assert seen[0] is not first and seen[0].prec == 50

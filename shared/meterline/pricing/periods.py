@@ -112,9 +112,13 @@ class BillingSchedule(NamedTuple):
     @classmethod
     def of(cls, subscription: Subscription, plan: Plan, customer: Customer) -> BillingSchedule:
         zone = customer.zone
+        if subscription.billing_time != "anniversary":
+            # Calendar periods do not depend on the subscription date; one anchor for all
+            # makes equal schedules equal, so they share cached periods.
+            return cls(plan.interval, "calendar", _CALENDAR_MONTH_ANCHOR, zone)
         # NOTE: anniversary dates come from subscription_at, which an upgrade carries over to
         # the new record (Lago does the same), so switching plans keeps the billing day.
-        return cls(plan.interval, subscription.billing_time, local_date(subscription.subscription_at, zone), zone)
+        return cls(plan.interval, "anniversary", local_date(subscription.subscription_at, zone), zone)
 
     def _boundary(self, k: int) -> date:
         """Start date of the k-th period counted from the anchor."""
@@ -164,7 +168,14 @@ def period_for_date(schedule: BillingSchedule, day: date) -> Period:
 
 def period_containing(schedule: BillingSchedule, instant: datetime) -> Period:
     """The period holding `instant` (timezone-aware)."""
-    return period_for_date(schedule, local_date(instant, schedule.zone))
+    return period_for_date(schedule, _local_day(instant, schedule.zone))
+
+
+@lru_cache(maxsize=1024)
+def _local_day(instant: datetime, zone: ZoneInfo) -> date:
+    # A billing run asks for the period of thousands of subscriptions at one instant, in a
+    # handful of time zones.
+    return local_date(instant, zone)
 
 
 def next_period(schedule: BillingSchedule, period: Period) -> Period:

@@ -122,9 +122,9 @@ _timestamp = itemgetter(2)
 
 def _seat_days(events, period: Period, zone, window: tuple[date, date] | None) -> dict[str, int]:
     """Active days per value (only values with at least one day). The loop of prorate_seats,
-    shared with rating, which needs only the totals."""
+    shared with rating, which needs only the totals. It runs once per seat event of every
+    subscription in a billing run, hence one pass and integer day numbers (ordinals)."""
     first_date, last_date = window if window is not None else (period.start_date, period.end_date)
-    # Day arithmetic on ordinals (ints): cheaper than dates, and this runs per seat event.
     first, last = first_date.toordinal(), last_date.toordinal()
     start_utc, end_utc = period.start_utc, period.end_utc
     before = first - 1  # any day before the window: it is clipped to `first` anyway
@@ -132,7 +132,6 @@ def _seat_days(events, period: Period, zone, window: tuple[date, date] | None) -
     open_since: dict[str, int] = {}  # value -> local day it was added
     counted_to: dict[str, int] = {}  # value -> last day already counted
     days: dict[str, int] = {}
-    closed: list[tuple[str, int, int]] = []
     # (value, operation_type, timestamp): SeatEvents and plain tuples alike
     for value, operation_type, timestamp in sorted(events, key=_timestamp):
         if timestamp >= end_utc:
@@ -144,23 +143,26 @@ def _seat_days(events, period: Period, zone, window: tuple[date, date] | None) -
                 open_since[value] = day
         elif operation_type == "remove":
             since = open_since.pop(value, None)
-            if since is not None:
-                closed.append((value, since, day))
+            if since is not None and day >= first:
+                start = since if since > first else first
+                stop = day if day < last else last
+                # A value's spans come in time order and can only share a day (removed and
+                # re-added the same day): count that day once.
+                done = counted_to.get(value)
+                if done is not None and start <= done:
+                    start = done + 1
+                if start <= stop:
+                    days[value] = days.get(value, 0) + stop - start + 1
+                    counted_to[value] = stop
         else:
             raise ValueError(f"operation_type must be add or remove, got {operation_type!r}")
-    closed.extend((value, since, last) for value, since in open_since.items())
-
-    # Spans are in time order per value, so two spans of one value can only share a day (a
-    # seat removed and re-added the same day): that day is counted once.
-    for value, since, until in closed:
+    for value, since in open_since.items():  # still active at the end of the window
         start = since if since > first else first
-        stop = until if until < last else last
         done = counted_to.get(value)
         if done is not None and start <= done:
             start = done + 1
-        if start <= stop:
-            days[value] = days.get(value, 0) + stop - start + 1
-            counted_to[value] = stop
+        if start <= last:
+            days[value] = days.get(value, 0) + last - start + 1
     return days
 
 

@@ -30,15 +30,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal, NamedTuple
 
 from meterline.catalog import BillableMetric, Charge, Customer, Plan, Subscription
 from meterline.money import MONEY_CONTEXT, from_minor_units, money_context
-from meterline.pricing.charge_models import CHARGE_MODELS, price
-from meterline.pricing.fee import ChargeResult, Fee, FeeRef, TierDetail, make_fee
+from meterline.pricing.charge_models import CHARGE_MODELS, ChargeModel, price
+from meterline.pricing.fee import ChargeResult, Fee, FeeRef, TierDetail, make_fee, new_charge_result, new_fee_ref, new_tier_detail
 from meterline.pricing.periods import BillingSchedule, Period, local_date, next_period, period_containing
 from meterline.pricing.proration import active_dates, billable_days, day_ratio, seat_units
-from meterline.pricing.usage import ChargeUsage, UsageKey
+from meterline.pricing.usage import ChargeUsage, UsageKey, new_charge_usage
 
 __all__ = [
     "InvoiceDraft",
@@ -57,9 +57,9 @@ _ONE = Decimal(1)
 _NO_USAGE = ChargeUsage(units=_ZERO, events_count=0, event_values=())
 
 
-@dataclass(frozen=True, slots=True)
-class InvoiceDraft:
-    """The fees of one subscription record for one billing event, not yet persisted."""
+class InvoiceDraft(NamedTuple):
+    """The fees of one subscription record for one billing event, not yet persisted.
+    (A NamedTuple: immutable and, made once per subscription, cheap.)"""
 
     subscription_external_id: str
     customer_external_id: str
@@ -108,16 +108,16 @@ def base_fee(subscription: Subscription, plan: Plan, customer: Customer, period:
 
 def _base_fee(subscription: Subscription, plan: Plan, period: Period, window, service, zone, currency: str) -> Fee:
     days = billable_days(window, subscription, plan.trial_period, zone)
-    full = from_minor_units(plan.amount_cents, currency)
+    full = plan.amount  # == from_minor_units(plan.amount_cents, currency), cached on the plan
     if days == period.days:  # the common case: exact, and no 50-digit arithmetic
         ratio, precise = _ONE, full
     else:
         ratio = day_ratio(days, period)
         precise = MONEY_CONTEXT.multiply(full, ratio)
     # The detail reads "ratio x full amount": amount == units * per_unit_amount holds exactly.
-    detail = TierDetail(_ZERO, None, ratio, full, _ZERO, precise, kind="proration")
-    ref = FeeRef(subscription.external_id, period.start_date, period.end_date, "subscription", None, None, plan.code)
-    return make_fee(ref, currency, ChargeResult(_ONE, precise, (detail,)), plan.invoice_display_name or plan.name, *service)
+    detail = new_tier_detail((_ZERO, None, ratio, full, _ZERO, precise, "proration", None))
+    ref = new_fee_ref((subscription.external_id, period.start_date, period.end_date, "subscription", None, None, plan.code))
+    return make_fee(ref, currency, new_charge_result((_ONE, precise, (detail,))), plan.invoice_display_name or plan.name, *service)
 
 
 def _continues_into_next(subscription: Subscription, period: Period) -> bool:
@@ -163,10 +163,7 @@ def _rate(subscription, plan, customer, period, usage, metrics) -> InvoiceDraft:
         service = _service_window(period, subscription)
         if not plan.pay_in_advance:
             fees.append(_base_fee(subscription, plan, period, window, service, zone, currency))
-        rater = _ChargeRater(subscription, plan, period, window, service, currency, usage, metrics, zone)
-        for charge in plan.charges:
-            if not charge.pay_in_advance:  # in-advance charges are billed per event
-                fees.extend(rater.fees_of(charge))
+        fees += _charge_fees(subscription, plan, period, window, service, currency, usage, metrics, zone)
     if plan.pay_in_advance and _continues_into_next(subscription, period):
         following = next_period(BillingSchedule.of(subscription, plan, customer), period)
         fee = base_fee(subscription, plan, customer, following)
@@ -175,90 +172,108 @@ def _rate(subscription, plan, customer, period, usage, metrics) -> InvoiceDraft:
     return InvoiceDraft(subscription.external_id, customer.external_id, plan.code, currency, period, tuple(fees))
 
 
-class _ChargeRater:
-    """Prices the charges of one record in one period (holds what every charge shares).
+class _Slot(NamedTuple):
+    """One fee a charge makes: the charge itself, or one of its filters."""
 
-    Runs inside `money_context()` (entered once by rate_subscription) and is the hot path of
-    a billing run, hence the flat code: no per-fee context switches or re-computed keys.
-    """
+    usage_key: UsageKey
+    filter_key: str | None
+    label: str
+    model: ChargeModel
+    properties: Any
+    optional: bool  # the unfiltered rest of a filtered charge: billed only if it has usage
 
-    __slots__ = ("_currency", "_end", "_from", "_metrics", "_period", "_plan_code", "_start", "_sub_id", "_to", "_usage", "_window", "_zone")
 
-    def __init__(self, subscription, plan, period, window, service, currency, usage, metrics, zone):
-        self._sub_id = subscription.external_id
-        self._plan_code = plan.code
-        self._start, self._end = period.start_date, period.end_date
-        self._from, self._to = service
-        self._period = period
-        self._window = window
-        self._currency = currency
-        self._usage = usage
-        self._metrics = metrics
-        self._zone = zone
+# Charge slots by id() of a (frozen) Plan; the plan is kept in the entry so its id cannot be
+# reused while cached. Rating asks for them once per subscription; they change only with the plan.
+_SLOTS: dict[int, tuple[Plan, tuple[tuple[Charge, str, tuple[_Slot, ...]], ...]]] = {}
 
-    def fees_of(self, charge: Charge) -> list[Fee]:
+
+def _charge_slots(plan: Plan) -> tuple[tuple[Charge, str, tuple[_Slot, ...]], ...]:
+    entry = _SLOTS.get(id(plan))
+    if entry is not None and entry[0] is plan:
+        return entry[1]
+    compiled = []
+    for charge in plan.charges:
+        if charge.pay_in_advance:
+            continue  # billed per event (price_in_advance_event), not at the end of the period
         name = charge.invoice_display_name or charge.billable_metric_code or charge.ref
-        ref = charge.ref
-        usage = self._usage
-        if charge.filters:
-            fees = [
-                self._fee(charge, flt.properties, usage.get((ref, flt.key)), flt.key, flt.invoice_display_name or f"{name} ({flt.key})")
-                for flt in charge.filters
-            ]
-            rest = usage.get((ref, None))
-            if rest is not None:  # events matching no filter, priced with the charge's own properties
-                fees.append(self._fee(charge, charge.properties, rest, None, name))
-        else:
-            fees = [self._fee(charge, charge.properties, usage.get((ref, None)), None, name)]
+        own = _Slot((charge.ref, None), None, name, CHARGE_MODELS[charge.charge_model], charge.properties, bool(charge.filters))
+        slots = [
+            _Slot((charge.ref, f.key), f.key, f.invoice_display_name or f"{name} ({f.key})", CHARGE_MODELS[charge.charge_model], f.properties, False)
+            for f in charge.filters
+        ]
+        compiled.append((charge, name, (*slots, own)))
+    if len(_SLOTS) >= 1024:
+        _SLOTS.clear()
+    _SLOTS[id(plan)] = (plan, tuple(compiled))
+    return _SLOTS[id(plan)][1]
+
+
+def _charge_fees(subscription, plan, period, window, service, currency, usage, metrics, zone) -> list[Fee]:
+    """One fee per charge and filter, and the true-ups. The hot loop of a billing run, so it
+    is one flat function over precompiled slots; runs inside money_context()."""
+    fees: list[Fee] = []
+    sub_id, plan_code = subscription.external_id, plan.code
+    start, end = period.start_date, period.end_date
+    from_datetime, to_datetime = service
+    for charge, name, slots in _charge_slots(plan):
+        charge_fees = []
+        for usage_key, filter_key, label, model, properties, optional in slots:
+            raw = usage.get(usage_key)
+            if raw is None:
+                if optional:
+                    continue
+                charge_usage = _NO_USAGE
+            elif raw.__class__ is ChargeUsage:
+                charge_usage = raw if raw.seat_events is None and metrics is None else _expand(charge, raw, period, window, zone, metrics)
+            else:
+                charge_usage = new_charge_usage((raw if raw.__class__ is Decimal else Decimal(raw), None, None, None, None))
+                if metrics is not None:
+                    charge_usage = _expand(charge, charge_usage, period, window, zone, metrics)
+            if charge_usage.units < 0:  # as ChargeModel.apply: negative usage bills nothing
+                charge_usage = charge_usage._replace(units=_ZERO)
+            result = model.compute(properties, charge_usage)
+            events = charge_usage.events_count if charge_usage.event_values is None else len(charge_usage.event_values)
+            ref = new_fee_ref((sub_id, start, end, "charge", usage_key[0], filter_key, plan_code))
+            charge_fees.append(make_fee(ref, currency, result, label, from_datetime, to_datetime, events))
         if charge.min_amount_cents:
-            true_up = self._true_up(charge, fees, name)
+            true_up = _true_up(charge, charge_fees, name, period, window, currency, sub_id, plan_code, service)
             if true_up is not None:
-                fees.append(true_up)
-        return fees
+                charge_fees.append(true_up)
+        fees += charge_fees
+    return fees
 
-    def _fee(self, charge: Charge, properties, raw: UsageValue | None, filter_key: str | None, label: str) -> Fee:
-        if raw is None:
-            usage = _NO_USAGE
-        elif raw.__class__ is ChargeUsage:
-            usage = raw if raw.seat_events is None and self._metrics is None else self._expand(charge, raw)
-        else:
-            usage = ChargeUsage(raw if raw.__class__ is Decimal else Decimal(raw))
-            if self._metrics is not None:
-                usage = self._expand(charge, usage)
-        result = CHARGE_MODELS[properties.charge_model].apply_in_context(properties, usage)
-        events = usage.events_count if usage.event_values is None else len(usage.event_values)
-        ref = FeeRef(self._sub_id, self._start, self._end, "charge", charge.ref, filter_key, self._plan_code)
-        return make_fee(ref, self._currency, result, label, self._from, self._to, events)
 
-    def _expand(self, charge: Charge, usage: ChargeUsage) -> ChargeUsage:
-        """Turn seat events into units, or apply the metric's rounding."""
-        if usage.seat_events is not None:
-            prorated, full = seat_units(usage.seat_events, self._period, self._zone, self._window)
-            if charge.prorated:
-                # NOTE: each seat pays for its own active days; the tier of a volume charge
-                # is still chosen by the number of seats (full_units), as in Lago.
-                return ChargeUsage(prorated, usage.events_count, usage.event_values, full, usage.seat_events)
-            return ChargeUsage(full, usage.events_count, usage.event_values, None, usage.seat_events)
-        if self._metrics is not None and usage.event_values is None:
-            metric = self._metrics.get(charge.billable_metric_code or "")
-            if metric is not None and metric.rounding_function is not None:
-                return usage._replace(units=metric.round_units(usage.units))
-        return usage
+def _expand(charge: Charge, usage: ChargeUsage, period: Period, window, zone, metrics) -> ChargeUsage:
+    """Turn seat events into units, or apply the metric's rounding."""
+    if usage.seat_events is not None:
+        prorated, full = seat_units(usage.seat_events, period, zone, window)
+        if charge.prorated:
+            # NOTE: each seat pays for its own active days; the tier of a volume charge is
+            # still chosen by the number of seats (full_units), as in Lago.
+            return new_charge_usage((prorated, usage.events_count, usage.event_values, full, usage.seat_events))
+        return new_charge_usage((full, usage.events_count, usage.event_values, None, usage.seat_events))
+    if metrics is not None and usage.event_values is None:
+        metric = metrics.get(charge.billable_metric_code or "")
+        if metric is not None and metric.rounding_function is not None:
+            return usage._replace(units=metric.round_units(usage.units))
+    return usage
 
-    def _true_up(self, charge: Charge, fees: list[Fee], name: str) -> Fee | None:
-        """Lago's spending minimum: a separate fee tops the charge up to min_amount_cents,
-        prorated by the record's active days in the period."""
-        first, last = self._window
-        ratio = day_ratio((last - first).days + 1, self._period)
-        minimum = from_minor_units(charge.min_amount_cents, self._currency) * ratio
-        # compare with what the invoice will show: the rounded fees
-        billed = sum((fee.amount for fee in fees), _ZERO)
-        if billed >= minimum:
-            return None
-        missing = minimum - billed
-        detail = TierDetail(_ZERO, None, _ZERO, _ZERO, missing, missing, kind="adjustment")
-        ref = FeeRef(self._sub_id, self._start, self._end, "true_up", charge.ref, None, self._plan_code)
-        return make_fee(ref, self._currency, ChargeResult(_ONE, missing, (detail,)), f"{name} (minimum)", self._from, self._to)
+
+def _true_up(charge: Charge, fees: list[Fee], name: str, period: Period, window, currency: str, sub_id: str, plan_code: str, service) -> Fee | None:
+    """Lago's spending minimum: a separate fee tops the charge up to min_amount_cents,
+    prorated by the record's active days in the period."""
+    first, last = window
+    ratio = day_ratio((last - first).days + 1, period)
+    minimum = from_minor_units(charge.min_amount_cents, currency) * ratio
+    # compare with what the invoice will show: the rounded fees
+    billed = sum((fee.amount for fee in fees), _ZERO)
+    if billed >= minimum:
+        return None
+    missing = minimum - billed
+    detail = TierDetail(_ZERO, None, _ZERO, _ZERO, missing, missing, kind="adjustment")
+    ref = FeeRef(sub_id, period.start_date, period.end_date, "true_up", charge.ref, None, plan_code)
+    return make_fee(ref, currency, ChargeResult(_ONE, missing, (detail,)), f"{name} (minimum)", *service)
 
 
 def price_in_advance_event(properties, before: ChargeUsage, after: ChargeUsage) -> ChargeResult:

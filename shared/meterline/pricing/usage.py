@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from functools import partial
 from typing import Literal, NamedTuple
 
-__all__ = ["ChargeUsage", "SeatEvent", "UsageKey"]
+__all__ = ["ChargeUsage", "SeatEvent", "UsageKey", "new_charge_usage"]
 
 # (charge reference, filter key or None for the charge's own/unfiltered bucket)
 UsageKey = tuple[str, str | None]
@@ -51,3 +52,7 @@ class ChargeUsage(NamedTuple):
     event_values: tuple[Decimal, ...] | None = None
     full_units: Decimal | None = None
     seat_events: tuple[SeatEvent, ...] | None = None
+
+
+# See pricing.fee.new_tier_detail: the same object as ChargeUsage(...), built faster.
+new_charge_usage = partial(tuple.__new__, ChargeUsage)

@@ -297,3 +297,33 @@ def test_percentage_details_add_up(values):
     result = price(properties, ChargeUsage(event_values=tuple(values)))
     assert_consistent(result)
     assert result.precise_amount >= 0
+
+
+def test_fast_constructors_build_the_same_objects():
+    from meterline.pricing.fee import ChargeResult, Fee, TierDetail, new_charge_result, new_fee_ref, new_tier_detail
+    from meterline.pricing.usage import new_charge_usage
+
+    z = D(0)
+    assert new_tier_detail((z, None, z, z, z, z, "tier", None)) == TierDetail(z, None, z, z, z, z)
+    assert type(new_tier_detail((z, None, z, z, z, z, "tier", None))) is TierDetail
+    assert new_charge_result((z, z, ())) == ChargeResult(z, z)
+    ref = FeeRef("s", date(2024, 1, 1), date(2024, 1, 31), "charge", "c", None, "p")
+    assert new_fee_ref(tuple(ref)) == ref and new_fee_ref(tuple(ref)).key == ref.key
+    assert new_charge_usage((D(3), None, None, None, None)) == ChargeUsage(D(3))
+    # make_fee skips Fee.__init__ for speed; the result must be the same frozen dataclass
+    t = datetime(2024, 1, 1, tzinfo=UTC)
+    fee = make_fee(ref, "USD", ChargeResult(D(1), D("1.005"), ()), "x", t, t, 3)
+    assert fee == Fee(ref, "USD", D(1), D("1.005"), D("1.01"), 101, (), "x", t, t, 3)
+    assert repr(fee) == repr(Fee(ref, "USD", D(1), D("1.005"), D("1.01"), 101, (), "x", t, t, 3))
+    with pytest.raises(AttributeError):
+        fee.amount = D(2)
+
+
+def test_apply_uses_the_money_context_whatever_the_caller_context():
+    from decimal import localcontext
+
+    thirds = props("standard", {"amount": "0.333333333333333333333333333333333333"})
+    with localcontext() as ctx:
+        ctx.prec = 5
+        result = price(thirds, ChargeUsage(D(3)))
+    assert result.precise_amount == D("0.999999999999999999999999999999999999")

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from meterline.catalog import Subscription
 from meterline.pricing.periods import BillingSchedule, period_for_date
-from meterline.pricing.proration import active_dates, base_fee_days, day_ratio, prorate_seats
+from meterline.pricing.proration import active_dates, base_fee_days, day_ratio, prorate_seats, seat_units
 from meterline.pricing.usage import SeatEvent
 
 D = Decimal
@@ -144,3 +144,41 @@ def test_seat_days_stay_within_the_period(raw):
     result = prorate_seats(events, APRIL, UTCZ)
     assert all(0 < s.active_days <= APRIL.days for s in result.seats)
     assert 0 <= result.prorated_units <= result.full_units
+
+
+def reference_seat_days(events, period, zone, window):
+    """Slow but obvious: the set of billed local dates of each value."""
+    first, last = window
+    active: dict[str, date] = {}
+    dates: dict[str, set[date]] = {}
+    for value, op, ts in sorted(events, key=lambda e: e[2]):
+        if ts >= period.end_utc:
+            break
+        day = ts.astimezone(zone).date()
+        if op == "add" and value not in active:
+            active[value] = day
+        elif op == "remove" and value in active:
+            since = active.pop(value)
+            dates.setdefault(value, set()).update(since + timedelta(days=i) for i in range((day - since).days + 1))
+    for value, since in active.items():
+        dates.setdefault(value, set()).update(since + timedelta(days=i) for i in range((last - since).days + 1))
+    result = {value: sum(1 for d in ds if first <= d <= last) for value, ds in dates.items()}
+    return {value: n for value, n in result.items() if n}
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 4), st.booleans(), st.integers(-24 * 40, 24 * 40)), max_size=30),
+    st.sampled_from(["UTC", "America/New_York", "Pacific/Kiritimati", "Etc/GMT+12"]),
+    st.integers(0, 29),
+    st.integers(0, 29),
+)
+def test_seat_days_match_a_day_by_day_reference(raw, tz, a, b):
+    zone = ZoneInfo(tz)
+    period = period_for_date(BillingSchedule("monthly", "calendar", date(2000, 1, 1), zone), date(2024, 4, 1))
+    window = (period.start_date + timedelta(days=min(a, b)), period.start_date + timedelta(days=max(a, b)))
+    events = [(f"u{v}", "add" if add else "remove", period.start_utc + timedelta(hours=h)) for v, add, h in raw]
+    result = prorate_seats(events, period, zone, window)
+    assert {s.value: s.active_days for s in result.seats} == reference_seat_days(events, period, zone, window)
+    prorated, full = seat_units(events, period, zone, window)
+    assert full == len(result.seats)
+    assert prorated == result.prorated_units

@@ -1,6 +1,6 @@
 """What every charge model shares: clamping, the money context and the tier walk.
 
-A charge model is a small class with one method, `_compute(properties, usage)`, returning the
+A charge model is a small class with one method, `compute(properties, usage)`, returning the
 precise amount with its details. `apply` wraps it so every model clamps negative units to 0
 (Lago does the same: refunds or decrements never make a charge pay the customer) and computes
 in the 50-digit money context. No model rounds: `pricing.fee.make_fee` does, once.
@@ -14,7 +14,7 @@ from decimal import ROUND_HALF_UP, Decimal, getcontext
 from typing import Any, ClassVar, Protocol
 
 from meterline.money import MONEY_CONTEXT, money_context
-from meterline.pricing.fee import ChargeResult, TierDetail
+from meterline.pricing.fee import ChargeResult, TierDetail, new_tier_detail
 from meterline.pricing.usage import ChargeUsage
 
 __all__ = ["ChargeModel", "walk_tiers"]
@@ -24,27 +24,24 @@ HUNDRED = Decimal(100)
 
 
 class ChargeModel(ABC):
-    """Base of the charge models; subclasses set `name` and implement `_compute`."""
+    """Base of the charge models; subclasses set `name` and implement `compute`."""
 
     name: ClassVar[str]
 
     def apply(self, properties: Any, usage: ChargeUsage) -> ChargeResult:
         """Price `usage` with this model's `properties` (the catalog's properties model)."""
-        context = getcontext()
-        if context.prec >= MONEY_CONTEXT.prec and context.rounding == ROUND_HALF_UP:
-            return self.apply_in_context(properties, usage)
-        with money_context():
-            return self.apply_in_context(properties, usage)
-
-    def apply_in_context(self, properties: Any, usage: ChargeUsage) -> ChargeResult:
-        """`apply` for callers already inside `money_context()` (rating enters it once per
-        subscription instead of once per fee)."""
         if usage.units < 0:
             usage = usage._replace(units=ZERO)
-        return self._compute(properties, usage)
+        context = getcontext()
+        if context.prec >= MONEY_CONTEXT.prec and context.rounding == ROUND_HALF_UP:
+            return self.compute(properties, usage)  # already in the money context
+        with money_context():
+            return self.compute(properties, usage)
 
     @abstractmethod
-    def _compute(self, properties: Any, usage: ChargeUsage) -> ChargeResult: ...
+    def compute(self, properties: Any, usage: ChargeUsage) -> ChargeResult:
+        """The model itself. Callers guarantee units >= 0 and an active money_context()
+        (`apply` does both; rating does both once per subscription)."""
 
 
 class _Range(Protocol):
@@ -60,9 +57,7 @@ _TIERS_MAX = 4096
 
 
 def _compiled(ranges: tuple[_Range, ...], unit_price: Callable[[Any], Decimal], rate_of: Callable[[Any], Decimal] | None):
-    entry = _TIERS.get(id(ranges))
-    if entry is not None and entry[0] is ranges:
-        return entry[1]
+    """(lower, upper, from_value, per_unit, flat, rate) per tier, cached in _TIERS."""
     tiers = []
     lower = ZERO
     for rng in ranges:
@@ -90,10 +85,12 @@ def walk_tiers(
     A tier's flat_amount is charged once the tier is entered (it holds units > 0).
     `unit_price(range)` gives the per-unit amount; `rate_of(range)` the rate, if any.
     """
+    entry = _TIERS.get(id(ranges))
+    tiers = entry[1] if entry is not None and entry[0] is ranges else _compiled(ranges, unit_price, rate_of)
     total = ZERO
     details = []
     first = True
-    for lower, upper, from_value, per_unit, flat, rate in _compiled(ranges, unit_price, rate_of):
+    for lower, upper, from_value, per_unit, flat, rate in tiers:
         if upper is None or units < upper:
             in_tier = units - lower if units > lower else ZERO
         else:
@@ -102,7 +99,7 @@ def walk_tiers(
             flat = ZERO
         amount = in_tier * per_unit + flat
         total += amount
-        details.append(TierDetail(from_value, upper, in_tier, per_unit, flat, amount, "tier", rate))
+        details.append(new_tier_detail((from_value, upper, in_tier, per_unit, flat, amount, "tier", rate)))
         if upper is None or units <= upper:
             break
         first = False

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from meterline.catalog import GraduatedProperties
 from meterline.pricing.charge_models.base import ChargeModel, walk_tiers
-from meterline.pricing.fee import ChargeResult
+from meterline.pricing.fee import ChargeResult, new_charge_result
 from meterline.pricing.usage import ChargeUsage
 
 
@@ -19,8 +19,8 @@ def _per_unit(rng):
 class GraduatedModel(ChargeModel):
     name = "graduated"
 
-    def _compute(self, properties: GraduatedProperties, usage: ChargeUsage) -> ChargeResult:
+    def compute(self, properties: GraduatedProperties, usage: ChargeUsage) -> ChargeResult:
         # NOTE: the first range's flat fee is charged even at zero usage (Lago: "applies the
         # flat amount from the first tier" when aggregation is 0): it is an access fee.
         total, details = walk_tiers(properties.graduated_ranges, usage.units, _per_unit, first_flat_at_zero=True)
-        return ChargeResult(usage.units, total, details)
+        return new_charge_result((usage.units, total, details))

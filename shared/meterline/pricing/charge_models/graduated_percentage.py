@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from meterline.catalog import GraduatedPercentageProperties
 from meterline.pricing.charge_models.base import HUNDRED, ChargeModel, walk_tiers
-from meterline.pricing.fee import ChargeResult
+from meterline.pricing.fee import ChargeResult, new_charge_result
 from meterline.pricing.usage import ChargeUsage
 
 
@@ -24,8 +24,8 @@ def _rate(rng):
 class GraduatedPercentageModel(ChargeModel):
     name = "graduated_percentage"
 
-    def _compute(self, properties: GraduatedPercentageProperties, usage: ChargeUsage) -> ChargeResult:
+    def compute(self, properties: GraduatedPercentageProperties, usage: ChargeUsage) -> ChargeResult:
         total, details = walk_tiers(
             properties.graduated_percentage_ranges, usage.units, _per_unit, first_flat_at_zero=False, rate_of=_rate
         )
-        return ChargeResult(usage.units, total, details)
+        return new_charge_result((usage.units, total, details))

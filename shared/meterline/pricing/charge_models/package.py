@@ -17,7 +17,7 @@ from meterline.pricing.usage import ChargeUsage
 class PackageModel(ChargeModel):
     name = "package"
 
-    def _compute(self, properties: PackageProperties, usage: ChargeUsage) -> ChargeResult:
+    def compute(self, properties: PackageProperties, usage: ChargeUsage) -> ChargeResult:
         free_units = Decimal(properties.free_units)
         paid_units = usage.units - free_units
         if paid_units < 0:

@@ -23,7 +23,7 @@ from meterline.pricing.usage import ChargeUsage
 class PercentageModel(ChargeModel):
     name = "percentage"
 
-    def _compute(self, properties: PercentageProperties, usage: ChargeUsage) -> ChargeResult:
+    def compute(self, properties: PercentageProperties, usage: ChargeUsage) -> ChargeResult:
         if usage.event_values is not None:
             return self._per_event(properties, usage.event_values)
         if properties.needs_event_values:

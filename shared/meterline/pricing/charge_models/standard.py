@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from meterline.catalog import StandardProperties
 from meterline.pricing.charge_models.base import ZERO, ChargeModel
-from meterline.pricing.fee import ChargeResult, TierDetail
+from meterline.pricing.fee import ChargeResult, new_charge_result, new_tier_detail
 from meterline.pricing.usage import ChargeUsage
 
 
 class StandardModel(ChargeModel):
     name = "standard"
 
-    def _compute(self, properties: StandardProperties, usage: ChargeUsage) -> ChargeResult:
+    def compute(self, properties: StandardProperties, usage: ChargeUsage) -> ChargeResult:
         amount = usage.units * properties.amount
-        detail = TierDetail(ZERO, None, usage.units, properties.amount, ZERO, amount)
-        return ChargeResult(usage.units, amount, (detail,))
+        detail = new_tier_detail((ZERO, None, usage.units, properties.amount, ZERO, amount, "tier", None))
+        return new_charge_result((usage.units, amount, (detail,)))

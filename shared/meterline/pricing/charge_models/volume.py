@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from meterline.catalog import VolumeProperties
 from meterline.pricing.charge_models.base import ChargeModel
-from meterline.pricing.fee import ChargeResult, TierDetail
+from meterline.pricing.fee import ChargeResult, new_charge_result, new_tier_detail
 from meterline.pricing.usage import ChargeUsage
 
 
 class VolumeModel(ChargeModel):
     name = "volume"
 
-    def _compute(self, properties: VolumeProperties, usage: ChargeUsage) -> ChargeResult:
+    def compute(self, properties: VolumeProperties, usage: ChargeUsage) -> ChargeResult:
         # NOTE: a prorated charge prices its prorated units at the tier its full (unprorated)
         # quantity reaches: 300 seats for half a month are 150 seat-units at the 201+ price.
         selector = usage.full_units if usage.full_units is not None else usage.units
@@ -27,5 +27,5 @@ class VolumeModel(ChargeModel):
                 tier = rng
                 break
         amount = usage.units * tier.per_unit_amount + tier.flat_amount
-        detail = TierDetail(tier.from_value, tier.to_value, usage.units, tier.per_unit_amount, tier.flat_amount, amount)
-        return ChargeResult(usage.units, amount, (detail,))
+        detail = new_tier_detail((tier.from_value, tier.to_value, usage.units, tier.per_unit_amount, tier.flat_amount, amount, "tier", None))
+        return new_charge_result((usage.units, amount, (detail,)))
