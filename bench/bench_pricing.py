@@ -24,12 +24,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "shared"))
 
-from meterline.catalog import Customer, Plan, Subscription  # noqa: E402
-from meterline.pricing.periods import BillingSchedule, period_containing  # noqa: E402
-from meterline.pricing.rating import rate_subscription  # noqa: E402
-from meterline.pricing.usage import ChargeUsage, SeatEvent  # noqa: E402
+from meterline.catalog import Customer, Plan, Subscription
+from meterline.pricing.periods import BillingSchedule, period_containing
+from meterline.pricing.rating import rate_subscription
+from meterline.pricing.usage import ChargeUsage, SeatEvent
 
-TIMEZONES = ["UTC", "America/New_York", "Europe/Berlin", "Asia/Tokyo", "Australia/Sydney", "America/Los_Angeles", "Asia/Kolkata", "Pacific/Kiritimati"]
+TIMEZONES = [
+    "UTC",
+    "America/New_York",
+    "Europe/Berlin",
+    "Asia/Tokyo",
+    "Australia/Sydney",
+    "America/Los_Angeles",
+    "Asia/Kolkata",
+    "Pacific/Kiritimati",
+]
 INPUT = "model=gpt-4o;token_type=input"
 OUTPUT = "model=gpt-4o;token_type=output"
 
@@ -49,17 +58,27 @@ PLAN_BODY = {
         {
             "billable_metric_code": "tokens",
             "charge_model": "graduated",
-            "properties": {"graduated_ranges": _ranges((0, 1_000_000, "0.000002", "0"), (1_000_001, None, "0.000001", "0"))},
+            "properties": {
+                "graduated_ranges": _ranges((0, 1_000_000, "0.000002", "0"), (1_000_001, None, "0.000001", "0"))
+            },
             "filters": [
                 {
                     "invoice_display_name": "Input tokens",
                     "values": {"model": ["gpt-4o"], "token_type": ["input"]},
-                    "properties": {"graduated_ranges": _ranges((0, 1_000_000, "0.0000025", "0"), (1_000_001, 10_000_000, "0.000002", "0"), (10_000_001, None, "0.0000015", "0"))},
+                    "properties": {
+                        "graduated_ranges": _ranges(
+                            (0, 1_000_000, "0.0000025", "0"),
+                            (1_000_001, 10_000_000, "0.000002", "0"),
+                            (10_000_001, None, "0.0000015", "0"),
+                        )
+                    },
                 },
                 {
                     "invoice_display_name": "Output tokens",
                     "values": {"model": ["gpt-4o"], "token_type": ["output"]},
-                    "properties": {"graduated_ranges": _ranges((0, 1_000_000, "0.00001", "0"), (1_000_001, None, "0.000008", "0"))},
+                    "properties": {
+                        "graduated_ranges": _ranges((0, 1_000_000, "0.00001", "0"), (1_000_001, None, "0.000008", "0"))
+                    },
                 },
             ],
         },

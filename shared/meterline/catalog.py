@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
-from functools import cached_property, lru_cache
-from typing import Annotated, Any, Literal, Self, Union
+from functools import cache, cached_property
+from typing import Annotated, Any, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -72,7 +72,9 @@ INTERVALS = ("weekly", "monthly", "quarterly", "semiannual", "yearly")
 def _amount(value: Any) -> Decimal:
     """Money and rates: decimal strings or ints only. Custom error types become Lago codes."""
     if isinstance(value, (float, bool)):
-        raise PydanticCustomError("invalid_type", "amounts must be decimal strings, not {kind}", {"kind": type(value).__name__})
+        raise PydanticCustomError(
+            "invalid_type", "amounts must be decimal strings, not {kind}", {"kind": type(value).__name__}
+        )
     try:
         return parse_decimal(value)
     except TypeError:
@@ -144,9 +146,11 @@ class _LagoModel(BaseModel):
         return copy
 
 
-@lru_cache(maxsize=None)
+@cache
 def _cached_properties(cls: type) -> tuple[str, ...]:
-    return tuple(name for klass in cls.__mro__ for name, value in vars(klass).items() if isinstance(value, cached_property))
+    return tuple(
+        name for klass in cls.__mro__ for name, value in vars(klass).items() if isinstance(value, cached_property)
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -363,14 +367,12 @@ class GraduatedPercentageProperties(_Properties):
 
 
 ChargeProperties = Annotated[
-    Union[
-        StandardProperties,
-        GraduatedProperties,
-        VolumeProperties,
-        PackageProperties,
-        PercentageProperties,
-        GraduatedPercentageProperties,
-    ],
+    StandardProperties
+    | GraduatedProperties
+    | VolumeProperties
+    | PackageProperties
+    | PercentageProperties
+    | GraduatedPercentageProperties,
     Field(discriminator="charge_model"),
 ]
 
@@ -444,7 +446,9 @@ class Charge(_LagoModel):
         if self.prorated and self.charge_model not in ("standard", "volume"):
             # NOTE: Lago also prorates graduated charges tier by tier; Meterline does not yet,
             # and refusing beats billing it unprorated.
-            raise PydanticCustomError("invalid_prorated_charge_model", "prorated is supported for standard and volume charges")
+            raise PydanticCustomError(
+                "invalid_prorated_charge_model", "prorated is supported for standard and volume charges"
+            )
         keys = [f.key for f in self.filters]
         if len(keys) != len(set(keys)):
             raise PydanticCustomError("duplicated_filters", "two filters have the same values")

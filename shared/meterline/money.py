@@ -14,6 +14,8 @@ never changes the decimal context that other code (and other threads) rely on.
 
 from __future__ import annotations
 
+import re
+import threading
 from decimal import (
     ROUND_HALF_UP,
     Context,
@@ -24,8 +26,6 @@ from decimal import (
     getcontext,
     setcontext,
 )
-import re
-import threading
 from typing import Final
 
 __all__ = [
@@ -53,9 +53,7 @@ ZERO: Final = Decimal(0)
 # ISO 4217 minor-unit exponents for active currencies. Most are 2; only the exceptions need
 # care, but listing the 2s too means an unknown or misspelt code is rejected rather than
 # silently billed in cents.
-_EXPONENT_0 = (
-    "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF"
-).split()
+_EXPONENT_0 = ("BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF").split()
 _EXPONENT_3 = "BHD IQD JOD KWD LYD OMR TND".split()
 _EXPONENT_4 = "CLF UYW".split()
 _EXPONENT_2 = (

@@ -53,19 +53,39 @@ LAGO_PLAN = {
                 }
             ],
         },
-        {"billable_metric_id": "bm_seats", "charge_model": "standard", "prorated": True, "properties": {"amount": "20"}},
-        {"billable_metric_code": "storage", "charge_model": "package", "properties": {"amount": "5", "free_units": 100, "package_size": 100}},
+        {
+            "billable_metric_id": "bm_seats",
+            "charge_model": "standard",
+            "prorated": True,
+            "properties": {"amount": "20"},
+        },
+        {
+            "billable_metric_code": "storage",
+            "charge_model": "package",
+            "properties": {"amount": "5", "free_units": 100, "package_size": 100},
+        },
         {
             "billable_metric_code": "payments",
             "charge_model": "percentage",
             "min_amount_cents": 500,
-            "properties": {"rate": "1.5", "fixed_amount": "0.1", "free_units_per_events": 3, "per_transaction_max_amount": "10"},
+            "properties": {
+                "rate": "1.5",
+                "fixed_amount": "0.1",
+                "free_units_per_events": 3,
+                "per_transaction_max_amount": "10",
+            },
         },
-        {"billable_metric_code": "gpus", "charge_model": "volume", "properties": {"volume_ranges": ranges((0, 100, "2", "10"), (101, None, "1", "0"))}},
+        {
+            "billable_metric_code": "gpus",
+            "charge_model": "volume",
+            "properties": {"volume_ranges": ranges((0, 100, "2", "10"), (101, None, "1", "0"))},
+        },
         {
             "billable_metric_code": "volume_usd",
             "charge_model": "graduated_percentage",
-            "properties": {"graduated_percentage_ranges": [{"from_value": 0, "to_value": None, "rate": "1", "flat_amount": "0"}]},
+            "properties": {
+                "graduated_percentage_ranges": [{"from_value": 0, "to_value": None, "rate": "1", "flat_amount": "0"}]
+            },
         },
     ],
 }
@@ -156,18 +176,28 @@ def test_graduated_range_validation(rows, code):
     ],
 )
 def test_valid_ranges(rows):
-    Charge.model_validate({"billable_metric_code": "m", "charge_model": "volume", "properties": {"volume_ranges": ranges(*rows)}})
+    Charge.model_validate(
+        {"billable_metric_code": "m", "charge_model": "volume", "properties": {"volume_ranges": ranges(*rows)}}
+    )
 
 
 def test_range_bounds_accept_json_floats_exactly():
     charge = Charge.model_validate(
-        {"billable_metric_code": "m", "charge_model": "graduated", "properties": {"graduated_ranges": ranges((0, 0.1, "1", "0"), (0.1, None, "1", "0"))}}
+        {
+            "billable_metric_code": "m",
+            "charge_model": "graduated",
+            "properties": {"graduated_ranges": ranges((0, 0.1, "1", "0"), (0.1, None, "1", "0"))},
+        }
     )
     assert charge.properties.graduated_ranges[0].to_value == D("0.1")
 
 
 def test_range_error_is_keyed_on_the_ranges_field():
-    body = {"billable_metric_code": "m", "charge_model": "graduated", "properties": {"graduated_ranges": ranges((1, None, "1", "0"))}}
+    body = {
+        "billable_metric_code": "m",
+        "charge_model": "graduated",
+        "properties": {"graduated_ranges": ranges((1, None, "1", "0"))},
+    }
     assert errors_of(Charge, body) == {"properties.graduated_ranges": ["invalid_graduated_ranges"]}
 
 
@@ -181,7 +211,12 @@ def test_percentage_min_above_max_is_invalid():
 
 
 def test_prorated_graduated_is_refused():
-    body = {"billable_metric_code": "m", "charge_model": "graduated", "prorated": True, "properties": {"graduated_ranges": ranges((0, None, "1", "0"))}}
+    body = {
+        "billable_metric_code": "m",
+        "charge_model": "graduated",
+        "prorated": True,
+        "properties": {"graduated_ranges": ranges((0, None, "1", "0"))},
+    }
     assert errors_of(Charge, body) == {"base": ["invalid_prorated_charge_model"]}
 
 
@@ -201,30 +236,62 @@ def test_billable_metric_aggregation_and_field_name():
     count = BillableMetric.model_validate({"code": "calls", "name": "Calls", "aggregation_type": "count_agg"})
     assert count.aggregation_type == "count" and count.field_name is None
     assert count.to_lago()["aggregation_type"] == "count_agg"
-    weighted = BillableMetric.model_validate({"code": "gb", "name": "GB", "aggregation_type": "weighted_sum", "field_name": "gb"})
+    weighted = BillableMetric.model_validate(
+        {"code": "gb", "name": "GB", "aggregation_type": "weighted_sum", "field_name": "gb"}
+    )
     assert weighted.weighted_interval == "seconds"
     seats = BillableMetric.model_validate(
-        {"code": "seats", "name": "Seats", "aggregation_type": "unique_count_agg", "field_name": "user_id", "recurring": True}
+        {
+            "code": "seats",
+            "name": "Seats",
+            "aggregation_type": "unique_count_agg",
+            "field_name": "user_id",
+            "recurring": True,
+        }
     )
     assert seats.recurring
-    assert errors_of(BillableMetric, {"code": "t", "name": "T", "aggregation_type": "sum_agg"}) == {"field_name": ["value_is_mandatory"]}
-    assert errors_of(BillableMetric, {"code": "t", "name": "T", "aggregation_type": "max_agg", "field_name": "x", "recurring": True}) == {
-        "recurring": ["invalid_recurring"]
+    assert errors_of(BillableMetric, {"code": "t", "name": "T", "aggregation_type": "sum_agg"}) == {
+        "field_name": ["value_is_mandatory"]
     }
-    assert errors_of(BillableMetric, {"code": "t", "name": "T", "aggregation_type": "median", "field_name": "x"}) == {"aggregation_type": ["invalid_value"]}
+    assert errors_of(
+        BillableMetric, {"code": "t", "name": "T", "aggregation_type": "max_agg", "field_name": "x", "recurring": True}
+    ) == {"recurring": ["invalid_recurring"]}
+    assert errors_of(BillableMetric, {"code": "t", "name": "T", "aggregation_type": "median", "field_name": "x"}) == {
+        "aggregation_type": ["invalid_value"]
+    }
 
 
 @pytest.mark.parametrize(
     ("function", "precision", "units", "expected"),
-    [("round", 2, "1.005", "1.01"), ("ceil", 0, "1.01", "2"), ("floor", 0, "1.99", "1"), ("round", -1, "15", "2E+1"), (None, None, "1.234", "1.234")],
+    [
+        ("round", 2, "1.005", "1.01"),
+        ("ceil", 0, "1.01", "2"),
+        ("floor", 0, "1.99", "1"),
+        ("round", -1, "15", "2E+1"),
+        (None, None, "1.234", "1.234"),
+    ],
 )
 def test_metric_rounding(function, precision, units, expected):
-    metric = BillableMetric(code="m", name="m", aggregation_type="sum", field_name="v", rounding_function=function, rounding_precision=precision)
+    metric = BillableMetric(
+        code="m",
+        name="m",
+        aggregation_type="sum",
+        field_name="v",
+        rounding_function=function,
+        rounding_precision=precision,
+    )
     assert metric.round_units(D(units)) == D(expected)
 
 
 def test_customer_timezone_is_validated():
-    customer = Customer.model_validate({"external_id": "c1", "currency": "EUR", "timezone": "Europe/Berlin", "billing_configuration": {"invoice_grace_period": 3}})
+    customer = Customer.model_validate(
+        {
+            "external_id": "c1",
+            "currency": "EUR",
+            "timezone": "Europe/Berlin",
+            "billing_configuration": {"invoice_grace_period": 3},
+        }
+    )
     assert customer.zone.key == "Europe/Berlin"
     assert Customer(external_id="c2").timezone == "UTC"
     assert errors_of(Customer, {"external_id": "c", "timezone": "Mars/Olympus"}) == {"timezone": ["invalid_timezone"]}
@@ -233,16 +300,28 @@ def test_customer_timezone_is_validated():
 
 def test_subscription_datetimes_are_aware_and_utc():
     sub = Subscription.model_validate(
-        {"external_id": "s", "external_customer_id": "c", "plan_code": "p", "billing_time": "anniversary", "subscription_at": "2024-01-31T10:00:00+02:00"}
+        {
+            "external_id": "s",
+            "external_customer_id": "c",
+            "plan_code": "p",
+            "billing_time": "anniversary",
+            "subscription_at": "2024-01-31T10:00:00+02:00",
+        }
     )
     assert sub.subscription_at == datetime(2024, 1, 31, 8, tzinfo=UTC)
     assert sub.to_lago()["subscription_at"] == "2024-01-31T08:00:00Z"
     assert sub.start == sub.subscription_at and sub.end is None
     base = {"external_id": "s", "external_customer_id": "c", "plan_code": "p"}
-    assert errors_of(Subscription, {**base, "subscription_at": "2024-01-31T10:00:00"}) == {"subscription_at": ["invalid_format"]}
+    assert errors_of(Subscription, {**base, "subscription_at": "2024-01-31T10:00:00"}) == {
+        "subscription_at": ["invalid_format"]
+    }
     assert errors_of(Subscription, {**base, "subscription_at": "yesterday"}) == {"subscription_at": ["invalid_format"]}
-    assert errors_of(Subscription, {**base, "subscription_at": "2024-01-31T00:00:00Z", "status": "terminated"}) == {"base": ["value_is_mandatory"]}
-    assert errors_of(Subscription, {**base, "subscription_at": "2024-01-31T00:00:00Z", "billing_time": "weekly"}) == {"billing_time": ["invalid_value"]}
+    assert errors_of(Subscription, {**base, "subscription_at": "2024-01-31T00:00:00Z", "status": "terminated"}) == {
+        "base": ["value_is_mandatory"]
+    }
+    assert errors_of(Subscription, {**base, "subscription_at": "2024-01-31T00:00:00Z", "billing_time": "weekly"}) == {
+        "billing_time": ["invalid_value"]
+    }
 
 
 def test_model_copy_forgets_cached_properties():

@@ -72,7 +72,10 @@ def test_from_minor_units_round_trips():
         from_minor_units(True, "USD")
 
 
-@pytest.mark.parametrize(("text", "value"), [("1", D(1)), ("0.1", D("0.1")), ("-2.50", D("-2.50")), (".5", D("0.5")), ("1e3", D(1000)), (7, D(7))])
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("1", D(1)), ("0.1", D("0.1")), ("-2.50", D("-2.50")), (".5", D("0.5")), ("1e3", D(1000)), (7, D(7))],
+)
 def test_parse_decimal_accepts_strings_and_ints(text, value):
     assert parse_decimal(text) == value
 

@@ -15,19 +15,27 @@ same period produces the same keys, so it cannot bill twice.
 from __future__ import annotations
 
 import hashlib
-from functools import partial
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
+from functools import partial
 from typing import Literal, NamedTuple
 
 from meterline.money import CURRENCY_EXPONENTS, MONEY_CONTEXT, currency_exponent, round_money
 
-__all__ = ["ChargeResult", "Fee", "FeeKind", "FeeRef", "TierDetail", "make_fee", "new_charge_result", "new_fee_ref", "new_tier_detail"]
+__all__ = [
+    "ChargeResult",
+    "Fee",
+    "FeeKind",
+    "FeeRef",
+    "TierDetail",
+    "make_fee",
+    "new_charge_result",
+    "new_fee_ref",
+    "new_tier_detail",
+]
 
 FeeKind = Literal["subscription", "charge", "true_up"]
-
-_ZERO = Decimal(0)
 
 
 # NOTE: TierDetail, ChargeResult and FeeRef are NamedTuples, not frozen dataclasses: they are
@@ -41,8 +49,9 @@ class TierDetail(NamedTuple):
 
     kind is "tier" for graduated/volume/standard ranges, "packages" (units = packages bought),
     "free" (units given away), "percentage" (per_unit_amount = rate / 100), "fixed_fees" (units =
-    paid events) or "adjustment" (a per-transaction min/max correction carried in flat_amount).
-    Amounts are precise (never rounded here).
+    paid events), "proration" (base fee: units = share of the period, per_unit_amount = full
+    fee) or "adjustment" (a min/max or true-up correction carried in flat_amount). Amounts are
+    precise (never rounded here).
     """
 
     from_value: Decimal
@@ -98,15 +107,18 @@ class FeeRef(NamedTuple):
     def idempotency_key(self) -> str:
         """A Stripe idempotency key (at most 255 characters): the readable key when it fits,
         otherwise a prefix plus its SHA-256, so long filter keys stay unique and stable."""
-        key = f"ml|{self.key}"
-        if len(key) <= 255:
-            return key
-        digest = hashlib.sha256(key.encode()).hexdigest()
-        return f"{key[:180]}|sha256:{digest}"
+        return _bounded(f"ml|{self.key}")
 
     def tier_key(self, index: int) -> str:
         """Reference of one tier line, for providers that bill tiers as separate items."""
-        return f"{self.idempotency_key[:240]}|tier{index}"
+        return _bounded(f"ml|{self.key}|tier{index}")
+
+
+def _bounded(key: str, limit: int = 255) -> str:
+    if len(key) <= limit:
+        return key
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    return f"{key[: limit - len(digest) - 8]}|sha256:{digest}"
 
 
 # Fast constructors for the billing loop: tuple.__new__ skips the Python-level __new__ that

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from operator import itemgetter
-from typing import NamedTuple
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from operator import itemgetter
+from typing import NamedTuple
 
 from meterline.catalog import Subscription
 from meterline.money import MONEY_CONTEXT
@@ -44,12 +44,14 @@ _TINY = timedelta(microseconds=1)
 
 def active_dates(period: Period, subscription: Subscription, zone) -> tuple[date, date] | None:
     """First and last local dates of `period` billed to `subscription`, or None if none are."""
-    first = local_date(subscription.start, zone)
+    start = subscription.start
+    # (no time zone conversion for the usual record that started before the period)
+    first = period.start_date if start <= period.start_utc else local_date(start, zone)
     if first < period.start_date:
         first = period.start_date
     last = period.end_date
     end = subscription.end
-    if end is not None:
+    if end is not None and end < period.end_utc:
         if subscription.terminated_at is not None and subscription.next_plan_code is not None:
             # replaced by an upgrade at `end`: the switch day is billed on the new plan
             last_billed = local_date(end, zone) - _ONE_DAY

@@ -35,7 +35,16 @@ from typing import Any, Literal, NamedTuple
 from meterline.catalog import BillableMetric, Charge, Customer, Plan, Subscription
 from meterline.money import MONEY_CONTEXT, from_minor_units, money_context
 from meterline.pricing.charge_models import CHARGE_MODELS, ChargeModel, price
-from meterline.pricing.fee import ChargeResult, Fee, FeeRef, TierDetail, make_fee, new_charge_result, new_fee_ref, new_tier_detail
+from meterline.pricing.fee import (
+    ChargeResult,
+    Fee,
+    FeeRef,
+    TierDetail,
+    make_fee,
+    new_charge_result,
+    new_fee_ref,
+    new_tier_detail,
+)
 from meterline.pricing.periods import BillingSchedule, Period, local_date, next_period, period_containing
 from meterline.pricing.proration import active_dates, billable_days, day_ratio, seat_units
 from meterline.pricing.usage import ChargeUsage, UsageKey, new_charge_usage
@@ -81,13 +90,18 @@ class InvoiceDraft(NamedTuple):
 def _currency(plan: Plan, customer: Customer) -> str:
     if customer.currency is not None and customer.currency != plan.amount_currency:
         # Lago refuses this too: one customer is invoiced in one currency.
-        raise ValueError(f"customer {customer.external_id} pays in {customer.currency}, plan {plan.code} is in {plan.amount_currency}")
+        raise ValueError(
+            f"customer {customer.external_id} pays in {customer.currency}, "
+            f"plan {plan.code} is in {plan.amount_currency}"
+        )
     return plan.amount_currency
 
 
 def _service_window(period: Period, subscription: Subscription) -> tuple[datetime, datetime]:
     """The UTC part of `period` in which the record is active (fee from/to datetimes)."""
-    start = subscription.start if subscription.start > period.start_utc else period.start_utc
+    start = subscription.start
+    if start < period.start_utc:
+        start = period.start_utc
     end = subscription.end
     return start, (period.end_utc if end is None or end > period.end_utc else end)
 
@@ -116,8 +130,12 @@ def _base_fee(subscription: Subscription, plan: Plan, period: Period, window, se
         precise = MONEY_CONTEXT.multiply(full, ratio)
     # The detail reads "ratio x full amount": amount == units * per_unit_amount holds exactly.
     detail = new_tier_detail((_ZERO, None, ratio, full, _ZERO, precise, "proration", None))
-    ref = new_fee_ref((subscription.external_id, period.start_date, period.end_date, "subscription", None, None, plan.code))
-    return make_fee(ref, currency, new_charge_result((_ONE, precise, (detail,))), plan.invoice_display_name or plan.name, *service)
+    ref = new_fee_ref(
+        (subscription.external_id, period.start_date, period.end_date, "subscription", None, None, plan.code)
+    )
+    return make_fee(
+        ref, currency, new_charge_result((_ONE, precise, (detail,))), plan.invoice_display_name or plan.name, *service
+    )
 
 
 def _continues_into_next(subscription: Subscription, period: Period) -> bool:
@@ -134,7 +152,14 @@ def rate_subscription_start(subscription: Subscription, plan: Plan, customer: Cu
     schedule = BillingSchedule.of(subscription, plan, customer)
     period = period_containing(schedule, subscription.start)
     fee = base_fee(subscription, plan, customer, period) if plan.pay_in_advance else None
-    return InvoiceDraft(subscription.external_id, customer.external_id, plan.code, _currency(plan, customer), period, (fee,) if fee else ())
+    return InvoiceDraft(
+        subscription.external_id,
+        customer.external_id,
+        plan.code,
+        _currency(plan, customer),
+        period,
+        (fee,) if fee else (),
+    )
 
 
 def rate_subscription(
@@ -197,9 +222,18 @@ def _charge_slots(plan: Plan) -> tuple[tuple[Charge, str, tuple[_Slot, ...]], ..
         if charge.pay_in_advance:
             continue  # billed per event (price_in_advance_event), not at the end of the period
         name = charge.invoice_display_name or charge.billable_metric_code or charge.ref
-        own = _Slot((charge.ref, None), None, name, CHARGE_MODELS[charge.charge_model], charge.properties, bool(charge.filters))
+        own = _Slot(
+            (charge.ref, None), None, name, CHARGE_MODELS[charge.charge_model], charge.properties, bool(charge.filters)
+        )
         slots = [
-            _Slot((charge.ref, f.key), f.key, f.invoice_display_name or f"{name} ({f.key})", CHARGE_MODELS[charge.charge_model], f.properties, False)
+            _Slot(
+                (charge.ref, f.key),
+                f.key,
+                f.invoice_display_name or f"{name} ({f.key})",
+                CHARGE_MODELS[charge.charge_model],
+                f.properties,
+                False,
+            )
             for f in charge.filters
         ]
         compiled.append((charge, name, (*slots, own)))
@@ -225,9 +259,15 @@ def _charge_fees(subscription, plan, period, window, service, currency, usage, m
                     continue
                 charge_usage = _NO_USAGE
             elif raw.__class__ is ChargeUsage:
-                charge_usage = raw if raw.seat_events is None and metrics is None else _expand(charge, raw, period, window, zone, metrics)
+                charge_usage = (
+                    raw
+                    if raw.seat_events is None and metrics is None
+                    else _expand(charge, raw, period, window, zone, metrics)
+                )
             else:
-                charge_usage = new_charge_usage((raw if raw.__class__ is Decimal else Decimal(raw), None, None, None, None))
+                charge_usage = new_charge_usage(
+                    (raw if raw.__class__ is Decimal else Decimal(raw), None, None, None, None)
+                )
                 if metrics is not None:
                     charge_usage = _expand(charge, charge_usage, period, window, zone, metrics)
             if charge_usage.units < 0:  # as ChargeModel.apply: negative usage bills nothing
@@ -260,7 +300,17 @@ def _expand(charge: Charge, usage: ChargeUsage, period: Period, window, zone, me
     return usage
 
 
-def _true_up(charge: Charge, fees: list[Fee], name: str, period: Period, window, currency: str, sub_id: str, plan_code: str, service) -> Fee | None:
+def _true_up(
+    charge: Charge,
+    fees: list[Fee],
+    name: str,
+    period: Period,
+    window,
+    currency: str,
+    sub_id: str,
+    plan_code: str,
+    service,
+) -> Fee | None:
     """Lago's spending minimum: a separate fee tops the charge up to min_amount_cents,
     prorated by the record's active days in the period."""
     first, last = window
@@ -313,7 +363,9 @@ class PlanSwitch:
         return current, new
 
 
-def switch_plan(subscription: Subscription, current_plan: Plan, new_plan: Plan, customer: Customer, at: datetime) -> PlanSwitch:
+def switch_plan(
+    subscription: Subscription, current_plan: Plan, new_plan: Plan, customer: Customer, at: datetime
+) -> PlanSwitch:
     """Change plans the way Lago does: a plan that costs at least as much per year is an
     upgrade and applies at once (both records are then prorated by days, the switch day on
     the new plan); a cheaper one is a downgrade and applies when the current period ends, so
@@ -333,7 +385,9 @@ def switch_plan(subscription: Subscription, current_plan: Plan, new_plan: Plan, 
         "canceled_at": None,
     }
     if new_plan.yearly_amount_cents >= current_plan.yearly_amount_cents:
-        current = subscription.model_copy(update={"status": "terminated", "terminated_at": at, "next_plan_code": new_plan.code})
+        current = subscription.model_copy(
+            update={"status": "terminated", "terminated_at": at, "next_plan_code": new_plan.code}
+        )
         new = subscription.model_copy(update={**common, "started_at": at, "status": "active"})
         return PlanSwitch("upgrade", current, new, at)
     period = period_containing(BillingSchedule.of(subscription, current_plan, customer), at)

@@ -17,7 +17,9 @@ D = Decimal
 
 
 def props(model, properties):
-    return Charge.model_validate({"billable_metric_code": "m", "charge_model": model, "properties": properties}).properties
+    return Charge.model_validate(
+        {"billable_metric_code": "m", "charge_model": model, "properties": properties}
+    ).properties
 
 
 def ranges(*rows, rate=False):
@@ -48,14 +50,18 @@ def test_registry_has_one_entry_per_model():
 STANDARD = props("standard", {"amount": "0.0015"})
 
 
-@pytest.mark.parametrize(("units", "expected"), [("0", "0"), ("1", "0.0015"), ("1000", "1.5"), ("-5", "0"), ("2.5", "0.00375")])
+@pytest.mark.parametrize(
+    ("units", "expected"), [("0", "0"), ("1", "0.0015"), ("1000", "1.5"), ("-5", "0"), ("2.5", "0.00375")]
+)
 def test_standard(units, expected):
     assert amount(STANDARD, units) == D(expected)
 
 
 # --- graduated (Lago's own example) ---------------------------------------------------------
 
-GRADUATED = props("graduated", {"graduated_ranges": ranges((0, 10, "10", "2"), (11, 20, "5", "3"), (21, None, "5", "3"))})
+GRADUATED = props(
+    "graduated", {"graduated_ranges": ranges((0, 10, "10", "2"), (11, 20, "5", "3"), (21, None, "5", "3"))}
+)
 
 
 @pytest.mark.parametrize(
@@ -89,7 +95,9 @@ def test_graduated_details_per_tier():
 
 
 def test_graduated_adjacent_decimal_ranges():
-    adjacent = props("graduated", {"graduated_ranges": ranges((0, "0.1", "10", "0"), ("0.1", 1, "5", "0"), (1, None, "2", "0"))})
+    adjacent = props(
+        "graduated", {"graduated_ranges": ranges((0, "0.1", "10", "0"), ("0.1", 1, "5", "0"), (1, None, "2", "0"))}
+    )
     assert amount(adjacent, "0.05") == D("0.5")
     assert amount(adjacent, "0.5") == D("3.0")  # 0.1 * 10 + 0.4 * 5
     assert amount(adjacent, "3") == D("9.5")  # 0.1 * 10 + 0.9 * 5 + 2 * 2
@@ -184,7 +192,10 @@ MINMAX_EVENTS = (D(10), D(80), D(10000))
     ],
 )
 def test_percentage_per_transaction_min_max_lago_cases(extra, expected):
-    properties = props("percentage", {"rate": "2.99", "per_transaction_min_amount": "1.75", "per_transaction_max_amount": "12", **extra})
+    properties = props(
+        "percentage",
+        {"rate": "2.99", "per_transaction_min_amount": "1.75", "per_transaction_max_amount": "12", **extra},
+    )
     result = price(properties, ChargeUsage(event_values=MINMAX_EVENTS))
     assert result.precise_amount == D(expected)
     assert_consistent(result)
@@ -214,7 +225,14 @@ def test_percentage_zero_and_one_event():
 
 # --- graduated percentage ---------------------------------------------------------------------
 
-GRAD_PCT = props("graduated_percentage", {"graduated_percentage_ranges": ranges((0, 10, "1", "200"), (11, 20, "2", "300"), (21, None, "3", "400"), rate=True)})
+GRAD_PCT = props(
+    "graduated_percentage",
+    {
+        "graduated_percentage_ranges": ranges(
+            (0, 10, "1", "200"), (11, 20, "2", "300"), (21, None, "3", "400"), rate=True
+        )
+    },
+)
 
 
 @pytest.mark.parametrize(
@@ -273,7 +291,9 @@ def test_rounding_happens_once_where_the_fee_is_made(properties, units):
 
 def test_sub_cent_tiers_are_not_rounded_per_tier():
     # three tiers of 0.004 each: rounding per tier gives 0.00, once gives 0.01
-    tiny = props("graduated", {"graduated_ranges": ranges((0, 1, "0.004", "0"), (2, 2, "0.004", "0"), (3, None, "0.004", "0"))})
+    tiny = props(
+        "graduated", {"graduated_ranges": ranges((0, 1, "0.004", "0"), (2, 2, "0.004", "0"), (3, None, "0.004", "0"))}
+    )
     result = price(tiny, ChargeUsage(D(3)))
     assert result.precise_amount == D("0.012")
     assert round_money(result.precise_amount, "USD") == D("0.01")
@@ -291,9 +311,16 @@ def test_every_model_is_consistent(model, units):
     assert_consistent(price(properties, ChargeUsage(units)))
 
 
-@given(st.lists(st.decimals(min_value=-100, max_value=10**5, places=2, allow_nan=False, allow_infinity=False), max_size=30))
+@given(
+    st.lists(st.decimals(min_value=-100, max_value=10**5, places=2, allow_nan=False, allow_infinity=False), max_size=30)
+)
 def test_percentage_details_add_up(values):
-    properties = percentage(free_units_per_events=2, free_units_per_total_aggregation="300", per_transaction_min_amount="1", per_transaction_max_amount="50")
+    properties = percentage(
+        free_units_per_events=2,
+        free_units_per_total_aggregation="300",
+        per_transaction_min_amount="1",
+        per_transaction_max_amount="50",
+    )
     result = price(properties, ChargeUsage(event_values=tuple(values)))
     assert_consistent(result)
     assert result.precise_amount >= 0

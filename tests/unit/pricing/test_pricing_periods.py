@@ -76,7 +76,10 @@ def test_yearly_anniversary_from_feb_29():
 
 
 def test_weekly_and_quarterly_anniversary():
-    assert dates(period_for_date(schedule("weekly", "anniversary", date(2024, 1, 3)), date(2024, 1, 9))) == (date(2024, 1, 3), date(2024, 1, 9))
+    assert dates(period_for_date(schedule("weekly", "anniversary", date(2024, 1, 3)), date(2024, 1, 9))) == (
+        date(2024, 1, 3),
+        date(2024, 1, 9),
+    )
     quarterly = schedule("quarterly", "anniversary", date(2023, 11, 30))
     assert dates(period_for_date(quarterly, date(2024, 3, 1))) == (date(2024, 2, 29), date(2024, 5, 29))
 
@@ -128,7 +131,9 @@ def test_midnight_skipped_by_dst_starts_the_day_at_the_jump():
     assert start.astimezone(ZoneInfo("America/Santiago")).hour == 1
 
 
-@pytest.mark.parametrize(("tz", "offset_hours"), [("Etc/GMT+12", -12), ("UTC", 0), ("Asia/Kolkata", 5.5), ("Pacific/Kiritimati", 14)])
+@pytest.mark.parametrize(
+    ("tz", "offset_hours"), [("Etc/GMT+12", -12), ("UTC", 0), ("Asia/Kolkata", 5.5), ("Pacific/Kiritimati", 14)]
+)
 def test_extreme_offsets(tz, offset_hours):
     period = period_for_date(schedule(tz=tz), date(2024, 6, 10))
     assert dates(period) == (date(2024, 6, 1), date(2024, 6, 30))
@@ -154,7 +159,9 @@ def test_next_period_tiles_time():
     st.sampled_from(["calendar", "anniversary"]),
     st.dates(min_value=date(2000, 1, 1), max_value=date(2040, 12, 31)),
     st.dates(min_value=date(2000, 1, 1), max_value=date(2040, 12, 31)),
-    st.sampled_from(["UTC", "America/New_York", "Europe/Berlin", "Etc/GMT+12", "Pacific/Kiritimati", "Australia/Lord_Howe"]),
+    st.sampled_from(
+        ["UTC", "America/New_York", "Europe/Berlin", "Etc/GMT+12", "Pacific/Kiritimati", "Australia/Lord_Howe"]
+    ),
 )
 def test_every_date_is_in_exactly_the_period_found(interval, billing_time, anchor, day, tz):
     sched = schedule(interval, billing_time, anchor, tz)
@@ -171,7 +178,13 @@ def test_every_date_is_in_exactly_the_period_found(interval, billing_time, ancho
 
 
 def sub(**kw):
-    base = {"external_id": "s1", "external_customer_id": "c1", "plan_code": "p", "subscription_at": utc(2024, 1, 15), "started_at": utc(2024, 1, 15)}
+    base = {
+        "external_id": "s1",
+        "external_customer_id": "c1",
+        "plan_code": "p",
+        "subscription_at": utc(2024, 1, 15),
+        "started_at": utc(2024, 1, 15),
+    }
     return Subscription(**{**base, **kw})
 
 

@@ -22,7 +22,13 @@ def utc(*args):
 
 
 def sub(**kw):
-    base = {"external_id": "s1", "external_customer_id": "c1", "plan_code": "p", "subscription_at": utc(2024, 1, 1), "started_at": utc(2024, 1, 1)}
+    base = {
+        "external_id": "s1",
+        "external_customer_id": "c1",
+        "plan_code": "p",
+        "subscription_at": utc(2024, 1, 1),
+        "started_at": utc(2024, 1, 1),
+    }
     return Subscription(**{**base, **kw})
 
 

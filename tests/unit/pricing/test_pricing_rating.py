@@ -29,7 +29,11 @@ def utc(*args):
 
 
 def graduated(*rows):
-    return {"graduated_ranges": [{"from_value": f, "to_value": t, "per_unit_amount": u, "flat_amount": fl} for f, t, u, fl in rows]}
+    return {
+        "graduated_ranges": [
+            {"from_value": f, "to_value": t, "per_unit_amount": u, "flat_amount": fl} for f, t, u, fl in rows
+        ]
+    }
 
 
 HYBRID = {
@@ -39,14 +43,27 @@ HYBRID = {
     "amount_cents": 4900,
     "amount_currency": "USD",
     "charges": [
-        {"billable_metric_code": "seats", "charge_model": "standard", "prorated": True, "invoice_display_name": "Seats", "properties": {"amount": "20"}},
+        {
+            "billable_metric_code": "seats",
+            "charge_model": "standard",
+            "prorated": True,
+            "invoice_display_name": "Seats",
+            "properties": {"amount": "20"},
+        },
         {
             "billable_metric_code": "tokens",
             "charge_model": "graduated",
             "properties": graduated((0, 1_000_000, "0", "0"), (1_000_001, None, "0.000002", "0")),
             "filters": [
-                {"invoice_display_name": "Input tokens", "values": {"model": ["gpt-4o"], "token_type": ["input"]}, "properties": graduated((0, 1_000_000, "0.000001", "0"), (1_000_001, None, "0.0000005", "0"))},
-                {"values": {"token_type": ["output"], "model": ["gpt-4o"]}, "properties": graduated((0, None, "0.000004", "1"))},
+                {
+                    "invoice_display_name": "Input tokens",
+                    "values": {"model": ["gpt-4o"], "token_type": ["input"]},
+                    "properties": graduated((0, 1_000_000, "0.000001", "0"), (1_000_001, None, "0.0000005", "0")),
+                },
+                {
+                    "values": {"token_type": ["output"], "model": ["gpt-4o"]},
+                    "properties": graduated((0, None, "0.000004", "1")),
+                },
             ],
         },
     ],
@@ -59,7 +76,13 @@ def plan(**changes):
 
 
 def sub(**kw):
-    base = {"external_id": "sub_1", "external_customer_id": "acme", "plan_code": "team", "subscription_at": utc(2024, 1, 1, 5), "started_at": utc(2024, 1, 1, 5)}
+    base = {
+        "external_id": "sub_1",
+        "external_customer_id": "acme",
+        "plan_code": "team",
+        "subscription_at": utc(2024, 1, 1, 5),
+        "started_at": utc(2024, 1, 1, 5),
+    }
     return Subscription(**{**base, **kw})
 
 
@@ -75,7 +98,9 @@ def close(precise, numerator, denominator):
 
 
 def fee(draft, kind, charge=None, filter_key=None):
-    (found,) = [f for f in draft.fees if f.ref.kind == kind and f.ref.charge_ref == charge and f.ref.filter_key == filter_key]
+    (found,) = [
+        f for f in draft.fees if f.ref.kind == kind and f.ref.charge_ref == charge and f.ref.filter_key == filter_key
+    ]
     return found
 
 
@@ -148,7 +173,9 @@ def test_pay_in_advance_bills_the_next_period_with_this_period_usage():
     assert base.amount == D("49.00")
     assert fee(draft, "charge", "seats").ref.period_start == date(2024, 4, 1)
     ending = sub(ending_at=utc(2024, 5, 16, 4))  # ends after May 15 in New York
-    assert fee(rate_subscription(ending, advance, CUSTOMER, period, {}), "subscription").amount == round_money(D(49) * 15 / 31, "USD")
+    assert fee(rate_subscription(ending, advance, CUSTOMER, period, {}), "subscription").amount == round_money(
+        D(49) * 15 / 31, "USD"
+    )
     terminated = sub(status="terminated", terminated_at=utc(2024, 4, 30, 12))
     assert [f.ref.kind for f in rate_subscription(terminated, advance, CUSTOMER, period, {}).fees] == ["charge"] * 3
 
@@ -202,7 +229,17 @@ def test_downgrade_waits_for_the_end_of_the_period():
 
 
 def test_min_amount_true_up_is_prorated_and_separate():
-    body = {**HYBRID, "charges": [{"billable_metric_code": "calls", "charge_model": "standard", "min_amount_cents": 3000, "properties": {"amount": "0.01"}}]}
+    body = {
+        **HYBRID,
+        "charges": [
+            {
+                "billable_metric_code": "calls",
+                "charge_model": "standard",
+                "min_amount_cents": 3000,
+                "properties": {"amount": "0.01"},
+            }
+        ],
+    }
     minimum = Plan.model_validate(body)
     draft = rate_subscription(sub(), minimum, CUSTOMER, april(), {("calls", None): D(1234)})
     assert fee(draft, "charge", "calls").amount == D("12.34")
@@ -216,7 +253,16 @@ def test_min_amount_true_up_is_prorated_and_separate():
 
 
 def test_percentage_charge_with_per_event_values():
-    body = {**HYBRID, "charges": [{"billable_metric_code": "payments", "charge_model": "percentage", "properties": {"rate": "2.9", "fixed_amount": "0.30", "free_units_per_events": 1}}]}
+    body = {
+        **HYBRID,
+        "charges": [
+            {
+                "billable_metric_code": "payments",
+                "charge_model": "percentage",
+                "properties": {"rate": "2.9", "fixed_amount": "0.30", "free_units_per_events": 1},
+            }
+        ],
+    }
     payments = Plan.model_validate(body)
     usage = {("payments", None): ChargeUsage(event_values=(D("100"), D("50"), D("20")))}
     charge_fee = fee(rate_subscription(sub(), payments, CUSTOMER, april(), usage), "charge", "payments")
@@ -226,9 +272,14 @@ def test_percentage_charge_with_per_event_values():
 
 
 def test_metric_rounding_is_applied_when_metrics_are_given():
-    body = {**HYBRID, "charges": [{"billable_metric_code": "gb", "charge_model": "standard", "properties": {"amount": "1"}}]}
+    body = {
+        **HYBRID,
+        "charges": [{"billable_metric_code": "gb", "charge_model": "standard", "properties": {"amount": "1"}}],
+    }
     storage = Plan.model_validate(body)
-    metric = BillableMetric(code="gb", name="GB", aggregation_type="sum", field_name="gb", rounding_function="ceil", rounding_precision=0)
+    metric = BillableMetric(
+        code="gb", name="GB", aggregation_type="sum", field_name="gb", rounding_function="ceil", rounding_precision=0
+    )
     draft = rate_subscription(sub(), storage, CUSTOMER, april(), {("gb", None): D("10.2")}, metrics={"gb": metric})
     assert fee(draft, "charge", "gb").units == 11
 
@@ -240,7 +291,13 @@ def test_currency_of_customer_and_plan_must_agree():
 
 def test_zero_decimal_currency_rounds_to_whole_yen():
     yen = plan(amount_currency="JPY", amount_cents=4900)
-    draft = rate_subscription(sub(), yen, Customer(external_id="jp", timezone="Asia/Tokyo"), april(the_plan=yen), {("tokens", OUTPUT): D(125_000)})
+    draft = rate_subscription(
+        sub(),
+        yen,
+        Customer(external_id="jp", timezone="Asia/Tokyo"),
+        april(the_plan=yen),
+        {("tokens", OUTPUT): D(125_000)},
+    )
     assert fee(draft, "charge", "tokens", OUTPUT).amount == D(2)  # 0.5 + 1 = 1.5 -> 2 (half up)
     assert fee(draft, "subscription").amount_cents == 4900
 
@@ -274,7 +331,9 @@ def test_invoice_total_is_the_sum_of_fees_rounded_once(tokens_in, tokens_out, se
     usage = {
         ("tokens", INPUT): tokens_in,
         ("tokens", OUTPUT): tokens_out,
-        ("seats", None): ChargeUsage(seat_events=tuple(SeatEvent(f"u{i}", "add", utc(2024, 4, 1 + i % 30, 12)) for i in range(seats))),
+        ("seats", None): ChargeUsage(
+            seat_events=tuple(SeatEvent(f"u{i}", "add", utc(2024, 4, 1 + i % 30, 12)) for i in range(seats))
+        ),
     }
     draft = rate_subscription(sub(), plan(), CUSTOMER, april(), usage)
     assert draft.amount_cents == sum(f.amount_cents for f in draft.fees)
@@ -287,3 +346,22 @@ def test_invoice_total_is_the_sum_of_fees_rounded_once(tokens_in, tokens_out, se
 def test_period_containing_matches_rating_period():
     schedule = BillingSchedule.of(sub(), plan(), CUSTOMER)
     assert period_containing(schedule, utc(2024, 4, 30, 23)) == april()  # 19:00 in New York
+
+
+@given(
+    st.integers(min_value=0, max_value=25),
+    st.sampled_from(["UTC", "America/New_York", "Europe/Berlin", "Etc/GMT+12", "Pacific/Kiritimati"]),
+    st.sampled_from(["calendar", "anniversary"]),
+    st.integers(min_value=1, max_value=12),
+)
+def test_seats_present_all_period_cost_their_full_price(seats, tz, billing_time, month):
+    customer = Customer(external_id="c", currency="USD", timezone=tz)
+    subscription = sub(billing_time=billing_time, subscription_at=utc(2023, 1, 31, 12), started_at=utc(2023, 1, 31, 12))
+    period = period_containing(BillingSchedule.of(subscription, plan(), customer), utc(2024, month, 15))
+    events = tuple(SeatEvent(f"u{i}", "add", utc(2023, 6, 1) if i % 2 else period.start_utc) for i in range(seats))
+    draft = rate_subscription(
+        subscription, plan(), customer, period, {("seats", None): ChargeUsage(seat_events=events)}
+    )
+    seat_fee = fee(draft, "charge", "seats")
+    assert seat_fee.units == seats
+    assert seat_fee.amount == 20 * seats

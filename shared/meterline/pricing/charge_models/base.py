@@ -56,12 +56,16 @@ _TIERS: dict[int, tuple[tuple[Any, ...], tuple[tuple[Any, ...], ...]]] = {}
 _TIERS_MAX = 4096
 
 
-def _compiled(ranges: tuple[_Range, ...], unit_price: Callable[[Any], Decimal], rate_of: Callable[[Any], Decimal] | None):
+def _compiled(
+    ranges: tuple[_Range, ...], unit_price: Callable[[Any], Decimal], rate_of: Callable[[Any], Decimal] | None
+):
     """(lower, upper, from_value, per_unit, flat, rate) per tier, cached in _TIERS."""
     tiers = []
     lower = ZERO
     for rng in ranges:
-        tiers.append((lower, rng.to_value, rng.from_value, unit_price(rng), rng.flat_amount, rate_of(rng) if rate_of else None))
+        tiers.append(
+            (lower, rng.to_value, rng.from_value, unit_price(rng), rng.flat_amount, rate_of(rng) if rate_of else None)
+        )
         lower = rng.to_value
     if len(_TIERS) >= _TIERS_MAX:
         _TIERS.clear()

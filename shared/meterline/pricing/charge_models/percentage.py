@@ -81,7 +81,9 @@ class PercentageModel(ChargeModel):
                 adjustment += high - fee
             paid_units += rated
             paid_events += 1
-        has_allowance = properties.free_units_per_events is not None or properties.free_units_per_total_aggregation is not None
+        has_allowance = (
+            properties.free_units_per_events is not None or properties.free_units_per_total_aggregation is not None
+        )
         return self._result(properties, units, free_units, paid_units, paid_events, adjustment, allowance=has_allowance)
 
     @staticmethod
@@ -102,7 +104,9 @@ class PercentageModel(ChargeModel):
         details = []
         if allowance:
             details.append(TierDetail(ZERO, None, free_units, ZERO, ZERO, ZERO, kind="free"))
-        details.append(TierDetail(ZERO, None, paid_units, rate / HUNDRED, ZERO, percentage_amount, kind="percentage", rate=rate))
+        details.append(
+            TierDetail(ZERO, None, paid_units, rate / HUNDRED, ZERO, percentage_amount, kind="percentage", rate=rate)
+        )
         if properties.fixed_amount is not None:
             details.append(TierDetail(ZERO, None, Decimal(paid_events), fixed, ZERO, fixed_amount, kind="fixed_fees"))
         if properties.per_transaction_min_amount is not None or properties.per_transaction_max_amount is not None:

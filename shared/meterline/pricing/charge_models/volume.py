@@ -27,5 +27,7 @@ class VolumeModel(ChargeModel):
                 tier = rng
                 break
         amount = usage.units * tier.per_unit_amount + tier.flat_amount
-        detail = new_tier_detail((tier.from_value, tier.to_value, usage.units, tier.per_unit_amount, tier.flat_amount, amount, "tier", None))
+        detail = new_tier_detail(
+            (tier.from_value, tier.to_value, usage.units, tier.per_unit_amount, tier.flat_amount, amount, "tier", None)
+        )
         return new_charge_result((usage.units, amount, (detail,)))
