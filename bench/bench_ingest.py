@@ -40,8 +40,8 @@ from loadgen import HOST, LoadResult, LoadSpec, run_load  # noqa: E402
 
 BASE_TS = 1_767_225_600  # 2026-01-01T00:00:00Z
 TOPIC = "bench-events"
-DEFAULT_THREADS = 16
-DEFAULT_CONNECTIONS = 32
+DEFAULT_THREADS = 32
+DEFAULT_CONNECTIONS = 64
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 

@@ -184,6 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  ingest / no-op, 1 event/request:     {single_ratio:6.1%} of the server's request rate")
     print(f"  ingest / no-op, 100 events/request:  {batch_ratio:6.1%} of the server's request rate")
     print(f"  ingest 100/request vs 1/request:     {ingest100.events_per_s / ingest1.events_per_s:6.1f}x events/s")
+    gcp = next((f for f in process if f.backend == "gcp"), None)
+    embedded = next((f for f in process if f.backend == "embedded"), None)
+    if gcp and embedded:
+        print(f"  process embedded / emulators:        {embedded.events_per_s / gcp.events_per_s:6.1f}x")
     stub1, stub100 = by_name.get("ingest, no publish, 1/request"), by_name.get("ingest, no publish, 100/req")
     if stub1 and stub100:
         print(f"  ingest without publish / no-op, 1:   {stub1.requests_per_s / noop1.requests_per_s:6.1%}")
@@ -200,10 +204,6 @@ def main(argv: list[str] | None = None) -> int:
         ]
         for label, one, hundred in rows:
             print(f"  {label:28s} {one:10,.0f} {hundred:11,.0f}")
-    gcp = next((f for f in process if f.backend == "gcp"), None)
-    embedded = next((f for f in process if f.backend == "embedded"), None)
-    if gcp and embedded:
-        print(f"  process embedded / emulators:        {embedded.events_per_s / gcp.events_per_s:6.1f}x")
 
     print("\nTargets")
     width = max(len(c[1]) for c in checks)
