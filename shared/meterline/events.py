@@ -186,7 +186,7 @@ class Event:
 
 
 def uuid5_text(name: str) -> str:
-    """`str(uuid.uuid5(_LAGO_ID_NS, name))`, computed directly: 3x faster, and it runs twice per event."""
+    """`str(uuid.uuid5(_LAGO_ID_NS, name))`, computed directly: 3x faster, and it runs for every event answered."""
     digest = bytearray(hashlib.sha1(_LAGO_ID_NS_BYTES + name.encode()).digest()[:16])
     digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
     digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
@@ -203,7 +203,7 @@ def iso_ms(us: int) -> str:
     """ISO-8601 with milliseconds (truncated), as Lago prints timestamps.
 
     Runs twice per event on the hot path, so the date is cached per day and the time of day is
-    plain arithmetic: 4x cheaper than formatting a datetime, with the same text.
+    plain arithmetic: 2-3x cheaper than formatting a datetime, with the same text.
     """
     seconds, micros = divmod(us, 1_000_000)
     days, rest = divmod(seconds, 86_400)
