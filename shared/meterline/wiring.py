@@ -83,7 +83,10 @@ def _build_gcp(settings: Settings) -> Runtime:
     catalog = FirestoreCatalogStore(firestore)
     return Runtime(
         settings=settings,
-        bus=PubSubEventBus(publisher_client(), project, settings.events_topic, settings.publish_timeout_seconds),
+        bus=PubSubEventBus(
+            publisher_client(), project, settings.events_topic, settings.publish_timeout_seconds,
+            linger_seconds=settings.publish_linger_seconds,
+        ),
         dedup=FirestoreDedupStore(firestore),
         warehouse=BigQueryWarehouse(bigquery_client(settings), project, settings.bigquery_dataset),
         api_keys=FirestoreApiKeyStore(firestore),

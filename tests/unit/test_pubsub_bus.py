@@ -102,3 +102,14 @@ def test_a_request_that_never_got_sent_is_not_published_after_its_timeout(bus_wi
     sent = [d for call in rpc.calls for d in call]
     assert b"queued" not in sent  # answered 503, so it must never be published
     assert sent.count(b"later") == 1
+
+
+def test_linger_lets_concurrent_requests_share_one_rpc(bus_with, monkeypatch):
+    rpc = FakeRpc(delay=0.001)
+    bus = bus_with(rpc)
+    monkeypatch.setattr(bus, "_linger", 0.05)
+    results = publish_concurrently(bus, 16)
+    assert all(isinstance(r, str) for r in results.values())
+    # Without the linger the first request would go alone; with it, the first RPC has company.
+    assert len(rpc.calls[0]) > 1
+    assert sum(len(c) for c in rpc.calls) == 16

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 
 from meterline.ports import PublishFailed
 
@@ -45,19 +46,47 @@ class _Lane:
         self.busy = False  # an RPC is in flight, or about to be; while False, the queue is empty
 
 
+def _raw_publish_rpc(publisher, topic: str):
+    """The Publish RPC on the client's own channel (its credentials, its emulator settings),
+    with raw protobuf messages.
+
+    NOTE: the generated client wraps every request and message in proto-plus objects and
+    converts them on each call; on the ingest hot path that costs about 40% of a publish's CPU
+    (measured: 1.0 ms -> 0.64 ms for an 18 kB message against the emulator). gRPC errors are
+    mapped to google.api_core exceptions, as the generated client does, so the same retry
+    policy applies.
+    """
+    from google.api_core import grpc_helpers
+    from google.pubsub_v1 import types
+
+    request_type = types.PublishRequest.pb()
+    stub = publisher._transport.grpc_channel.unary_unary(
+        "/google.pubsub.v1.Publisher/Publish",
+        request_serializer=request_type.SerializeToString,
+        response_deserializer=types.PublishResponse.pb().FromString,
+    )
+    call = grpc_helpers.wrap_errors(stub)
+    # The routing header the generated client sends, so the service can route by topic.
+    metadata = (("x-goog-request-params", f"topic={topic}"),)
+
+    def rpc(client, topic, messages, retry, timeout):
+        return retry(call)(request_type(topic=topic, messages=messages), timeout=timeout, metadata=metadata)
+
+    return rpc, types.PubsubMessage.pb()
+
+
 class PubSubEventBus:
-    def __init__(self, publisher, project: str, topic: str, timeout_seconds: float = 30.0, lanes: int = 1):
+    def __init__(
+        self, publisher, project: str, topic: str, timeout_seconds: float = 30.0, lanes: int = 1, linger_seconds: float = 0.0
+    ):
         from google.api_core import exceptions as core_exceptions
         from google.api_core import retry as retries
-        from google.pubsub_v1 import PubsubMessage
-        from google.pubsub_v1.services.publisher.client import PublisherClient as GapicPublisherClient
 
         self._publisher = publisher
         self._topic = publisher.topic_path(project, topic)
         self._timeout = timeout_seconds
-        self._message_type = PubsubMessage
         # The RPC itself, beneath the pubsub_v1 client's own batching (which this replaces).
-        self._rpc = GapicPublisherClient.publish
+        self._rpc, self._message_type = _raw_publish_rpc(publisher, self._topic)
         # The library's default retry for Publish (transports/base.py), bounded by our timeout.
         self._retry = retries.Retry(
             initial=0.1,
@@ -74,6 +103,7 @@ class PubSubEventBus:
             ),
             timeout=timeout_seconds,
         )
+        self._linger = linger_seconds
         self._lanes = [_Lane() for _ in range(max(1, lanes))]
         self._next_lane = itertools.count()
 
@@ -93,6 +123,10 @@ class PubSubEventBus:
             lane.busy = True
         if not lead:
             self._wait(lane, item)
+        if lead and self._linger:
+            # A new RPC waits a moment for company: a Publish costs about the same CPU for one
+            # message as for dozens, so under load this is most of a request's publish cost.
+            time.sleep(self._linger)
         if lead or item.lead:
             self._send(lane)  # item is at the head of the queue, so it goes in this RPC
         if item.error is not None:
