@@ -31,7 +31,8 @@ def to_us(value: Any) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
-def event_row(event: Event, processed_at_us: int) -> dict[str, Any]:
+def _payload_columns(event: Event) -> dict[str, Any]:
+    """The columns `events` and `rejected_events` share."""
     return {
         "external_subscription_id": event.external_subscription_id,
         "transaction_id": event.transaction_id,
@@ -39,27 +40,17 @@ def event_row(event: Event, processed_at_us: int) -> dict[str, Any]:
         "timestamp": iso_us(event.timestamp_us),
         "properties": orjson.dumps(event.properties).decode(),
         "precise_total_amount_cents": event.precise_total_amount_cents,
-        "timestamp_given": event.timestamp_given,
         "payload_hash": event.payload_hash(),
         "received_at": iso_us(event.received_at_us),
-        "processed_at": iso_us(processed_at_us),
     }
+
+
+def event_row(event: Event, processed_at_us: int) -> dict[str, Any]:
+    return {**_payload_columns(event), "timestamp_given": event.timestamp_given, "processed_at": iso_us(processed_at_us)}
 
 
 def rejected_row(rejection: Rejection, rejected_at_us: int) -> dict[str, Any]:
-    event = rejection.event
-    return {
-        "external_subscription_id": event.external_subscription_id,
-        "transaction_id": event.transaction_id,
-        "code": event.code,
-        "timestamp": iso_us(event.timestamp_us),
-        "properties": orjson.dumps(event.properties).decode(),
-        "precise_total_amount_cents": event.precise_total_amount_cents,
-        "payload_hash": event.payload_hash(),
-        "reason": rejection.reason,
-        "received_at": iso_us(event.received_at_us),
-        "rejected_at": iso_us(rejected_at_us),
-    }
+    return {**_payload_columns(rejection.event), "reason": rejection.reason, "rejected_at": iso_us(rejected_at_us)}
 
 
 def _amount_text(value: Any) -> str | None:
