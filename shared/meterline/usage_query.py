@@ -20,7 +20,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from typing import Any
 
 from sqlglot import exp
@@ -79,7 +79,7 @@ def _filter_condition(flt: ChargeFilter) -> str:
 
 
 def _needs_rows(charge: Charge, metric: BillableMetric) -> bool:
-    if metric.recurring and metric.aggregation_type == "unique_count":
+    if metric.aggregation_type == "weighted_sum" or (metric.recurring and metric.aggregation_type == "unique_count"):
         return True
     if charge.charge_model not in _NEEDS_ROWS:
         return False
@@ -99,8 +99,6 @@ class UsageQuery:
                 metric = self.metrics.get(charge.billable_metric_code or "")
                 if metric is None:
                     raise UsageQueryError(f"plan {plan.code}: unknown billable metric {charge.billable_metric_code!r}")
-                if metric.aggregation_type == "weighted_sum":
-                    raise UsageQueryError(f"metric {metric.code}: weighted_sum is not aggregated by the usage query yet")
                 self._charges.append((plan.code, charge, metric))
         self.sql = self._build()
 
@@ -197,15 +195,16 @@ GROUP BY window_id, charge_ref, bucket, row_key
         return self.to_usage(rows, windows)
 
     def to_usage(self, rows: Iterable[Mapping[str, Any]], windows: Sequence[UsageWindow]) -> dict[str, dict[UsageKey, ChargeUsage]]:
-        plan_of = {w.window_id: w.plan_code for w in windows}
+        window_of = {w.window_id: w for w in windows}
         charge_of = {(p, c.ref): (c, m) for p, c, m in self._charges}
         grouped: dict[tuple[str, str, str], list[Mapping[str, Any]]] = defaultdict(list)
         for row in rows:
             grouped[(row["window_id"], row["charge_ref"], row["bucket"])].append(row)
         usage: dict[str, dict[UsageKey, ChargeUsage]] = {w.window_id: {} for w in windows}
         for (window_id, ref, bucket), group in grouped.items():
-            charge, metric = charge_of[(plan_of[window_id], ref)]
-            usage[window_id][(ref, bucket or None)] = _charge_usage(metric, charge, group)
+            window = window_of[window_id]
+            charge, metric = charge_of[(window.plan_code, ref)]
+            usage[window_id][(ref, bucket or None)] = _charge_usage(metric, charge, group, window)
         return usage
 
 
@@ -213,8 +212,33 @@ def _dec(value: Any) -> Decimal:
     return Decimal(0) if value is None else Decimal(value)
 
 
-def _charge_usage(metric: BillableMetric, charge: Charge, rows: list[Mapping[str, Any]]) -> ChargeUsage:
+def _weighted_sum(rows: list[Mapping[str, Any]], window: UsageWindow) -> Decimal:
+    """Lago's weighted_sum: each event adds its value to a running total, and the units are
+    that total's time-weighted average over the window (weighted by the microsecond; Lago
+    weighs by the second, which differs only for events less than a second apart).
+
+    For a recurring metric the events before the window set the total it starts with.
+    """
+    start, end = _us(window.start), _us(window.end)
+    total = Decimal(0)
+    area = Decimal(0)
+    at = start
+    for row in sorted(rows, key=lambda r: _aware(r["row_timestamp"])):
+        when = max(_us(_aware(row["row_timestamp"])), start)
+        area += total * (when - at)
+        at = when
+        total += _dec(row["sum_value"])
+    area += total * (end - at)
+    with localcontext() as ctx:
+        ctx.prec = 38
+        return area / (end - start)
+
+
+def _charge_usage(metric: BillableMetric, charge: Charge, rows: list[Mapping[str, Any]], window: UsageWindow) -> ChargeUsage:
     kind = metric.aggregation_type
+    if kind == "weighted_sum":
+        events = sum(int(r["events_count"]) for r in rows if _aware(r["row_timestamp"]) >= window.start)
+        return ChargeUsage(units=metric.round_units(_weighted_sum(rows, window)), events_count=events)
     if metric.recurring and kind == "unique_count":
         seats = tuple(
             SeatEvent(str(r["row_value"]), "remove" if r["row_operation"] == "remove" else "add", _aware(r["row_timestamp"]))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 import orjson
 import pytest
@@ -27,6 +27,7 @@ METRICS = {m["code"]: BillableMetric.model_validate(m) for m in [
      "rounding_function": "ceil", "rounding_precision": 0},
     {"code": "seats", "name": "Seats", "aggregation_type": "unique_count_agg", "field_name": "user_id", "recurring": True},
     {"code": "spend", "name": "Spend", "aggregation_type": "sum_agg", "field_name": "amount"},
+    {"code": "gb", "name": "GB stored", "aggregation_type": "weighted_sum_agg", "field_name": "delta", "recurring": True},
 ]}
 PLAN = Plan.model_validate({
     "code": "hybrid", "name": "Hybrid", "interval": "monthly", "amount_cents": 0, "amount_currency": "USD",
@@ -41,6 +42,7 @@ PLAN = Plan.model_validate({
         {"billable_metric_code": "users", "charge_model": "standard", "properties": {"amount": "1"}},
         {"billable_metric_code": "storage", "charge_model": "standard", "properties": {"amount": "1"}},
         {"billable_metric_code": "seats", "charge_model": "standard", "properties": {"amount": "10"}, "prorated": True},
+        {"billable_metric_code": "gb", "charge_model": "standard", "properties": {"amount": "0.1"}},
         {"billable_metric_code": "spend", "charge_model": "percentage",
          "properties": {"rate": "1", "per_transaction_min_amount": "0.5"}},
     ],
@@ -70,6 +72,11 @@ EVENTS = [
     ev("a15", "sub-a", "seats", T0 + 86_400 * 20, user_id="alice", operation_type="remove"),
     ev("a16", "sub-a", "spend", T0 + 300, amount="10"),
     ev("a17", "sub-a", "spend", T0 + 400, amount="20.25"),
+    # GB stored: 10 before January, +20 on Jan 11, -15 on Jan 21 -> (10x10 + 30x10 + 15x11) / 31 days
+    ev("g1", "sub-a", "gb", T0 - 5 * 86_400, delta="10"),
+    ev("g2", "sub-a", "gb", T0 + 10 * 86_400, delta=20),
+    ev("g3", "sub-a", "gb", T0 + 20 * 86_400, delta="-15"),
+    ev("g4", "sub-a", "gb", int(FEB.timestamp()) + 5, delta="1000"),  # after the window
     # outside the window: February, and another subscription's events
     ev("a18", "sub-a", "tokens", int(FEB.timestamp()), value="999", model="gpt-4"),
     ev("b1", "sub-b", "tokens", T0 + 5, value="5", model="llama"),
@@ -81,6 +88,12 @@ WINDOWS = [
     UsageWindow("w-b", "sub-b", "hybrid", JAN, FEB),
     UsageWindow("w-empty", "sub-z", "hybrid", JAN, FEB),
 ]
+
+
+def _div(a: Decimal, b: Decimal) -> Decimal:
+    with localcontext() as ctx:
+        ctx.prec = 38
+        return a / b
 
 
 def ts(seconds):
@@ -102,6 +115,7 @@ EXPECTED = {
             SeatEvent("alice", "remove", ts(T0 + 86_400 * 20)),
         )),
         ("spend", None): ChargeUsage(units=Decimal("30.25"), events_count=2, event_values=(Decimal(10), Decimal("20.25"))),
+        ("gb", None): ChargeUsage(units=_div(Decimal(565), Decimal(31)), events_count=2),
     },
     "w-b": {
         ("tokens", None): ChargeUsage(units=Decimal(5), events_count=1),
