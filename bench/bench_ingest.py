@@ -20,11 +20,7 @@ import contextlib
 import http.client
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -36,6 +32,8 @@ for _p in (str(REPO_ROOT), str(BENCH_DIR)):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
+from infra.servers import LocalServer  # noqa: E402
+from infra.servers import start_function as _start_function  # noqa: E402
 from loadgen import HOST, LoadResult, LoadSpec, run_load  # noqa: E402
 
 BASE_TS = 1_767_225_600  # 2026-01-01T00:00:00Z
@@ -50,74 +48,11 @@ _CLK_TCK = os.sysconf("SC_CLK_TCK")
 # ---------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class FunctionServer:
-    name: str
-    port: int
-    proc: subprocess.Popen
-    log_path: Path
-
-    @property
-    def pgid(self) -> int:
-        return self.proc.pid  # start_new_session: the gunicorn master leads its own group
-
-    def log_tail(self, lines: int = 30) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def stop(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pgid, signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.pgid, signal.SIGKILL)
-            self.proc.wait(5)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pgid, signal.SIGKILL)
-
-
-def start_function(name: str, source: Path, target: str, env: dict[str, str], log_dir: Path,
-                   threads: int, timeout: float = 30.0) -> FunctionServer:
-    exe = Path(sys.executable).parent / "functions-framework"
-    if not exe.exists():
-        raise SystemExit(f"functions-framework not found next to {sys.executable}: run `make venv`")
-    port = free_port()
-    log_path = log_dir / f"{name}.log"
-    full_env = {**os.environ, **env, "WORKERS": "1", "THREADS": str(threads), "PYTHONUNBUFFERED": "1",
-                "NO_PROXY": "127.0.0.1,localhost"}
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [str(exe), "--source", str(source), "--target", target, "--host", HOST, "--port", str(port)],
-            cwd=REPO_ROOT, env=full_env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    server = FunctionServer(name, port, proc, log_path)
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{name} exited with {proc.returncode}:\n{server.log_tail()}")
-            try:
-                conn = http.client.HTTPConnection(HOST, port, timeout=2)
-                conn.request("GET", "/")
-                conn.getresponse().read()
-                conn.close()
-                return server
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{name} not answering after {timeout:.0f} s:\n{server.log_tail()}") from None
-                time.sleep(0.1)
-    except BaseException:
-        server.stop()
-        raise
+def start_function(name: str, source: Path, target: str, env: dict[str, str], threads: int) -> LocalServer:
+    """One function under functions-framework with one worker: "per core" is one server process."""
+    return _start_function(
+        source, target, {**env, "WORKERS": "1", "THREADS": str(threads), "NO_PROXY": "127.0.0.1,localhost"}, name=name
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -204,7 +139,7 @@ class Phase:
         return self.events_per_s / busy if busy else 0.0
 
 
-def _check(server: FunctionServer, path: str, body: bytes, headers: dict[str, str]) -> dict:
+def _check(server: LocalServer, path: str, body: bytes, headers: dict[str, str]) -> dict:
     conn = http.client.HTTPConnection(HOST, server.port, timeout=30)
     try:
         conn.request("POST", path, body=body, headers={"Content-Type": "application/json", **headers})
@@ -263,14 +198,12 @@ def run_ingest_bench(emulator_env: dict[str, str], pubsub_pgid: int, *, threads:
     auth = (("Authorization", f"Bearer {api_key}"),)
     fn_env = {**emulator_env, "METERLINE_BACKEND": "gcp", "GOOGLE_CLOUD_PROJECT": project,
               "METERLINE_EVENTS_TOPIC": TOPIC, "METERLINE_BIGQUERY_DATASET": "bench"}
-    log_dir = Path(tempfile.mkdtemp(prefix="meterline-bench-"))
-    servers: dict[str, FunctionServer] = {}
+    servers: dict[str, LocalServer] = {}
     try:
-        servers["ingest"] = start_function("ingest", REPO_ROOT / "functions/ingest/main.py", "ingest", fn_env, log_dir, threads)
-        servers["noop"] = start_function("noop", BENCH_DIR / "noop/main.py", "noop", {}, log_dir, threads)
+        servers["ingest"] = start_function("ingest", REPO_ROOT / "functions/ingest/main.py", "ingest", fn_env, threads)
+        servers["noop"] = start_function("noop", BENCH_DIR / "noop/main.py", "noop", {}, threads)
         if diagnose:
-            servers["stubbed"] = start_function("stubbed", BENCH_DIR / "ingest_nopublish/main.py", "ingest", fn_env,
-                                                log_dir, threads)
+            servers["stubbed"] = start_function("stubbed", BENCH_DIR / "ingest_nopublish/main.py", "ingest", fn_env, threads)
         singles = single_bodies(4000, run)
         batches = batch_bodies(200, 100, run)
         # One request of each kind first: the figures below count only real, confirmed answers.
@@ -309,7 +242,7 @@ def run_ingest_bench(emulator_env: dict[str, str], pubsub_pgid: int, *, threads:
                 server = servers[which]
                 spec = LoadSpec(port=server.port, path=path, bodies=bodies, headers=auth, connections=connections,
                                 processes=processes, warmup=warmup, duration=duration)
-                groups = {"server": server.pgid, "pubsub": pubsub_pgid, "loadgen": os.getpgrp()}
+                groups = {"server": server.pid, "pubsub": pubsub_pgid, "loadgen": os.getpgrp()}
                 result, before, after = run_load(spec, probe=lambda g=groups: group_cpu_seconds(g))
                 phase = Phase(name, which, per_request, result, cpu_shares(before, after), round_no)
                 phases.append(phase)

@@ -300,6 +300,37 @@ def start_stripe_server(timeout: float = DEFAULT_START_TIMEOUT) -> StripeServer:
     return _start_with_retry("stripe", launch)
 
 
+def start_function(
+    source: str | Path,
+    target: str,
+    env: dict[str, str] | None = None,
+    signature_type: str | None = None,
+    name: str | None = None,
+    timeout: float = DEFAULT_START_TIMEOUT,
+) -> LocalServer:
+    """A Cloud Function under the real ``functions-framework`` (gunicorn) of the running venv.
+
+    ``source`` is relative to the repo root; ``env`` is added to this process's environment
+    (WORKERS, THREADS, METERLINE_* ...). Ready once it answers any HTTP request. The handle's
+    ``pid`` leads the server's process group (the gunicorn master and its workers).
+    """
+    exe = Path(sys.executable).parent / "functions-framework"
+    if not exe.exists():
+        raise ServerUnavailable(f"functions-framework not found next to {sys.executable}: run `make venv`")
+    label = name or target
+    cmd = [str(exe), "--source", str(REPO_ROOT / source), "--target", target, "--host", HOST]
+    if signature_type:
+        cmd += ["--signature-type", signature_type]
+
+    def launch(port: int, workdir: Path, log: Path) -> LocalServer:
+        proc = _spawn([*cmd, "--port", str(port)], workdir, log, env)
+        server = LocalServer(label, HOST, port, f"http://{HOST}:{port}", {}, proc.pid, log, proc, workdir)
+        _wait_ready(server, timeout, lambda: _http_probe(f"{server.url}/")[0] != 0)
+        return server
+
+    return _start_with_retry(label, launch)
+
+
 SERVERS: dict[str, Callable[..., LocalServer]] = {
     "pubsub": start_pubsub_emulator,
     "firestore": start_firestore_emulator,

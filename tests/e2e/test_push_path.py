@@ -22,22 +22,17 @@ import base64
 import contextlib
 import http.client
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from meterline.events import iso_ms
+from infra.servers import LocalServer, start_function
 from tests.support import REPO_ROOT, env
 
 HOST = "127.0.0.1"
@@ -53,77 +48,6 @@ BASE_TS = 1_767_225_600  # 2026-01-01T00:00:00Z
 # ---------------------------------------------------------------------------
 # Plumbing: functions-framework servers and a loopback-only HTTP client
 # ---------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
-def _functions_framework() -> str:
-    exe = Path(sys.executable).parent / "functions-framework"
-    assert exe.exists(), f"functions-framework not found next to {sys.executable}: run `make venv`"
-    return str(exe)
-
-
-@dataclass
-class FunctionServer:
-    name: str
-    port: int
-    proc: subprocess.Popen
-    log_path: Path
-
-    def log_tail(self, lines: int = 40) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def stop(self) -> None:
-        """SIGTERM the server's process group (gunicorn master and workers), SIGKILL if it lingers."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(5)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)  # a worker the master left behind
-
-
-def start_function(name: str, source: str, target: str, extra_env: dict[str, str], log_dir: Path,
-                   signature_type: str | None = None, timeout: float = 30.0) -> FunctionServer:
-    port = _free_port()
-    cmd = [_functions_framework(), "--source", str(REPO_ROOT / source), "--target", target,
-           "--host", HOST, "--port", str(port)]
-    if signature_type:
-        cmd += ["--signature-type", signature_type]
-    log_path = log_dir / f"{name}.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            cmd, cwd=REPO_ROOT, env={**os.environ, **extra_env, "PYTHONUNBUFFERED": "1"},
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    server = FunctionServer(name, port, proc, log_path)
-    deadline = time.monotonic() + timeout
-    try:
-        while True:  # ready once it answers anything over HTTP
-            if proc.poll() is not None:
-                raise RuntimeError(f"{name} exited with {proc.returncode}:\n{server.log_tail()}")
-            try:
-                conn = http.client.HTTPConnection(HOST, port, timeout=2)
-                conn.request("GET", "/")
-                conn.getresponse().read()
-                conn.close()
-                return server
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{name} not answering on port {port} after {timeout:.0f} s:\n{server.log_tail()}")
-                time.sleep(0.1)
-    except BaseException:
-        server.stop()
-        raise
 
 
 class Client:
@@ -184,8 +108,8 @@ def poll(check: Callable[[], Any], what: str, seconds: float = POLL_SECONDS) -> 
 class Stack:
     project: str
     dataset: str
-    ingest: FunctionServer
-    process: FunctionServer
+    ingest: LocalServer
+    process: LocalServer
     api_key: str
     warehouse: Any  # BigQueryWarehouse on the same project and dataset as the functions
     publisher: Any
@@ -219,7 +143,7 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(pubsub_emulator, firestore_emulator, bigquery_emulator, tmp_path_factory) -> Iterator[Stack]:
+def stack(pubsub_emulator, firestore_emulator, bigquery_emulator) -> Iterator[Stack]:
     from google.cloud import pubsub_v1
 
     from meterline.adapters.gcp.bigquery_warehouse import BigQueryWarehouse
@@ -240,8 +164,7 @@ def stack(pubsub_emulator, firestore_emulator, bigquery_emulator, tmp_path_facto
         "METERLINE_BIGQUERY_DATASET": dataset,
         "NO_PROXY": "127.0.0.1,localhost",
     }
-    log_dir = tmp_path_factory.mktemp("functions")
-    servers: list[FunctionServer] = []
+    servers: list[LocalServer] = []
     with env(**emulators):
         settings = Settings(backend="gcp", google_cloud_project=project, bigquery_dataset=dataset)
         warehouse = BigQueryWarehouse(bigquery_client(settings), project, dataset)
@@ -258,9 +181,8 @@ def stack(pubsub_emulator, firestore_emulator, bigquery_emulator, tmp_path_facto
         # The dead-letter topic needs a subscription before anything lands there, or it is dropped.
         subscriber.create_subscription(name=dead_letter_pull_path, topic=dead_letter_path)
         try:
-            servers.append(start_function("ingest", "functions/ingest/main.py", "ingest", function_env, log_dir))
-            servers.append(start_function("process", "functions/process/main.py", "process", function_env, log_dir,
-                                          signature_type="cloudevent"))
+            servers.append(start_function("functions/ingest/main.py", "ingest", function_env))
+            servers.append(start_function("functions/process/main.py", "process", function_env, signature_type="cloudevent"))
             ingest, process = servers
             subscriber.create_subscription(request={
                 "name": subscriber.subscription_path(project, SUBSCRIPTION),
