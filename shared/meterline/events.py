@@ -15,6 +15,7 @@ import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
@@ -125,6 +126,9 @@ class Event:
     precise_total_amount_cents: str | None
     timestamp_given: bool
     received_at_us: int
+    # The payload hash, computed on first use: process needs it at every step (in-message
+    # duplicates, the claim, the row), ingest never.
+    _hash: str | None = dataclass_field(default=None, compare=False, repr=False)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -141,6 +145,8 @@ class Event:
         A timestamp the server filled in is left out: a retry of an event sent without a
         timestamp arrives later and must still count as the same event.
         """
+        if self._hash is not None:
+            return self._hash
         canonical = orjson.dumps(
             [
                 self.code,
@@ -150,7 +156,9 @@ class Event:
             ],
             option=orjson.OPT_SORT_KEYS,
         )
-        return hashlib.sha256(canonical).hexdigest()[:32]
+        digest = hashlib.sha256(canonical).hexdigest()[:32]
+        object.__setattr__(self, "_hash", digest)  # frozen: memoised, not changed
+        return digest
 
     def to_message(self) -> dict[str, Any]:
         """The compact form carried inside a Pub/Sub message."""
