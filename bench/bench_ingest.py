@@ -16,7 +16,6 @@ emulators it has already started.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import http.client
 import json
 import os
@@ -32,7 +31,7 @@ for _p in (str(REPO_ROOT), str(BENCH_DIR)):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-from infra.servers import LocalServer  # noqa: E402
+from infra.servers import LocalServer, environ  # noqa: E402
 from infra.servers import start_function as _start_function  # noqa: E402
 from loadgen import HOST, LoadResult, LoadSpec, run_load  # noqa: E402
 
@@ -154,7 +153,7 @@ def _check(server: LocalServer, path: str, body: bytes, headers: dict[str, str])
 
 def prepare_gcp(emulator_env: dict[str, str], project: str) -> str:
     """Create the topic (with a pull subscription, as in production) and an API key; return the key."""
-    with _environ(emulator_env):
+    with environ(emulator_env):
         from google.cloud import pubsub_v1
 
         from meterline.adapters.gcp.clients import firestore_client
@@ -172,20 +171,6 @@ def prepare_gcp(emulator_env: dict[str, str], project: str) -> str:
         subscriber.close()
         settings = Settings(backend="gcp", google_cloud_project=project)
         return create_api_key(FirestoreApiKeyStore(firestore_client(settings)), "bench", now_us())
-
-
-@contextlib.contextmanager
-def _environ(values: dict[str, str]):
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def run_ingest_bench(emulator_env: dict[str, str], pubsub_pgid: int, *, threads: int = DEFAULT_THREADS,

@@ -300,6 +300,21 @@ def start_stripe_server(timeout: float = DEFAULT_START_TIMEOUT) -> StripeServer:
     return _start_with_retry("stripe", launch)
 
 
+@contextlib.contextmanager
+def environ(values: dict[str, str]):
+    """Set environment variables (e.g. a server's ``env``) for the block, then restore them."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def start_function(
     source: str | Path,
     target: str,

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import random
-from collections.abc import Iterator
-from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 
+from infra.servers import environ
 from meterline.auth import create_api_key
 from meterline.config import Settings
 from meterline.ingest import now_us
@@ -25,19 +23,9 @@ def new_key(runtime: Runtime, name: str = "test") -> str:
     return create_api_key(runtime.api_keys, name, now_us())
 
 
-@contextmanager
-def env(**values: str) -> Iterator[None]:
+def env(**values: str):
     """Set environment variables for the block, restoring them afterwards."""
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    return environ(values)
 
 
 def gateway_stream(n_unique: int, seed: int, subscriptions: int = 20, repeat_rate: float = 0.10, conflict_rate: float = 0.01):
