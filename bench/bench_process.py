@@ -30,7 +30,9 @@ for _p in (str(REPO_ROOT), str(BENCH_DIR)):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-from bench_ingest import BASE_TS, _environ  # noqa: E402
+from bench_ingest import BASE_TS  # noqa: E402
+
+from infra.servers import environ  # noqa: E402
 
 DEFAULT_THREADS = 8
 DEFAULT_MESSAGES = 120  # x 100 events; bounded further by max_seconds
@@ -127,7 +129,7 @@ def run_process_bench(emulator_env: dict[str, str] | None, *, threads: int = DEF
     for backend in backends:
         run = uuid.uuid4().hex[:8]
         payload = make_messages(messages, run)
-        with tempfile.TemporaryDirectory(prefix="meterline-bench-") as tmp, _environ(emulator_env or {}):
+        with tempfile.TemporaryDirectory(prefix="meterline-bench-") as tmp, environ(emulator_env or {}):
             if backend == "gcp":
                 from meterline.adapters.gcp.bigquery_warehouse import BigQueryWarehouse
                 from meterline.adapters.gcp.clients import bigquery_client, firestore_client
