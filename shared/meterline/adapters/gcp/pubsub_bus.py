@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from _thread import allocate_lock as _allocate_lock
 
 from meterline.ports import PublishFailed
 
@@ -24,15 +25,27 @@ MAX_BYTES = 9_000_000  # under Pub/Sub's 10 MB per request, with room for the en
 
 
 class _Pending:
-    __slots__ = ("message", "size", "ready", "lead", "message_id", "error")
+    __slots__ = ("message", "size", "signal", "signalled", "lead", "message_id", "error")
 
     def __init__(self, message, size: int):
         self.message = message
         self.size = size
-        self.ready = threading.Event()  # set when settled, or when this request must send the next RPC
+        # Released once: when the message is settled, or when this request must send the next RPC.
+        # NOTE: a bare lock, not a threading.Event: Event.wait builds a Condition and a fresh
+        # lock per wait in Python, and under the GIL's contention at ~1,000 requests/s that was
+        # a third of the publish's CPU (py-spy); acquiring a lock waits in C.
+        self.signal = _allocate_lock()
+        self.signal.acquire()
+        self.signalled = False
         self.lead = False
         self.message_id: str | None = None
         self.error: BaseException | None = None
+
+    def wake(self) -> None:
+        """Release the waiter, once; the fields it reads (lead, message_id, error) are set before."""
+        if not self.signalled:
+            self.signalled = True
+            self.signal.release()
 
 
 class _Lane:
@@ -122,31 +135,32 @@ class PubSubEventBus:
             lead = not lane.busy
             lane.busy = True
         if not lead:
-            self._wait(lane, item)
-        if lead and self._linger:
-            # A new RPC waits a moment for company: a Publish costs about the same CPU for one
-            # message as for dozens, so under load this is most of a request's publish cost.
-            time.sleep(self._linger)
-        if lead or item.lead:
+            lead = self._wait(lane, item)
+        if lead:
+            if self._linger:
+                # A new RPC waits a moment for company: a Publish costs about the same CPU for one
+                # message as for dozens, so under load this is most of a request's publish cost.
+                time.sleep(self._linger)
             self._send(lane)  # item is at the head of the queue, so it goes in this RPC
         if item.error is not None:
             raise PublishFailed(f"publish to {self._topic} not confirmed: {type(item.error).__name__}") from item.error
         return item.message_id  # type: ignore[return-value]
 
-    def _wait(self, lane: _Lane, item: _Pending) -> None:
-        """Wait until the item is settled or its turn to send comes; fail it if neither comes in time."""
-        if item.ready.wait(self._timeout):
-            return
+    def _wait(self, lane: _Lane, item: _Pending) -> bool:
+        """Wait until the item is settled or its turn to send comes (then True); on a timeout,
+        fail it, unless it is already in flight, whose RPC deadline settles it shortly."""
+        if item.signal.acquire(timeout=self._timeout):
+            return item.lead
         with lane.lock:
-            if item.ready.is_set():
-                return
+            if item.signalled:  # woken just as the wait ended
+                return item.lead
             if item in lane.queue:  # never sent: drop it, so it is not published after we answered 503
                 lane.queue.remove(item)
                 item.error = TimeoutError("no publish slot within the timeout")
-                return
-        # In flight: the RPC's own deadline (the retry timeout) settles it shortly.
-        if not item.ready.wait(self._timeout + 5):
+                return False
+        if not item.signal.acquire(timeout=self._timeout + 5):
             item.error = TimeoutError("publish not confirmed within the timeout")
+        return False
 
     def _send(self, lane: _Lane) -> None:
         """Send one RPC with the head of the queue, settle its items, then hand the lane on."""
@@ -179,8 +193,8 @@ class PubSubEventBus:
                 if lane.queue:  # requests arrived during the RPC: the first of them sends the next one
                     head = lane.queue[0]
                     head.lead = True
-                    head.ready.set()
+                    head.wake()
                 else:
                     lane.busy = False
             for pending in batch:
-                pending.ready.set()
+                pending.wake()  # the sender's own item included: a no-op for a woken lead
