@@ -7,6 +7,7 @@ cold starts stay fast and tests can build runtimes of their own with `build_runt
 from __future__ import annotations
 
 import functools
+import gc
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -106,6 +107,10 @@ def get_runtime() -> Runtime:
         with _lock:
             if _runtime is None:
                 _runtime = build_runtime(get_settings())
+                # The clients just built (gRPC, Google API) live as long as the process: frozen,
+                # the collector stops re-scanning them (measured on the gcp runtime: a full
+                # collection over its 106,000 objects took 64 ms, in the middle of some request).
+                gc.freeze()
     return _runtime
 
 
