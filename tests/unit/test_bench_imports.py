@@ -28,3 +28,21 @@ def test_bench_module_imports(module):
         timeout=60,
     )
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_the_single_event_verdict_pairs_each_round_with_its_own_no_op():
+    sys.path.insert(0, str(BENCH_DIR))
+    try:
+        from run import paired_ratios
+    finally:
+        sys.path.remove(str(BENCH_DIR))
+
+    class Phase:
+        def __init__(self, round, requests_per_s):
+            self.round, self.requests_per_s = round, requests_per_s
+
+    noop = [Phase(1, 1000.0), Phase(2, 500.0), Phase(3, 0.0)]
+    ingest = [Phase(1, 800.0), Phase(2, 450.0), Phase(3, 10.0)]
+    # Round 2's neighbour slowed both alike: its ratio is 90 %, not 45 % of round 1's no-op.
+    # A round whose no-op answered nothing gives no ratio rather than a division by zero.
+    assert paired_ratios(ingest, noop) == [0.8, 0.9]
