@@ -3,7 +3,8 @@
 This is the hot path of ingest (tens of thousands of events a second), so it validates plain
 dicts by hand instead of through pydantic models: the rules are few and each error must name
 its field with Lago's error codes. Quantities never pass through float: a JSON number with a
-fraction is re-read from the original text as a Decimal (see `decode_json`).
+fraction is re-read from the original text as a Decimal, and stored as that text (see
+`_parse_body` and `_stored`).
 """
 
 from __future__ import annotations
@@ -38,29 +39,35 @@ _EPOCH_DAY = date(1970, 1, 1)
 NumericFieldLookup = Callable[[str], "str | None"]
 
 
-def decode_json(body: bytes) -> Any:
-    """Parse a request body; numbers with a fraction become exact Decimals.
+class InexactNumber(Exception):
+    """Validation met a float where the event keeps the client's digits: read the body exactly."""
 
-    orjson is ten times faster than the stdlib, but it reads `0.1` as a float. Integers are
-    exact either way, so only a body holding a float is read a second time, by the stdlib
-    with `parse_float=Decimal`, which keeps the client's exact digits.
-    """
+
+def decode_json(body: bytes) -> Any:
+    """Parse a request body exactly: numbers with a fraction become Decimals with the client's digits."""
+    data = _decode_fast(body)
+    return _decode_exact(body) if _has_float(data) else data
+
+
+def _decode_fast(body: bytes) -> Any:
+    """orjson (ten times the stdlib's speed), which reads `0.1` as a float: callers must not
+    keep a float (see `InexactNumber`). Integers are exact either way."""
     try:
-        data = orjson.loads(body)
+        return orjson.loads(body)
     except orjson.JSONDecodeError:
-        # orjson refuses integers beyond 64 bits; the stdlib reads them exactly.
-        try:
-            return json.loads(body, parse_float=Decimal)
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            raise BadRequest({"body": ["invalid_json"]}, "BadRequest: the body is not valid JSON") from None
-    if _has_float(data):
+        return _decode_exact(body)  # orjson refuses integers beyond 64 bits; the stdlib reads them exactly
+
+
+def _decode_exact(body: bytes) -> Any:
+    try:
         return json.loads(body, parse_float=Decimal)
-    return data
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise BadRequest({"body": ["invalid_json"]}, "BadRequest: the body is not valid JSON") from None
 
 
 def _has_float(value: Any) -> bool:
     # Iterative, on exact types (orjson returns plain dict/list/float): about 3x faster than
-    # recursing through generators, and it runs over every value of every request.
+    # recursing through generators.
     stack = [value]
     pop, extend = stack.pop, stack.extend
     while stack:
@@ -73,6 +80,16 @@ def _has_float(value: Any) -> bool:
         elif kind is list:
             extend(item)
     return False
+
+
+def _parse_body(parse: Callable[..., Any], body: bytes, received_at_us: int, numeric_field: NumericFieldLookup | None) -> Any:
+    """Decode and validate; the body is read a second time, exactly, only if validation met a
+    float where it matters (a timestamp, an amount, a property). Most bodies hold none, and
+    this spares them a walk over every value (measured: 6-10% of a batch's CPU)."""
+    try:
+        return parse(_decode_fast(body), received_at_us, numeric_field)
+    except InexactNumber:
+        return parse(_decode_exact(body), received_at_us, numeric_field)
 
 
 def is_number(value: Any) -> bool:
@@ -109,9 +126,21 @@ def _parse_timestamp(value: Any) -> int | None:
     return int(seconds * 1_000_000)
 
 
-def _json_text(value: Any) -> Any:
-    """Properties as stored: exact Decimals become their decimal text."""
-    return str(value) if isinstance(value, Decimal) else value
+def _stored(value: Any) -> Any:
+    """A property value as stored: exact Decimals become their decimal text, at any depth.
+
+    Raises InexactNumber on a float, so that the body is read again exactly.
+    """
+    kind = type(value)
+    if kind is Decimal:
+        return str(value)
+    if kind is float:
+        raise InexactNumber()
+    if kind is dict:
+        return {k: _stored(v) for k, v in value.items()}
+    if kind is list:
+        return [_stored(v) for v in value]
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +282,8 @@ def validate_event(raw: Any, received_at_us: int, numeric_field: NumericFieldLoo
     code = _required_id(raw, "code", errors)
 
     ts_raw = raw.get("timestamp")
+    if type(ts_raw) is float:
+        raise InexactNumber()
     timestamp_given = ts_raw is not None and ts_raw != ""
     timestamp_us = received_at_us
     if timestamp_given:
@@ -270,11 +301,14 @@ def validate_event(raw: Any, received_at_us: int, numeric_field: NumericFieldLoo
         properties = {}
     else:
         for item in properties.values():  # a plain loop: cheaper than any() over a generator
-            if isinstance(item, Decimal):
-                properties = {k: _json_text(v) for k, v in properties.items()}
+            kind = type(item)
+            if kind is not str and kind is not int and (kind is float or kind is Decimal or kind is dict or kind is list):
+                properties = _stored(properties)  # nested values, exact decimals, or a float (raises)
                 break
 
     amount = raw.get("precise_total_amount_cents")
+    if type(amount) is float:
+        raise InexactNumber()
     if amount is not None:
         if is_number(amount):
             amount = str(amount)
@@ -319,3 +353,13 @@ def parse_batch(body: Any, received_at_us: int, numeric_field: NumericFieldLooku
     if errors:
         raise ValidationFailed(errors)
     return events
+
+
+def parse_single_body(body: bytes, received_at_us: int, numeric_field: NumericFieldLookup | None = None) -> Event:
+    """`POST /api/v1/events` from the raw body: `parse_single(decode_json(body))`, faster."""
+    return _parse_body(parse_single, body, received_at_us, numeric_field)
+
+
+def parse_batch_body(body: bytes, received_at_us: int, numeric_field: NumericFieldLookup | None = None) -> list[Event]:
+    """`POST /api/v1/events/batch` from the raw body: `parse_batch(decode_json(body))`, faster."""
+    return _parse_body(parse_batch, body, received_at_us, numeric_field)

@@ -14,7 +14,7 @@ import orjson
 
 from meterline import logs
 from meterline.errors import ServiceUnavailable
-from meterline.events import Event, NumericFieldLookup, decode_json, parse_batch, parse_single
+from meterline.events import Event, NumericFieldLookup, parse_batch_body, parse_single_body
 from meterline.ports import EventBus, PublishFailed
 
 MESSAGE_VERSION = 1
@@ -45,13 +45,13 @@ class IngestService:
 
     def create(self, body: bytes) -> dict[str, Any]:
         """`POST /api/v1/events`. Raises ClientError (4xx) or ServiceUnavailable (503)."""
-        event = parse_single(decode_json(body), now_us(), self._numeric_field)
+        event = parse_single_body(body, now_us(), self._numeric_field)
         self._publish([event])
         return {"event": event.to_lago()}
 
     def create_batch(self, body: bytes) -> dict[str, Any]:
         """`POST /api/v1/events/batch`: all events are validated before any is published."""
-        events = parse_batch(decode_json(body), now_us(), self._numeric_field)
+        events = parse_batch_body(body, now_us(), self._numeric_field)
         self._publish(events)
         return {"events": [e.to_lago() for e in events]}
 
