@@ -134,6 +134,16 @@ def test_single_event_success_body_is_lagos(client, runtime, api_key):
     assert runtime.queue.depth() == 1
 
 
+def test_nested_fractional_properties_are_accepted_and_kept_exact(client, runtime, api_key):
+    # They once reached the JSON encoder as Decimals: a 500 for a valid event.
+    raw = (b'{"events": [{"transaction_id": "n-1", "external_subscription_id": "sub-1", "code": "tokens_consumed", '
+           b'"properties": {"value": 2, "usage": {"ratio": 0.10, "steps": [1.5, 2]}}}]}')
+    resp = post(client, api_key, "/api/v1/events/batch", None, raw=raw)
+    assert resp.status_code == 200, resp.get_data()
+    assert resp.get_json()["events"][0]["properties"] == {"value": 2, "usage": {"ratio": "0.10", "steps": ["1.5", 2]}}
+    assert runtime.queue.depth() == 1
+
+
 def test_retry_answers_200_with_the_same_lago_id(client, runtime, api_key):
     first = post(client, api_key, "/api/v1/events", {"event": GOOD})
     again = post(client, api_key, "/api/v1/events", {"event": GOOD})
