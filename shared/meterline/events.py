@@ -237,17 +237,23 @@ def _iso_day(days: int) -> str:
     return (_EPOCH_DAY + timedelta(days=days)).isoformat()
 
 
+# Text pieces of a time of day, built once (about 150 kB): looking them up is 3-4x cheaper
+# than formatting numbers, and iso_ms runs for every event answered.
+_HH_MM = [f"{h:02d}:{m:02d}:" for h in range(24) for m in range(60)]
+_SS = [f"{s:02d}" for s in range(60)]
+_MMM = [f"{ms:03d}" for ms in range(1000)]
+
+
 def iso_ms(us: int) -> str:
     """ISO-8601 with milliseconds (truncated), as Lago prints timestamps.
 
     Runs twice per event on the hot path, so the date is cached per day and the time of day is
-    plain arithmetic: 2-3x cheaper than formatting a datetime, with the same text.
+    looked up in tables: several times cheaper than formatting a datetime, with the same text.
     """
     seconds, micros = divmod(us, 1_000_000)
-    days, rest = divmod(seconds, 86_400)
-    hours, rest = divmod(rest, 3_600)
-    minutes, secs = divmod(rest, 60)
-    return f"{_iso_day(days)}T{hours:02d}:{minutes:02d}:{secs:02d}.{micros // 1000:03d}Z"
+    days, second_of_day = divmod(seconds, 86_400)
+    minute, second = divmod(second_of_day, 60)
+    return f"{_iso_day(days)}T{_HH_MM[minute]}{_SS[second]}.{_MMM[micros // 1000]}Z"
 
 
 # A request's events share their receipt time: its text is made once per request, not per event.
