@@ -38,7 +38,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1_048_576, gt=0, description="larger request bodies get 413")
     publish_timeout_seconds: float = Field(30.0, gt=0)
     publish_linger_seconds: float = Field(
-        0.005, ge=0, le=0.1, description="how long a Publish waits for concurrent requests to share it"
+        0.010,
+        ge=0,
+        le=0.1,
+        description="under traffic, how long a Publish waits for others to share it (the client library's default)",
     )
     api_key_cache_seconds: float = Field(60.0, ge=0, description="how long a verified key is trusted")
 

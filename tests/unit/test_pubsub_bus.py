@@ -108,8 +108,23 @@ def test_linger_lets_concurrent_requests_share_one_rpc(bus_with, monkeypatch):
     rpc = FakeRpc(delay=0.001)
     bus = bus_with(rpc)
     monkeypatch.setattr(bus, "_linger", 0.05)
+    bus.publish(b"traffic", {})  # a request just before: the lane is under traffic
     results = publish_concurrently(bus, 16)
     assert all(isinstance(r, str) for r in results.values())
-    # Without the linger the first request would go alone; with it, the first RPC has company.
-    assert len(rpc.calls[0]) > 1
-    assert sum(len(c) for c in rpc.calls) == 16
+    # Without the linger the burst's first request would go alone; with it, its RPC has company.
+    assert len(rpc.calls[1]) > 1
+    assert sum(len(c) for c in rpc.calls) == 17
+
+
+def test_a_lone_request_does_not_linger(bus_with, monkeypatch):
+    rpc = FakeRpc(delay=0.001)
+    bus = bus_with(rpc)
+    monkeypatch.setattr(bus, "_linger", 0.5)
+    started = time.monotonic()
+    assert bus.publish(b"alone", {}) == "id-0-0"
+    # No other request within the linger window: it sends at once, not after 0.5 s.
+    assert time.monotonic() - started < 0.25
+    time.sleep(0.01)
+    started = time.monotonic()
+    bus.publish(b"soon after", {})  # 10 ms after the first, within the window: it lingers
+    assert time.monotonic() - started >= 0.5
