@@ -26,7 +26,7 @@ class FakeRpc:
         self.calls: list[list[bytes]] = []
         self.lock = threading.Lock()
 
-    def __call__(self, client, topic, messages, retry, timeout):
+    def __call__(self, messages):
         with self.lock:
             n = len(self.calls)
             self.calls.append([m.data for m in messages])

@@ -15,7 +15,6 @@ the library's default retry policy for Publish, bounded by the publish timeout.
 
 from __future__ import annotations
 
-import itertools
 import threading
 import time
 from _thread import allocate_lock as _allocate_lock
@@ -62,9 +61,9 @@ class _Lane:
         self.last_arrival = float("-inf")  # time.monotonic() of the latest publish
 
 
-def _raw_publish_rpc(publisher, topic: str):
-    """The Publish RPC on the client's own channel (its credentials, its emulator settings),
-    with raw protobuf messages.
+def _raw_publish_rpc(publisher, topic: str, retry, timeout: float):
+    """`rpc(messages)`: the Publish RPC to `topic` on the client's own channel (its
+    credentials, its emulator settings), with raw protobuf messages.
 
     NOTE: the generated client wraps every request and message in proto-plus objects and
     converts them on each call; on the ingest hot path that costs about 40% of a publish's CPU
@@ -85,26 +84,23 @@ def _raw_publish_rpc(publisher, topic: str):
     # The routing header the generated client sends, so the service can route by topic.
     metadata = (("x-goog-request-params", f"topic={topic}"),)
 
-    def rpc(client, topic, messages, retry, timeout):
-        return retry(call)(request_type(topic=topic, messages=messages), timeout=timeout, metadata=metadata)
+    retried = retry(call)
+
+    def rpc(messages):
+        return retried(request_type(topic=topic, messages=messages), timeout=timeout, metadata=metadata)
 
     return rpc, types.PubsubMessage.pb()
 
 
 class PubSubEventBus:
-    def __init__(
-        self, publisher, project: str, topic: str, timeout_seconds: float = 30.0, lanes: int = 1, linger_seconds: float = 0.0
-    ):
+    def __init__(self, publisher, project: str, topic: str, timeout_seconds: float = 30.0, linger_seconds: float = 0.0):
         from google.api_core import exceptions as core_exceptions
         from google.api_core import retry as retries
 
-        self._publisher = publisher
         self._topic = publisher.topic_path(project, topic)
         self._timeout = timeout_seconds
-        # The RPC itself, beneath the pubsub_v1 client's own batching (which this replaces).
-        self._rpc, self._message_type = _raw_publish_rpc(publisher, self._topic)
         # The library's default retry for Publish (transports/base.py), bounded by our timeout.
-        self._retry = retries.Retry(
+        retry = retries.Retry(
             initial=0.1,
             maximum=60.0,
             multiplier=4,
@@ -119,9 +115,10 @@ class PubSubEventBus:
             ),
             timeout=timeout_seconds,
         )
+        # The RPC itself, beneath the pubsub_v1 client's own batching (which this replaces).
+        self._rpc, self._message_type = _raw_publish_rpc(publisher, self._topic, retry, timeout_seconds)
         self._linger = linger_seconds
-        self._lanes = [_Lane() for _ in range(max(1, lanes))]
-        self._next_lane = itertools.count()
+        self._lane = _Lane()
 
     @property
     def topic_path(self) -> str:
@@ -132,7 +129,7 @@ class PubSubEventBus:
             self._message_type(data=data, attributes=attributes),
             len(data) + sum(len(k) + len(v) for k, v in attributes.items()),
         )
-        lane = self._lanes[next(self._next_lane) % len(self._lanes)] if len(self._lanes) > 1 else self._lanes[0]
+        lane = self._lane
         now = time.monotonic()
         with lane.lock:
             lane.queue.append(item)
@@ -179,13 +176,7 @@ class PubSubEventBus:
                 size += pending.size
             del lane.queue[: len(batch)]
         try:
-            response = self._rpc(
-                self._publisher,
-                topic=self._topic,
-                messages=[p.message for p in batch],
-                retry=self._retry,
-                timeout=self._timeout,
-            )
+            response = self._rpc([p.message for p in batch])
             for pending, message_id in zip(batch, response.message_ids, strict=True):
                 pending.message_id = message_id
         except BaseException as exc:  # the client raises many types (timeouts, gRPC errors); all mean "not confirmed"
