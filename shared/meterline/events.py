@@ -126,6 +126,10 @@ def _parse_timestamp(value: Any) -> int | None:
     return int(seconds * 1_000_000)
 
 
+# The property value types `_stored` changes or looks into; any other is kept as it is.
+_NOT_STORED_AS_IS = frozenset({float, Decimal, dict, list})
+
+
 def _stored(value: Any) -> Any:
     """A property value as stored: exact Decimals become their decimal text, at any depth.
 
@@ -261,9 +265,9 @@ _receipt_iso_ms = functools.lru_cache(maxsize=256)(iso_ms)
 
 
 def _required_id(raw: Mapping[str, Any], field: str, errors: dict[str, list[str]]) -> str:
+    """An id that is not a plain non-empty string of at most 255 characters (validate_event
+    checks that common case inline): a numeric id, or an error."""
     value = raw.get(field)
-    if type(value) is str and 0 < len(value) <= _ID_MAX:
-        return value  # the common case, first
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)  # Lago stores ids as text, so a numeric id is accepted as its digits
     if value is None or value == "":
@@ -317,8 +321,7 @@ def validate_event(raw: Any, received_at_us: int, numeric_field: NumericFieldLoo
         properties = {}
     else:
         for item in properties.values():  # a plain loop: cheaper than any() over a generator
-            kind = type(item)
-            if kind is not str and kind is not int and (kind is float or kind is Decimal or kind is dict or kind is list):
+            if type(item) in _NOT_STORED_AS_IS:
                 properties = _stored(properties)  # nested values, exact decimals, or a float (raises)
                 break
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from decimal import Decimal
 
-from meterline.events import decode_json, parse_batch
+from meterline.events import parse_batch_body
 from meterline.ingest import IngestService, now_us
 from meterline.process import ProcessService
 from tests.support import gateway_stream
@@ -152,10 +152,10 @@ def test_counts_are_exact_under_duplicates_redelivery_and_crashes(backend):
 
 
 def test_reads_come_from_the_deduplicated_view(backend):
-    events = parse_batch(decode_json(orjson.dumps({"events": [
+    events = parse_batch_body(orjson.dumps({"events": [
         {"transaction_id": "a", "external_subscription_id": "s", "code": "c", "timestamp": 1767225600, "properties": {"value": "1.5"}},
         {"transaction_id": "b", "external_subscription_id": "s", "code": "c", "timestamp": 1767225601, "properties": {"value": 2}},
-    ]})), now_us())
+    ]}), now_us())
     backend.warehouse.insert_events(events, now_us())
     backend.warehouse.insert_events(events[:1], now_us())  # a duplicate that slipped past insertId
     page, total = backend.warehouse.list_events("s", 10, 0)

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from meterline.catalog import BillableMetric, Plan
-from meterline.events import decode_json, parse_batch
+from meterline.events import parse_batch_body
 from meterline.pricing.usage import ChargeUsage, SeatEvent
 from meterline.usage_query import UsageQuery, UsageWindow
 from tests.contract.conftest import _embedded, _gcp
@@ -126,7 +126,7 @@ EXPECTED = {
 
 
 def load(warehouse):
-    events = parse_batch(decode_json(orjson.dumps({"events": EVENTS[:50]})), T0 * 1_000_000)
+    events = parse_batch_body(orjson.dumps({"events": EVENTS[:50]}), T0 * 1_000_000)
     warehouse.insert_events(events, T0 * 1_000_000)
     warehouse.insert_events(events[:3], T0 * 1_000_000 + 1)  # duplicates the view must remove
 
