@@ -255,14 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     from infra import servers
 
     # bqemulator too: the ingest runtime builds every adapter, BigQuery's client included (for GETs).
-    started = [servers.start_pubsub_emulator(), servers.start_firestore_emulator(), servers.start_bigquery_emulator()]
-    try:
-        emulator_env = {k: v for s in started for k, v in s.env.items()}
+    with servers.running(servers.start_pubsub_emulator, servers.start_firestore_emulator,
+                         servers.start_bigquery_emulator) as (started, emulator_env):
         run_ingest_bench(emulator_env, started[0].pid, threads=args.threads, connections=args.connections,
                          processes=args.loadgen_processes, duration=args.duration, rounds=args.rounds)
-    finally:
-        for server in reversed(started):
-            server.stop()
     return 0
 
 

@@ -170,13 +170,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from infra import servers
 
-    started = [servers.start_firestore_emulator(), servers.start_bigquery_emulator()]
-    try:
-        emulator_env = {k: v for s in started for k, v in s.env.items()}
+    with servers.running(servers.start_firestore_emulator, servers.start_bigquery_emulator) as (_, emulator_env):
         run_process_bench(emulator_env, threads=args.threads, messages=args.messages)
-    finally:
-        for server in reversed(started):
-            server.stop()
     return 0
 
 

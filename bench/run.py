@@ -18,6 +18,7 @@ The figures and how to read them are in docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import re
@@ -129,25 +130,19 @@ def main(argv: list[str] | None = None) -> int:
     print("\n[2/3] ingest vs no-op (functions-framework, WORKERS=1, "
           f"THREADS={args.threads}; {args.connections} keep-alive connections from "
           f"{args.loadgen_processes} load-generator processes)")
-    started: list = []
-    try:
+    with contextlib.ExitStack() as stack:
         try:
-            started.append(servers.start_pubsub_emulator())
-            started.append(servers.start_firestore_emulator())
-            started.append(servers.start_bigquery_emulator())
+            started, emulator_env = stack.enter_context(servers.running(
+                servers.start_pubsub_emulator, servers.start_firestore_emulator, servers.start_bigquery_emulator))
         except (servers.ServerUnavailable, servers.ServerStartError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
-        emulator_env = {k: v for s in started for k, v in s.env.items()}
         phases = run_ingest_bench(emulator_env, started[0].pid, threads=args.threads,
                                   connections=args.connections, processes=args.loadgen_processes,
                                   duration=args.duration, warmup=args.warmup, rounds=args.rounds,
                                   diagnose=not args.no_diagnose)
         print(f"\n[3/3] process (ProcessService.handle_message, 100-event messages, {args.process_threads} threads)")
         process = run_process_bench(emulator_env, threads=args.process_threads, messages=args.process_messages)
-    finally:
-        for server in reversed(started):
-            server.stop()
 
     # Each phase's median round (by throughput): one slow round, when a neighbour on the
     # machine woke up, does not decide the verdict, and neither does one lucky round.

@@ -301,6 +301,20 @@ def start_stripe_server(timeout: float = DEFAULT_START_TIMEOUT) -> StripeServer:
 
 
 @contextlib.contextmanager
+def running(*starters: Callable[[], LocalServer]):
+    """Start servers in order and yield (servers, their merged ``env``); stop them all, in
+    reverse order, however the block ends, a failed start included."""
+    started: list[LocalServer] = []
+    try:
+        for start in starters:
+            started.append(start())
+        yield started, {k: v for server in started for k, v in server.env.items()}
+    finally:
+        for server in reversed(started):
+            server.stop()
+
+
+@contextlib.contextmanager
 def environ(values: dict[str, str]):
     """Set environment variables (e.g. a server's ``env``) for the block, then restore them."""
     old = {k: os.environ.get(k) for k in values}

@@ -174,3 +174,28 @@ def test_not_ready_in_time_shows_the_log_tail():
         servers._start_with_retry("sleepy", launch)
     assert len(workdirs) == 1  # no retry: not a port clash
     shutil.rmtree(workdirs[0])
+
+
+def test_running_stops_what_it_started_when_a_later_start_fails():
+    stopped = []
+
+    class Started:
+        env = {"A_HOST": "127.0.0.1:1"}
+
+        def stop(self):
+            stopped.append(self)
+
+    first = Started()
+
+    def broken():
+        raise servers.ServerStartError("injected")
+
+    with pytest.raises(servers.ServerStartError):
+        with servers.running(lambda: first, broken):
+            pass
+    assert stopped == [first]
+
+    second = Started()
+    with servers.running(lambda: first, lambda: second) as (started, env):
+        assert started == [first, second] and env == {"A_HOST": "127.0.0.1:1"}
+    assert stopped == [first, second, first]  # the block's end stops both, in reverse
