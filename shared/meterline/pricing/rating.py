@@ -35,6 +35,7 @@ from typing import Any, Literal, NamedTuple
 from meterline.catalog import BillableMetric, Charge, Customer, Plan, Subscription
 from meterline.money import MONEY_CONTEXT, from_minor_units, money_context
 from meterline.pricing.charge_models import CHARGE_MODELS, ChargeModel, price
+from meterline.pricing.charge_models.base import clamped
 from meterline.pricing.fee import (
     ChargeResult,
     Fee,
@@ -45,6 +46,7 @@ from meterline.pricing.fee import (
     new_fee_ref,
     new_tier_detail,
 )
+from meterline.pricing.memo import ByIdentity
 from meterline.pricing.periods import BillingSchedule, Period, local_date, next_period, period_containing
 from meterline.pricing.proration import active_dates, billable_days, day_ratio, seat_units
 from meterline.pricing.usage import ChargeUsage, UsageKey, new_charge_usage
@@ -208,15 +210,16 @@ class _Slot(NamedTuple):
     optional: bool  # the unfiltered rest of a filtered charge: billed only if it has usage
 
 
-# Charge slots by id() of a (frozen) Plan; the plan is kept in the entry so its id cannot be
-# reused while cached. Rating asks for them once per subscription; they change only with the plan.
-_SLOTS: dict[int, tuple[Plan, tuple[tuple[Charge, str, tuple[_Slot, ...]], ...]]] = {}
+# Charge slots per (frozen) Plan: rating asks for them once per subscription; they change only
+# with the plan.
+_SLOTS: ByIdentity[tuple[tuple[Charge, str, tuple[_Slot, ...]], ...]] = ByIdentity(1024)
 
 
 def _charge_slots(plan: Plan) -> tuple[tuple[Charge, str, tuple[_Slot, ...]], ...]:
-    entry = _SLOTS.get(id(plan))
-    if entry is not None and entry[0] is plan:
-        return entry[1]
+    return _SLOTS.get(plan, _compile_slots)
+
+
+def _compile_slots(plan: Plan) -> tuple[tuple[Charge, str, tuple[_Slot, ...]], ...]:
     compiled = []
     for charge in plan.charges:
         if charge.pay_in_advance:
@@ -237,10 +240,7 @@ def _charge_slots(plan: Plan) -> tuple[tuple[Charge, str, tuple[_Slot, ...]], ..
             for f in charge.filters
         ]
         compiled.append((charge, name, (*slots, own)))
-    if len(_SLOTS) >= 1024:
-        _SLOTS.clear()
-    _SLOTS[id(plan)] = (plan, tuple(compiled))
-    return _SLOTS[id(plan)][1]
+    return tuple(compiled)
 
 
 def _charge_fees(subscription, plan, period, window, service, currency, usage, metrics, zone) -> list[Fee]:
@@ -270,9 +270,8 @@ def _charge_fees(subscription, plan, period, window, service, currency, usage, m
                 )
                 if metrics is not None:
                     charge_usage = _expand(charge, charge_usage, period, window, zone, metrics)
-            if charge_usage.units < 0:  # as ChargeModel.apply: negative usage bills nothing
-                charge_usage = charge_usage._replace(units=_ZERO)
-            result = model.compute(properties, charge_usage)
+            # compute, not apply: the money context is entered once per subscription (see rate_subscription)
+            result = model.compute(properties, clamped(charge_usage))
             events = charge_usage.events_count if charge_usage.event_values is None else len(charge_usage.event_values)
             ref = new_fee_ref((sub_id, start, end, "charge", usage_key[0], filter_key, plan_code))
             charge_fees.append(make_fee(ref, currency, result, label, from_datetime, to_datetime, events))

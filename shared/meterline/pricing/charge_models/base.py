@@ -15,9 +15,10 @@ from typing import Any, ClassVar, Protocol
 
 from meterline.money import MONEY_CONTEXT, money_context
 from meterline.pricing.fee import ChargeResult, TierDetail, new_tier_detail
+from meterline.pricing.memo import ByIdentity
 from meterline.pricing.usage import ChargeUsage
 
-__all__ = ["ChargeModel", "walk_tiers"]
+__all__ = ["ChargeModel", "clamped", "walk_tiers"]
 
 ZERO = Decimal(0)
 HUNDRED = Decimal(100)
@@ -30,8 +31,7 @@ class ChargeModel(ABC):
 
     def apply(self, properties: Any, usage: ChargeUsage) -> ChargeResult:
         """Price `usage` with this model's `properties` (the catalog's properties model)."""
-        if usage.units < 0:
-            usage = usage._replace(units=ZERO)
+        usage = clamped(usage)
         context = getcontext()
         if context.prec >= MONEY_CONTEXT.prec and context.rounding == ROUND_HALF_UP:
             return self.compute(properties, usage)  # already in the money context
@@ -44,22 +44,27 @@ class ChargeModel(ABC):
         (`apply` does both; rating does both once per subscription)."""
 
 
+def clamped(usage: ChargeUsage) -> ChargeUsage:
+    """Usage with negative units counted as zero: refunds or decrements never make a charge
+    pay the customer (Lago does the same)."""
+    return usage._replace(units=ZERO) if usage.units < 0 else usage
+
+
 class _Range(Protocol):
     from_value: Decimal
     to_value: Decimal | None
     flat_amount: Decimal
 
 
-# Compiled tiers by id() of a (frozen) ranges tuple. The tuple itself is kept in the entry, so
-# its id cannot be reused while cached; a plan parsed once is compiled once.
-_TIERS: dict[int, tuple[tuple[Any, ...], tuple[tuple[Any, ...], ...]]] = {}
-_TIERS_MAX = 4096
+# Compiled tiers per (frozen) ranges tuple. A ranges tuple belongs to one properties model, so
+# it is always walked with the same unit_price and rate_of.
+_TIERS: ByIdentity[tuple[tuple[Any, ...], ...]] = ByIdentity(4096)
 
 
 def _compiled(
     ranges: tuple[_Range, ...], unit_price: Callable[[Any], Decimal], rate_of: Callable[[Any], Decimal] | None
-):
-    """(lower, upper, from_value, per_unit, flat, rate) per tier, cached in _TIERS."""
+) -> tuple[tuple[Any, ...], ...]:
+    """(lower, upper, from_value, per_unit, flat, rate) per tier."""
     tiers = []
     lower = ZERO
     for rng in ranges:
@@ -67,10 +72,7 @@ def _compiled(
             (lower, rng.to_value, rng.from_value, unit_price(rng), rng.flat_amount, rate_of(rng) if rate_of else None)
         )
         lower = rng.to_value
-    if len(_TIERS) >= _TIERS_MAX:
-        _TIERS.clear()
-    _TIERS[id(ranges)] = (ranges, tuple(tiers))
-    return _TIERS[id(ranges)][1]
+    return tuple(tiers)
 
 
 def walk_tiers(
@@ -89,8 +91,7 @@ def walk_tiers(
     A tier's flat_amount is charged once the tier is entered (it holds units > 0).
     `unit_price(range)` gives the per-unit amount; `rate_of(range)` the rate, if any.
     """
-    entry = _TIERS.get(id(ranges))
-    tiers = entry[1] if entry is not None and entry[0] is ranges else _compiled(ranges, unit_price, rate_of)
+    tiers = _TIERS.get(ranges, _compiled, unit_price, rate_of)
     total = ZERO
     details = []
     first = True
