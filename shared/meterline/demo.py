@@ -10,10 +10,10 @@ from __future__ import annotations
 import random
 import shutil
 import time
-from datetime import datetime, timezone
 import urllib.error
 import urllib.request
 from collections import defaultdict
+from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path

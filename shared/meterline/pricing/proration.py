@@ -134,6 +134,18 @@ def _seat_days(events, period: Period, zone, window: tuple[date, date] | None) -
     open_since: dict[str, int] = {}  # value -> local day it was added
     counted_to: dict[str, int] = {}  # value -> last day already counted
     days: dict[str, int] = {}
+
+    def count(value: str, since: int, stop: int) -> None:
+        """Add the days of one span [since, stop], clipped to the window."""
+        start = since if since > first else first
+        # A value's spans come in time order and can only share a day (removed and re-added
+        # the same day): count that day once.
+        done = counted_to.get(value)
+        if done is not None and start <= done:
+            start = done + 1
+        if start <= stop:
+            days[value] = days.get(value, 0) + stop - start + 1
+            counted_to[value] = stop
     # (value, operation_type, timestamp): SeatEvents and plain tuples alike
     for value, operation_type, timestamp in sorted(events, key=_timestamp):
         if timestamp >= end_utc:
@@ -146,25 +158,11 @@ def _seat_days(events, period: Period, zone, window: tuple[date, date] | None) -
         elif operation_type == "remove":
             since = open_since.pop(value, None)
             if since is not None and day >= first:
-                start = since if since > first else first
-                stop = day if day < last else last
-                # A value's spans come in time order and can only share a day (removed and
-                # re-added the same day): count that day once.
-                done = counted_to.get(value)
-                if done is not None and start <= done:
-                    start = done + 1
-                if start <= stop:
-                    days[value] = days.get(value, 0) + stop - start + 1
-                    counted_to[value] = stop
+                count(value, since, day if day < last else last)
         else:
             raise ValueError(f"operation_type must be add or remove, got {operation_type!r}")
     for value, since in open_since.items():  # still active at the end of the window
-        start = since if since > first else first
-        done = counted_to.get(value)
-        if done is not None and start <= done:
-            start = done + 1
-        if start <= last:
-            days[value] = days.get(value, 0) + last - start + 1
+        count(value, since, last)
     return days
 
 
