@@ -6,7 +6,7 @@ Both functions are served by the real `functions-framework` (gunicorn, gthread w
 WORKERS=1, i.e. one Python process: "per core" below means one server process, whose CPU
 time is measured from /proc and printed beside each figure. Ingest runs with
 METERLINE_BACKEND=gcp against the Pub/Sub and Firestore emulators, so every 200 means Pub/Sub
-confirmed the publish (see meterline.ingest). The load comes from bench/loadgen.py, in
+confirmed the publish (see meterline.services.ingest). The load comes from bench/loadgen.py, in
 processes of its own, over keep-alive connections.
 
 Standalone, it starts the emulators itself; `bench/run.py` calls `run_ingest_bench` with
@@ -158,9 +158,9 @@ def prepare_gcp(emulator_env: dict[str, str], project: str) -> str:
 
         from meterline.adapters.gcp.clients import firestore_client
         from meterline.adapters.gcp.firestore_dedup import FirestoreApiKeyStore
-        from meterline.auth import create_api_key
+        from meterline.services.auth import create_api_key
         from meterline.config import Settings
-        from meterline.ingest import now_us
+        from meterline.services.ingest import now_us
 
         publisher = pubsub_v1.PublisherClient()
         subscriber = pubsub_v1.SubscriberClient()

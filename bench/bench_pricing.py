@@ -24,10 +24,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "shared"))
 
-from meterline.catalog import Customer, Plan, Subscription
-from meterline.pricing.periods import BillingSchedule, period_containing
-from meterline.pricing.rating import rate_subscription
-from meterline.pricing.usage import ChargeUsage, SeatEvent
+from meterline.core.catalog import Customer, Plan, Subscription
+from meterline.core.pricing.periods import BillingSchedule, period_containing
+from meterline.core.pricing.rating import rate_subscription
+from meterline.core.pricing.usage import ChargeUsage, SeatEvent
 
 TIMEZONES = [
     "UTC",

@@ -3,7 +3,7 @@
     python bench/bench_process.py [--threads N] [--messages N]
 
 It calls `ProcessService.handle_message` directly on pre-encoded messages of 100 events
-(`meterline.ingest.encode_message`, exactly what ingest publishes), from a few threads, as
+(`meterline.services.ingest.encode_message`, exactly what ingest publishes), from a few threads, as
 concurrent push deliveries would. Two backends: the emulators (Firestore + bqemulator), and
 the embedded adapters (SQLite + DuckDB) for comparison. Every event is new, so each message
 costs one Firestore transaction of 100 creates, one streaming insert of 100 rows and one
@@ -54,8 +54,8 @@ class ProcessFigure:
 
 
 def make_messages(count: int, run: str, per_message: int = 100) -> list[bytes]:
-    from meterline.events import validate_event
-    from meterline.ingest import encode_message, now_us
+    from meterline.core.events import validate_event
+    from meterline.services.ingest import encode_message, now_us
 
     received = now_us()
     messages = []
@@ -121,8 +121,8 @@ def _count(warehouse) -> int:
 def run_process_bench(emulator_env: dict[str, str] | None, *, threads: int = DEFAULT_THREADS,
                       messages: int = DEFAULT_MESSAGES, max_seconds: float = 30.0, log=print) -> list[ProcessFigure]:
     from meterline.config import Settings
-    from meterline.process import ProcessService
-    from meterline.wiring import build_runtime
+    from meterline.services.process import ProcessService
+    from meterline.runtime import build_runtime
 
     figures = []
     backends = ["gcp", "embedded"] if emulator_env else ["embedded"]

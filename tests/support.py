@@ -7,10 +7,10 @@ from decimal import Decimal
 from pathlib import Path
 
 from infra.servers import environ
-from meterline.auth import create_api_key
+from meterline.services.auth import create_api_key
 from meterline.config import Settings
-from meterline.ingest import now_us
-from meterline.wiring import Runtime, build_runtime
+from meterline.services.ingest import now_us
+from meterline.runtime import Runtime, build_runtime
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -8,8 +8,8 @@ ingest minus this one = the confirmed Pub/Sub publish. Never deploy it.
 
 import functions_framework
 
-from meterline import wiring
-from meterline.http import events_handler, guarded
+from meterline import runtime as wiring
+from meterline.entrypoints.http import events_handler, guarded
 
 
 class _StubBus:

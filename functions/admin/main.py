@@ -1,9 +1,9 @@
-"""Cloud Function `admin` (HTTP): Lago's catalog API (metrics, plans, customers, subscriptions). Logic: meterline.admin."""
+"""Cloud Function `admin` (HTTP): Lago's catalog API (metrics, plans, customers, subscriptions). Logic: meterline.services.admin."""
 
 import functions_framework
 
-from meterline.admin_http import admin_handler
-from meterline.http import guarded
+from meterline.entrypoints.admin import admin_handler
+from meterline.entrypoints.http import guarded
 
 
 @functions_framework.http

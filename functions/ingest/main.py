@@ -1,8 +1,8 @@
-"""Cloud Function `ingest` (HTTP): Lago's event API in front of Pub/Sub. Logic: meterline.http."""
+"""Cloud Function `ingest` (HTTP): Lago's event API in front of Pub/Sub. Logic: meterline.entrypoints.http."""
 
 import functions_framework
 
-from meterline.http import events_handler, guarded
+from meterline.entrypoints.http import events_handler, guarded
 
 
 @functions_framework.http

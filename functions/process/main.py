@@ -1,8 +1,8 @@
-"""Cloud Function `process` (Pub/Sub CloudEvent): dedup, then stream into BigQuery. Logic: meterline.process."""
+"""Cloud Function `process` (Pub/Sub CloudEvent): dedup, then stream into BigQuery. Logic: meterline.services.process."""
 
 import functions_framework
 
-from meterline.triggers import handle_cloud_event
+from meterline.entrypoints.pubsub import handle_cloud_event
 
 
 @functions_framework.cloud_event

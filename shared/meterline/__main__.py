@@ -1,5 +1,5 @@
 import sys
 
-from meterline.cli import main
+from meterline.local.cli import main
 
 sys.exit(main())

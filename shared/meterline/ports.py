@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from meterline.events import Event
+from meterline.core.events import Event
 
 
 class PublishFailed(Exception):

@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from meterline.catalog import BillableMetric, Customer, Plan, Subscription
-from meterline.catalog_store import AlreadyExists, CatalogStore, NumericFields, StaleWrite
+from meterline.core.catalog import BillableMetric, Customer, Plan, Subscription
+from meterline.services.numeric_fields import AlreadyExists, CatalogStore, NumericFields, StaleWrite
 
 
 @pytest.fixture(params=["sqlite", pytest.param("firestore", marks=pytest.mark.servers)])

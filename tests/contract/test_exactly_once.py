@@ -12,9 +12,9 @@ from __future__ import annotations
 import random
 from decimal import Decimal
 
-from meterline.events import parse_batch_body
-from meterline.ingest import IngestService, now_us
-from meterline.process import ProcessService
+from meterline.core.events import parse_batch_body
+from meterline.services.ingest import IngestService, now_us
+from meterline.services.process import ProcessService
 from tests.support import gateway_stream
 
 import orjson

@@ -2,7 +2,7 @@
 usage out of ONE query over events_deduped, fees from the pure rating core.
 
 November 2026 (30 days, calendar billing, customer in UTC) on the example catalog
-(catalog/example.yaml): 49 USD base fee in arrears, 20 USD per seat prorated by day, and
+(shared/meterline/local/example_catalog.yaml): 49 USD base fee in arrears, 20 USD per seat prorated by day, and
 graduated token prices for input (0.000003 up to 10M, then 0.0000025) and output
 (0.000015 up to 10M, then 0.0000125).
 """
@@ -15,13 +15,13 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from meterline.catalog import Customer, Subscription
-from meterline.catalog_apply import load
-from meterline.ingest import IngestService
-from meterline.pricing.periods import BillingSchedule, period_containing
-from meterline.pricing.rating import rate_subscription
-from meterline.process import ProcessService
-from meterline.usage_query import UsageQuery, UsageWindow
+from meterline.core.catalog import Customer, Subscription
+from meterline.services.catalog_apply import load
+from meterline.services.ingest import IngestService
+from meterline.core.pricing.periods import BillingSchedule, period_containing
+from meterline.core.pricing.rating import rate_subscription
+from meterline.services.process import ProcessService
+from meterline.services.usage_query import UsageQuery, UsageWindow
 from tests.contract.conftest import _embedded, _gcp
 from tests.support import REPO_ROOT
 
@@ -68,7 +68,7 @@ def run_pipeline(backend) -> dict[str, int]:
             process.handle_message(d.data)
             d.ack()
 
-    catalog = load(REPO_ROOT / "catalog/example.yaml")
+    catalog = load(REPO_ROOT / "shared/meterline/local/example_catalog.yaml")
     metrics = {m.code: m for m in catalog.billable_metrics}
     (plan,) = catalog.plans
     customer = Customer.model_validate({"external_id": "acme", "name": "Acme", "currency": "USD", "timezone": "UTC"})

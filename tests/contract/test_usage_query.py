@@ -8,10 +8,10 @@ from decimal import Decimal, localcontext
 import orjson
 import pytest
 
-from meterline.catalog import BillableMetric, Plan
-from meterline.events import parse_batch_body
-from meterline.pricing.usage import ChargeUsage, SeatEvent
-from meterline.usage_query import UsageQuery, UsageWindow
+from meterline.core.catalog import BillableMetric, Plan
+from meterline.core.events import parse_batch_body
+from meterline.core.pricing.usage import ChargeUsage, SeatEvent
+from meterline.services.usage_query import UsageQuery, UsageWindow
 from tests.contract.conftest import _embedded, _gcp
 
 JAN = datetime(2026, 1, 1, tzinfo=timezone.utc)

@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 
-from meterline.events import iso_ms
+from meterline.core.events import iso_ms
 from infra.servers import LocalServer, start_function
 from tests.support import REPO_ROOT, env
 
@@ -149,9 +149,9 @@ def stack(pubsub_emulator, firestore_emulator, bigquery_emulator) -> Iterator[St
     from meterline.adapters.gcp.bigquery_warehouse import BigQueryWarehouse
     from meterline.adapters.gcp.clients import bigquery_client, firestore_client
     from meterline.adapters.gcp.firestore_dedup import FirestoreApiKeyStore
-    from meterline.auth import create_api_key
+    from meterline.services.auth import create_api_key
     from meterline.config import Settings
-    from meterline.ingest import now_us
+    from meterline.services.ingest import now_us
 
     project = f"e2e-{uuid.uuid4().hex[:8]}"
     dataset = f"e2e_{uuid.uuid4().hex[:8]}"
@@ -397,7 +397,7 @@ def process_client(tmp_path) -> Iterator[tuple[Any, Any]]:
     import functions_framework
 
     from meterline.config import Settings
-    from meterline.wiring import build_runtime, set_runtime
+    from meterline.runtime import build_runtime, set_runtime
 
     runtime = build_runtime(Settings(backend="embedded", data_dir=tmp_path))
     set_runtime(runtime)
@@ -427,8 +427,8 @@ def _pubsub_cloud_event(data: bytes, message_id: str):
 
 
 def test_process_acks_valid_and_redelivered_messages_and_retries_garbage(process_client):
-    from meterline.events import validate_event
-    from meterline.ingest import encode_message, now_us
+    from meterline.core.events import validate_event
+    from meterline.services.ingest import encode_message, now_us
 
     client, runtime = process_client
     received = now_us()

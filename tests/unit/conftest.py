@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from meterline.wiring import set_runtime
+from meterline.runtime import set_runtime
 from tests.support import embedded_runtime, new_key
 
 

@@ -469,7 +469,7 @@ def test_a_new_sum_metric_makes_ingest_check_its_field_at_once(api, api_key, run
 
 
 def test_meterline_serve_mounts_the_admin_routes(runtime, api_key):
-    from meterline.server import create_app as serve_app
+    from meterline.local.app import create_app as serve_app
 
     client = serve_app(runtime).test_client()
     headers = {"Authorization": f"Bearer {api_key}"}
@@ -482,7 +482,7 @@ def test_meterline_serve_mounts_the_admin_routes(runtime, api_key):
 def test_concurrent_creates_of_one_subscription_make_one_record(catalog, runtime):
     import threading
 
-    from meterline.admin import AdminService
+    from meterline.services.admin import AdminService
 
     service = AdminService(runtime.catalog)
     barrier = threading.Barrier(4)

@@ -6,7 +6,7 @@ from decimal import Decimal
 import pytest
 from pydantic import ValidationError
 
-from meterline.catalog import (
+from meterline.core.catalog import (
     BillableMetric,
     Charge,
     Customer,

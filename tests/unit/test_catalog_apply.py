@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from meterline import cli
+from meterline.local import cli
 from meterline.adapters.embedded.sqlite import SqliteDatabase
 from meterline.adapters.embedded.sqlite_catalog import SqliteCatalogStore
-from meterline.catalog_apply import diff, run
+from meterline.services.catalog_apply import diff, run
 from tests.support import REPO_ROOT
 
-EXAMPLE = REPO_ROOT / "catalog/example.yaml"
+EXAMPLE = REPO_ROOT / "shared/meterline/local/example_catalog.yaml"
 
 
 @pytest.fixture

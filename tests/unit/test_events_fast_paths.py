@@ -10,9 +10,9 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meterline import events
-from meterline.errors import ValidationFailed
-from meterline.events import (
+from meterline.core import events
+from meterline.core.errors import ValidationFailed
+from meterline.core.events import (
     _LAGO_ID_NS,
     decode_json,
     iso_ms,

@@ -169,8 +169,8 @@ def test_publish_failure_is_503_and_nothing_is_accepted(client, runtime, api_key
 
 
 def test_numeric_property_checked_against_the_metric(tmp_path):
-    from meterline.errors import ValidationFailed
-    from meterline.events import parse_single
+    from meterline.core.errors import ValidationFailed
+    from meterline.core.events import parse_single
 
     lookup = {"tokens_consumed": "value"}.get
     with pytest.raises(ValidationFailed) as failure:

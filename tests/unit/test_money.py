@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meterline.money import (
+from meterline.core.money import (
     currency_exponent,
     from_minor_units,
     money_context,

@@ -7,11 +7,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meterline.catalog import Charge
-from meterline.money import round_money
-from meterline.pricing.charge_models import CHARGE_MODELS, price
-from meterline.pricing.fee import ChargeResult, FeeRef, make_fee
-from meterline.pricing.usage import ChargeUsage
+from meterline.core.catalog import Charge
+from meterline.core.money import round_money
+from meterline.core.pricing.charge_models import CHARGE_MODELS, price
+from meterline.core.pricing.fee import ChargeResult, FeeRef, make_fee
+from meterline.core.pricing.usage import ChargeUsage
 
 D = Decimal
 
@@ -327,8 +327,8 @@ def test_percentage_details_add_up(values):
 
 
 def test_fast_constructors_build_the_same_objects():
-    from meterline.pricing.fee import ChargeResult, Fee, TierDetail, new_charge_result, new_fee_ref, new_tier_detail
-    from meterline.pricing.usage import new_charge_usage
+    from meterline.core.pricing.fee import ChargeResult, Fee, TierDetail, new_charge_result, new_fee_ref, new_tier_detail
+    from meterline.core.pricing.usage import new_charge_usage
 
     z = D(0)
     assert new_tier_detail((z, None, z, z, z, z, "tier", None)) == TierDetail(z, None, z, z, z, z)

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meterline.catalog import Subscription
-from meterline.pricing.periods import (
+from meterline.core.catalog import Subscription
+from meterline.core.pricing.periods import (
     BillingSchedule,
     closed_periods_between,
     local_midnight_utc,

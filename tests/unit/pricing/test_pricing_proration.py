@@ -7,10 +7,10 @@ from zoneinfo import ZoneInfo
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meterline.catalog import Subscription
-from meterline.pricing.periods import BillingSchedule, period_for_date
-from meterline.pricing.proration import active_dates, base_fee_days, day_ratio, prorate_seats, seat_units
-from meterline.pricing.usage import SeatEvent
+from meterline.core.catalog import Subscription
+from meterline.core.pricing.periods import BillingSchedule, period_for_date
+from meterline.core.pricing.proration import active_dates, base_fee_days, day_ratio, prorate_seats, seat_units
+from meterline.core.pricing.usage import SeatEvent
 
 D = Decimal
 UTCZ = ZoneInfo("UTC")

@@ -7,17 +7,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meterline.catalog import BillableMetric, Customer, Plan, Subscription
-from meterline.money import money_context, round_money
-from meterline.pricing.fee import FeeRef
-from meterline.pricing.periods import BillingSchedule, next_period, period_containing, period_for_date
-from meterline.pricing.rating import (
+from meterline.core.catalog import BillableMetric, Customer, Plan, Subscription
+from meterline.core.money import money_context, round_money
+from meterline.core.pricing.fee import FeeRef
+from meterline.core.pricing.periods import BillingSchedule, next_period, period_containing, period_for_date
+from meterline.core.pricing.rating import (
     price_in_advance_event,
     rate_subscription,
     rate_subscription_start,
     switch_plan,
 )
-from meterline.pricing.usage import ChargeUsage, SeatEvent
+from meterline.core.pricing.usage import ChargeUsage, SeatEvent
 
 D = Decimal
 INPUT = "model=gpt-4o;token_type=input"

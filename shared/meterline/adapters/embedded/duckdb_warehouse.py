@@ -9,10 +9,10 @@ from typing import Any
 
 import duckdb
 
-from meterline import sql
-from meterline.events import Event
+from meterline.adapters import sql
+from meterline.core.events import Event
 from meterline.ports import Rejection
-from meterline.rows import DedupedReads, event_row, rejected_row
+from meterline.adapters.rows import DedupedReads, event_row, rejected_row
 
 _TABLES = ("events", "rejected_events")
 _VIEWS = {"events_deduped": "events_deduped.sql", "rejected_events_deduped": "rejected_events_deduped.sql"}

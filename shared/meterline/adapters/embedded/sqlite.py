@@ -17,7 +17,7 @@ from pathlib import Path
 
 import orjson
 
-from meterline.events import Event
+from meterline.core.events import Event
 from meterline.ports import ApiKeyRecord, Claim, PublishFailed
 
 _SCHEMA = """

@@ -14,8 +14,8 @@ import orjson
 from pydantic import BaseModel
 
 from meterline.adapters.embedded.sqlite import SqliteDatabase
-from meterline.catalog import BillableMetric, Customer, Plan, Subscription
-from meterline.catalog_store import AlreadyExists, StaleWrite, SubscriptionHistory, history_customer
+from meterline.core.catalog import BillableMetric, Customer, Plan, Subscription
+from meterline.services.numeric_fields import AlreadyExists, StaleWrite, SubscriptionHistory, history_customer
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS catalog_billable_metrics (

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from meterline import sql
-from meterline.events import Event
+from meterline.adapters import sql
+from meterline.core.events import Event
 from meterline.ports import Rejection
-from meterline.rows import DedupedReads, event_row, rejected_row
+from meterline.adapters.rows import DedupedReads, event_row, rejected_row
 
 _VIEWS = {"events_deduped": "events_deduped.sql", "rejected_events_deduped": "rejected_events_deduped.sql"}
 

@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import BaseModel
 
-from meterline.catalog import BillableMetric, Customer, Plan, Subscription
-from meterline.catalog_store import AlreadyExists, StaleWrite, SubscriptionHistory, history_customer
+from meterline.core.catalog import BillableMetric, Customer, Plan, Subscription
+from meterline.services.numeric_fields import AlreadyExists, StaleWrite, SubscriptionHistory, history_customer
 
 BILLABLE_METRICS = "meterline_billable_metrics"
 PLANS = "meterline_plans"

@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 
-from meterline.events import Event
+from meterline.core.events import Event
 from meterline.ports import Claim
 
 COLLECTION = "meterline_dedup"

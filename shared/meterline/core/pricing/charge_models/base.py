@@ -1,0 +1,111 @@
+"""What every charge model shares: clamping, the money context and the tier walk.
+
+A charge model is a small class with one method, `compute(properties, usage)`, returning the
+precise amount with its details. `apply` wraps it so every model clamps negative units to 0
+(Lago does the same: refunds or decrements never make a charge pay the customer) and computes
+in the 50-digit money context. No model rounds: `pricing.fee.make_fee` does, once.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from decimal import ROUND_HALF_UP, Decimal, getcontext
+from typing import Any, ClassVar, Protocol
+
+from meterline.core.money import MONEY_CONTEXT, money_context
+from meterline.core.pricing.fee import ChargeResult, TierDetail, new_tier_detail
+from meterline.core.pricing.memo import ByIdentity
+from meterline.core.pricing.usage import ChargeUsage
+
+__all__ = ["ChargeModel", "clamped", "walk_tiers"]
+
+ZERO = Decimal(0)
+HUNDRED = Decimal(100)
+
+
+class ChargeModel(ABC):
+    """Base of the charge models; subclasses set `name` and implement `compute`."""
+
+    name: ClassVar[str]
+
+    def apply(self, properties: Any, usage: ChargeUsage) -> ChargeResult:
+        """Price `usage` with this model's `properties` (the catalog's properties model)."""
+        usage = clamped(usage)
+        context = getcontext()
+        if context.prec >= MONEY_CONTEXT.prec and context.rounding == ROUND_HALF_UP:
+            return self.compute(properties, usage)  # already in the money context
+        with money_context():
+            return self.compute(properties, usage)
+
+    @abstractmethod
+    def compute(self, properties: Any, usage: ChargeUsage) -> ChargeResult:
+        """The model itself. Callers guarantee units >= 0 and an active money_context()
+        (`apply` does both; rating does both once per subscription)."""
+
+
+def clamped(usage: ChargeUsage) -> ChargeUsage:
+    """Usage with negative units counted as zero: refunds or decrements never make a charge
+    pay the customer (Lago does the same)."""
+    return usage._replace(units=ZERO) if usage.units < 0 else usage
+
+
+class _Range(Protocol):
+    from_value: Decimal
+    to_value: Decimal | None
+    flat_amount: Decimal
+
+
+# Compiled tiers per (frozen) ranges tuple. A ranges tuple belongs to one properties model, so
+# it is always walked with the same unit_price and rate_of.
+_TIERS: ByIdentity[tuple[tuple[Any, ...], ...]] = ByIdentity(4096)
+
+
+def _compiled(
+    ranges: tuple[_Range, ...], unit_price: Callable[[Any], Decimal], rate_of: Callable[[Any], Decimal] | None
+) -> tuple[tuple[Any, ...], ...]:
+    """(lower, upper, from_value, per_unit, flat, rate) per tier."""
+    tiers = []
+    lower = ZERO
+    for rng in ranges:
+        tiers.append(
+            (lower, rng.to_value, rng.from_value, unit_price(rng), rng.flat_amount, rate_of(rng) if rate_of else None)
+        )
+        lower = rng.to_value
+    return tuple(tiers)
+
+
+def walk_tiers(
+    ranges: tuple[_Range, ...],
+    units: Decimal,
+    unit_price: Callable[[Any], Decimal],
+    *,
+    first_flat_at_zero: bool,
+    rate_of: Callable[[Any], Decimal] | None = None,
+) -> tuple[Decimal, tuple[TierDetail, ...]]:
+    """Fill tiers bottom-up (graduated and graduated_percentage).
+
+    A tier holds the units above the previous tier's to_value up to its own to_value, so
+    Lago's integer tiers (0-10, 11-20: 10 units each) and adjacent decimal tiers (0-0.1,
+    0.1-1) are treated alike, and 10.5 units put 0.5 in the 11-20 tier, as Lago does.
+    A tier's flat_amount is charged once the tier is entered (it holds units > 0).
+    `unit_price(range)` gives the per-unit amount; `rate_of(range)` the rate, if any.
+    """
+    tiers = _TIERS.get(ranges, _compiled, unit_price, rate_of)
+    total = ZERO
+    details = []
+    first = True
+    for lower, upper, from_value, per_unit, flat, rate in tiers:
+        if upper is None or units < upper:
+            in_tier = units - lower if units > lower else ZERO
+        else:
+            in_tier = upper - lower
+        if not in_tier and not (first and first_flat_at_zero):
+            flat = ZERO
+        amount = in_tier * per_unit + flat
+        total += amount
+        details.append(new_tier_detail((from_value, upper, in_tier, per_unit, flat, amount, "tier", rate)))
+        if upper is None or units <= upper:
+            break
+        first = False
+    return total, tuple(details)

@@ -1,0 +1,26 @@
+"""Graduated: each tier's units at that tier's price, plus each entered tier's flat fee.
+
+Lago's example (0-10 at 10 + 2 flat, 11-20 at 5 + 3, 21+ at 5 + 3): 11 units cost
+10*10 + 2 + 1*5 + 3 = 110; 21 units cost 163; 0 units cost 2.
+"""
+
+from __future__ import annotations
+
+from meterline.core.catalog import GraduatedProperties
+from meterline.core.pricing.charge_models.base import ChargeModel, walk_tiers
+from meterline.core.pricing.fee import ChargeResult, new_charge_result
+from meterline.core.pricing.usage import ChargeUsage
+
+
+def _per_unit(rng):
+    return rng.per_unit_amount
+
+
+class GraduatedModel(ChargeModel):
+    name = "graduated"
+
+    def compute(self, properties: GraduatedProperties, usage: ChargeUsage) -> ChargeResult:
+        # NOTE: the first range's flat fee is charged even at zero usage (Lago: "applies the
+        # flat amount from the first tier" when aggregation is 0): it is an access fee.
+        total, details = walk_tiers(properties.graduated_ranges, usage.units, _per_unit, first_flat_at_zero=True)
+        return new_charge_result((usage.units, total, details))

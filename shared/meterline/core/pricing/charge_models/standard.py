@@ -1,0 +1,17 @@
+"""Standard: every unit at the same price (units x amount)."""
+
+from __future__ import annotations
+
+from meterline.core.catalog import StandardProperties
+from meterline.core.pricing.charge_models.base import ZERO, ChargeModel
+from meterline.core.pricing.fee import ChargeResult, new_charge_result, new_tier_detail
+from meterline.core.pricing.usage import ChargeUsage
+
+
+class StandardModel(ChargeModel):
+    name = "standard"
+
+    def compute(self, properties: StandardProperties, usage: ChargeUsage) -> ChargeResult:
+        amount = usage.units * properties.amount
+        detail = new_tier_detail((ZERO, None, usage.units, properties.amount, ZERO, amount, "tier", None))
+        return new_charge_result((usage.units, amount, (detail,)))

@@ -1,0 +1,87 @@
+"""The embedded stand-in for Pub/Sub's push: lease queued messages, process, then ack.
+
+At least once, like Pub/Sub: a message is acknowledged only after `process` returned, so a
+crash between the two delivers it again when its lease runs out (and dedup absorbs it).
+A message that keeps failing is dead-lettered after `max_attempts` leases.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from meterline import logs
+from meterline.adapters.embedded.sqlite import SqliteQueue
+from meterline.services.process import ProcessService
+
+_log = logs.get("worker")
+
+
+@dataclass
+class DrainStats:
+    messages: int = 0
+    inserted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    failed: int = 0
+    dead_lettered: int = 0
+
+    def add(self, other: DrainStats) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+def drain_once(queue: SqliteQueue, service: ProcessService, batch: int = 50, lease_seconds: float = 60.0) -> DrainStats:
+    """Process one batch of available messages."""
+    stats = DrainStats()
+    for message in queue.lease(batch, lease_seconds):
+        stats.messages += 1
+        try:
+            result = service.handle_message(message.data)
+        except Exception as exc:  # any failure: give it back; the queue dead-letters it in the end
+            stats.failed += 1
+            if queue.nack(message.id, f"{type(exc).__name__}: {exc}"):
+                stats.dead_lettered += 1
+                logs.event(_log, "message dead-lettered", 40, message_id=message.id, attempts=message.attempts)
+            continue
+        # A crash here redelivers the message after its lease; dedup makes that harmless.
+        queue.ack(message.id)
+        stats.inserted += result.inserted
+        stats.duplicates += result.duplicates
+        stats.rejected += result.rejected
+    return stats
+
+
+def drain(queue: SqliteQueue, service: ProcessService, batch: int = 50) -> DrainStats:
+    """Process until no message is available right now."""
+    total = DrainStats()
+    while True:
+        stats = drain_once(queue, service, batch)
+        if stats.messages == 0:
+            return total
+        total.add(stats)
+
+
+class QueueWorker(threading.Thread):
+    """Drains the queue in the background of `meterline serve`."""
+
+    def __init__(self, queue: SqliteQueue, service: ProcessService, idle_seconds: float = 0.05):
+        super().__init__(name="meterline-queue-worker", daemon=True)
+        self._queue = queue
+        self._service = service
+        self._idle = idle_seconds
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            try:
+                stats = drain_once(self._queue, self._service)
+            except Exception:
+                logs.event(_log, "worker loop failed; retrying", 40, exc_info=True)
+                stats = DrainStats()
+            if stats.messages == 0:
+                self._halt.wait(self._idle)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(timeout=10)

@@ -1,0 +1,69 @@
+"""API keys: issued once, stored only as a SHA-256 hash, verified with a short cache.
+
+A key is 32 random bytes, so a fast hash is enough (there is nothing to brute-force, unlike
+a password); the cache keeps the store off the hot path of ingest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from collections.abc import Callable
+
+from meterline.core.errors import Unauthorized
+from meterline.ports import ApiKeyRecord, ApiKeyStore
+
+KEY_PREFIX = "ml_"
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def create_api_key(store: ApiKeyStore, name: str, now_us: int) -> str:
+    """Store a new key's hash and return the key itself, which is never stored or shown again."""
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    store.add(ApiKeyRecord(key_hash=hash_key(key), name=name, prefix=key[:10], created_at_us=now_us))
+    return key
+
+
+def bearer_token(header: str | None) -> str | None:
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+class ApiKeyAuthenticator:
+    """Checks `Authorization: Bearer <key>` against the stored hashes."""
+
+    def __init__(self, store: ApiKeyStore, cache_seconds: float = 60.0, clock: Callable[[], float] = time.monotonic):
+        self._store = store
+        self._ttl = cache_seconds
+        self._clock = clock
+        self._cache: dict[str, tuple[float, ApiKeyRecord]] = {}
+        self._lock = threading.Lock()
+
+    def authenticate(self, authorization: str | None) -> ApiKeyRecord:
+        token = bearer_token(authorization)
+        if token is None:
+            raise Unauthorized()
+        digest = hash_key(token)
+        now = self._clock()
+        cached = self._cache.get(digest)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        record = self._store.find(digest)
+        # compare_digest: the store looked the hash up by value; this keeps the final check constant-time.
+        if record is None or not hmac.compare_digest(record.key_hash, digest):
+            raise Unauthorized()
+        with self._lock:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[digest] = (now + self._ttl, record)
+        return record
