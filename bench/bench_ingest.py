@@ -157,10 +157,10 @@ def prepare_gcp(emulator_env: dict[str, str], project: str) -> str:
         from google.cloud import pubsub_v1
 
         from meterline.adapters.gcp.clients import firestore_client
-        from meterline.adapters.gcp.firestore_dedup import FirestoreApiKeyStore
+        from meterline.adapters.gcp.firestore_keys import FirestoreApiKeyStore
         from meterline.services.auth import create_api_key
         from meterline.config import Settings
-        from meterline.services.ingest import now_us
+        from meterline.core.clock import now_us
 
         publisher = pubsub_v1.PublisherClient()
         subscriber = pubsub_v1.SubscriberClient()

@@ -55,7 +55,8 @@ class ProcessFigure:
 
 def make_messages(count: int, run: str, per_message: int = 100) -> list[bytes]:
     from meterline.core.events import validate_event
-    from meterline.services.ingest import encode_message, now_us
+    from meterline.core.clock import now_us
+    from meterline.core.messages import encode_message
 
     received = now_us()
     messages = []
@@ -142,8 +143,8 @@ def run_process_bench(emulator_env: dict[str, str] | None, *, threads: int = DEF
                 service = ProcessService(FirestoreDedupStore(firestore_client(settings)), warehouse)
             else:
                 runtime = build_runtime(Settings(backend="embedded", data_dir=Path(tmp)))
-                warehouse = runtime.warehouse
-                service = runtime.process
+                warehouse = runtime.adapters.warehouse
+                service = runtime.process.service
             service.handle_message(make_messages(1, f"warm-{run}")[0])  # connections, schema caches
             handled, events, seconds, cpu = drive(service, payload, threads, max_seconds)
             counted = _count(warehouse) - 100
@@ -154,7 +155,7 @@ def run_process_bench(emulator_env: dict[str, str] | None, *, threads: int = DEF
             log(f"  process on {backend:8s}: {figure.events_per_s:9,.0f} events/s ({handled} messages x 100, "
                 f"{threads} threads, {seconds:.1f} s, this process {cpu / seconds:.2f} cores)")
             if backend == "embedded":
-                runtime.warehouse.close()  # DuckDB holds the file until closed
+                runtime.adapters.warehouse.close()  # DuckDB holds the file until closed
     return figures
 
 

@@ -9,18 +9,18 @@ from pathlib import Path
 from infra.servers import environ
 from meterline.services.auth import create_api_key
 from meterline.config import Settings
-from meterline.services.ingest import now_us
-from meterline.runtime import Runtime, build_runtime
+from meterline.core.clock import now_us
+from meterline.runtime import LocalRuntime, build_runtime
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def embedded_runtime(data_dir: Path, **overrides) -> Runtime:
+def embedded_runtime(data_dir: Path, **overrides) -> LocalRuntime:
     return build_runtime(Settings(backend="embedded", data_dir=data_dir, **overrides))
 
 
-def new_key(runtime: Runtime, name: str = "test") -> str:
-    return create_api_key(runtime.api_keys, name, now_us())
+def new_key(runtime: LocalRuntime, name: str = "test") -> str:
+    return create_api_key(runtime.adapters.api_keys, name, now_us())
 
 
 def env(**values: str):

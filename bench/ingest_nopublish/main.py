@@ -8,8 +8,11 @@ ingest minus this one = the confirmed Pub/Sub publish. Never deploy it.
 
 import functions_framework
 
-from meterline import runtime as wiring
-from meterline.entrypoints.http import events_handler, guarded
+from meterline.entrypoints.events import events_handler
+from meterline.entrypoints.http import guarded
+from meterline.runtime import IngestRuntime, adapters_for
+from meterline.config import get_settings
+from meterline.services.ingest import IngestService
 
 
 class _StubBus:
@@ -17,14 +20,20 @@ class _StubBus:
         return "stub"
 
 
-def _runtime() -> wiring.Runtime:
-    runtime = wiring.get_runtime()
-    if not isinstance(runtime.bus, _StubBus):
-        # Each thread swaps the bus before its first use of runtime.ingest, which captures it.
-        runtime.bus = _StubBus()
-    return runtime
+class _NoPublishRuntime(IngestRuntime):
+    """The ingest runtime with the bus replaced; everything else as deployed."""
+
+    @property
+    def service(self) -> IngestService:  # type: ignore[override]
+        service = self.__dict__.get("_stub_service")
+        if service is None:
+            service = self.__dict__["_stub_service"] = IngestService(_StubBus(), self.numeric_fields)
+        return service
+
+
+_RUNTIME = _NoPublishRuntime(adapters_for(get_settings()))
 
 
 @functions_framework.http
 def ingest(request):
-    return guarded(events_handler, request, _runtime())
+    return guarded(events_handler, request, _RUNTIME)

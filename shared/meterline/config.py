@@ -47,6 +47,11 @@ class Settings(BaseSettings):
 
     # Process
     max_delivery_attempts: int = Field(5, ge=1, description="embedded queue: attempts before dead-lettering")
+    max_message_age_seconds: float = Field(
+        2 * 86_400,
+        gt=0,
+        description="a message older than this is moved to the dead letters instead of being tried again",
+    )
 
     @model_validator(mode="after")
     def _gcp_needs_a_project(self) -> Settings:

@@ -1,120 +1,329 @@
-"""The composition root: builds each port's adapter from the settings, once per process.
+"""The composition root: each function builds only the adapters and services it uses.
 
-Nothing here runs at import time; the first request (or CLI command) builds the runtime, so
-cold starts stay fast and tests can build runtimes of their own with `build_runtime`.
+Two layers, both lazy:
+  * `Adapters` builds each port's adapter for the backend on first use, once per process
+    (`EmbeddedAdapters`: SQLite + DuckDB; `GcpAdapters`: Pub/Sub, Firestore, BigQuery).
+  * A runtime per function asks only for what its code touches, so a Cloud Function imports
+    one or two Google SDKs, not three, and its service account needs only those roles:
+
+        ingest   the bus, the API keys, the catalog (numeric fields); the warehouse on GET only
+        process  the dedup store and the warehouse
+        admin    the catalog and the API keys
+
+`LocalRuntime` is `meterline serve`'s (and the demo's and the tests'): every function over
+one set of embedded adapters, in one process. Nothing here runs at import time.
 """
 
 from __future__ import annotations
 
-import functools
 import gc
 import threading
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
-from meterline.services.auth import ApiKeyAuthenticator
 from meterline.config import Settings, get_settings
-from meterline.services.ingest import IngestService
 from meterline.ports import ApiKeyStore, DedupStore, EventBus, Warehouse
-from meterline.services.process import ProcessService
+from meterline.services.numeric_fields import CatalogStore
+
+T = TypeVar("T")
 
 
-@dataclass
-class Runtime:
-    settings: Settings
+class once(Generic[T]):
+    """A cached property built under a lock: two threads' first uses build one client, not two
+    (functools.cached_property has no lock since Python 3.12, and a client is costly)."""
+
+    def __init__(self, build: Callable[[Any], T]):
+        self._build = build
+        self._lock = threading.Lock()
+        self.__doc__ = build.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    def __get__(self, instance: Any, owner: type | None = None) -> T:
+        if instance is None:
+            return self  # type: ignore[return-value]
+        try:
+            return instance.__dict__[self._name]
+        except KeyError:
+            pass
+        with self._lock:
+            if self._name not in instance.__dict__:
+                instance.__dict__[self._name] = self._build(instance)
+            return instance.__dict__[self._name]
+
+
+class Adapters:
+    """One adapter per port, built on first use. Subclasses say how, per backend."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+
     bus: EventBus
+    dead_letters: EventBus  # where process moves a message it gives up on
     dedup: DedupStore
     warehouse: Warehouse
     api_keys: ApiKeyStore
-    queue: Any = None  # the embedded SqliteQueue (None on gcp, where Pub/Sub pushes to process)
-    catalog: Any = None  # CatalogStore (meterline.services.numeric_fields): metrics, plans, customers, subscriptions
-    extras: dict[str, Any] = field(default_factory=dict)
-
-    @functools.cached_property
-    def auth(self) -> ApiKeyAuthenticator:
-        return ApiKeyAuthenticator(self.api_keys, self.settings.api_key_cache_seconds)
-
-    @functools.cached_property
-    def ingest(self) -> IngestService:
-        return IngestService(self.bus, self.extras.get("numeric_field"))
-
-    @functools.cached_property
-    def process(self) -> ProcessService:
-        return ProcessService(self.dedup, self.warehouse)
+    catalog: CatalogStore
 
 
-def build_runtime(settings: Settings) -> Runtime:
-    if settings.backend == "gcp":
-        return _build_gcp(settings)
-    return _build_embedded(settings)
+class EmbeddedAdapters(Adapters):
+    """SQLite for the queue, dedup, keys and catalog (several processes may open it), DuckDB
+    for the warehouse (one process at a time: `meterline serve`, see `meterline.local.datadir`)."""
+
+    @once
+    def db(self):
+        from meterline.adapters.embedded.sqlite import SqliteDatabase
+
+        return SqliteDatabase(self.settings.sqlite_path)
+
+    @once
+    def queue(self):
+        from meterline.adapters.embedded.sqlite import SqliteQueue
+
+        return SqliteQueue(self.db, self.settings.max_delivery_attempts)
+
+    @property
+    def bus(self) -> EventBus:  # type: ignore[override]
+        return self.queue
+
+    @once
+    def dead_letters(self) -> EventBus:
+        from meterline.adapters.embedded.sqlite import SqliteDeadLetters
+
+        return SqliteDeadLetters(self.queue)
+
+    @once
+    def dedup(self) -> DedupStore:
+        from meterline.adapters.embedded.sqlite import SqliteDedupStore
+
+        return SqliteDedupStore(self.db)
+
+    @once
+    def warehouse(self) -> Warehouse:
+        from meterline.adapters.embedded.duckdb_warehouse import DuckDbWarehouse
+
+        return DuckDbWarehouse(self.settings.duckdb_path)
+
+    @once
+    def api_keys(self) -> ApiKeyStore:
+        from meterline.adapters.embedded.sqlite import SqliteApiKeyStore
+
+        return SqliteApiKeyStore(self.db)
+
+    @once
+    def catalog(self) -> CatalogStore:
+        from meterline.adapters.embedded.sqlite_catalog import SqliteCatalogStore
+
+        return SqliteCatalogStore(self.db)
 
 
-def _build_embedded(settings: Settings) -> Runtime:
-    from meterline.adapters.embedded.duckdb_warehouse import DuckDbWarehouse
-    from meterline.adapters.embedded.sqlite import SqliteApiKeyStore, SqliteDatabase, SqliteDedupStore, SqliteQueue
-    from meterline.adapters.embedded.sqlite_catalog import SqliteCatalogStore
-    from meterline.services.numeric_fields import NumericFields
+class GcpAdapters(Adapters):
+    """Google Cloud; each SDK is imported by the first adapter that needs it."""
 
-    db = SqliteDatabase(settings.sqlite_path)
-    queue = SqliteQueue(db, settings.max_delivery_attempts)
-    catalog = SqliteCatalogStore(db)
-    return Runtime(
-        settings=settings,
-        bus=queue,
-        dedup=SqliteDedupStore(db),
-        warehouse=DuckDbWarehouse(settings.duckdb_path),
-        api_keys=SqliteApiKeyStore(db),
-        queue=queue,
-        catalog=catalog,
-        extras={"sqlite": db, "numeric_field": NumericFields(catalog)},
-    )
+    @once
+    def firestore(self):
+        from meterline.adapters.gcp.clients import firestore_client
+
+        return firestore_client(self.settings)
+
+    @once
+    def bus(self) -> EventBus:
+        from meterline.adapters.gcp.clients import publisher_client
+        from meterline.adapters.gcp.pubsub_bus import PubSubEventBus
+
+        s = self.settings
+        assert s.google_cloud_project  # Settings guarantees it for backend=gcp
+        return PubSubEventBus(
+            publisher_client(), s.google_cloud_project, s.events_topic, s.publish_timeout_seconds,
+            linger_seconds=s.publish_linger_seconds,
+        )
+
+    @once
+    def dead_letters(self) -> EventBus:
+        """The dead-letter topic, for messages process gives up on by age (rare: built then)."""
+        from meterline.adapters.gcp.clients import publisher_client
+        from meterline.adapters.gcp.pubsub_bus import PubSubEventBus
+
+        s = self.settings
+        assert s.google_cloud_project
+        return PubSubEventBus(publisher_client(), s.google_cloud_project, s.dead_letter_topic, s.publish_timeout_seconds)
+
+    @once
+    def dedup(self) -> DedupStore:
+        from meterline.adapters.gcp.firestore_dedup import FirestoreDedupStore
+
+        return FirestoreDedupStore(self.firestore)
+
+    @once
+    def warehouse(self) -> Warehouse:
+        from meterline.adapters.gcp.bigquery_warehouse import BigQueryWarehouse
+        from meterline.adapters.gcp.clients import bigquery_client
+
+        s = self.settings
+        assert s.google_cloud_project
+        return BigQueryWarehouse(bigquery_client(s), s.google_cloud_project, s.bigquery_dataset)
+
+    @once
+    def api_keys(self) -> ApiKeyStore:
+        from meterline.adapters.gcp.firestore_keys import FirestoreApiKeyStore
+
+        return FirestoreApiKeyStore(self.firestore)
+
+    @once
+    def catalog(self) -> CatalogStore:
+        from meterline.adapters.gcp.firestore_catalog import FirestoreCatalogStore
+
+        return FirestoreCatalogStore(self.firestore)
 
 
-def _build_gcp(settings: Settings) -> Runtime:
-    from meterline.adapters.gcp.bigquery_warehouse import BigQueryWarehouse
-    from meterline.adapters.gcp.clients import bigquery_client, firestore_client, publisher_client
-    from meterline.adapters.gcp.firestore_catalog import FirestoreCatalogStore
-    from meterline.adapters.gcp.firestore_dedup import FirestoreApiKeyStore, FirestoreDedupStore
-    from meterline.adapters.gcp.pubsub_bus import PubSubEventBus
-    from meterline.services.numeric_fields import NumericFields
+def adapters_for(settings: Settings) -> Adapters:
+    return GcpAdapters(settings) if settings.backend == "gcp" else EmbeddedAdapters(settings)
 
-    project = settings.google_cloud_project
-    assert project  # Settings guarantees it for backend=gcp
-    firestore = firestore_client(settings)
-    catalog = FirestoreCatalogStore(firestore)
-    return Runtime(
-        settings=settings,
-        bus=PubSubEventBus(
-            publisher_client(), project, settings.events_topic, settings.publish_timeout_seconds,
-            linger_seconds=settings.publish_linger_seconds,
-        ),
-        dedup=FirestoreDedupStore(firestore),
-        warehouse=BigQueryWarehouse(bigquery_client(settings), project, settings.bigquery_dataset),
-        api_keys=FirestoreApiKeyStore(firestore),
-        catalog=catalog,
-        extras={"firestore": firestore, "numeric_field": NumericFields(catalog)},
-    )
 
+# -- one runtime per function -------------------------------------------------------------
+
+
+class IngestRuntime:
+    """Cloud Function `ingest`: Lago's event API in front of the bus."""
+
+    def __init__(self, adapters: Adapters):
+        self.adapters = adapters
+        self.settings = adapters.settings
+
+    @once
+    def auth(self):
+        from meterline.services.auth import ApiKeyAuthenticator
+
+        return ApiKeyAuthenticator(self.adapters.api_keys, self.settings.api_key_cache_seconds)
+
+    @once
+    def numeric_fields(self):
+        from meterline.services.numeric_fields import NumericFields
+
+        return NumericFields(self.adapters.catalog)
+
+    @once
+    def service(self):
+        from meterline.services.ingest import IngestService
+
+        return IngestService(self.adapters.bus, self.numeric_fields)
+
+    def warm(self) -> None:
+        self.auth, self.service  # noqa: B018 - build the hot path before the first request
+
+    @property
+    def events(self) -> Warehouse:
+        """The reads behind GET /events (built on the first GET, not at cold start)."""
+        return self.adapters.warehouse
+
+
+class ProcessRuntime:
+    """Cloud Function `process`: dedup, then the warehouse."""
+
+    def __init__(self, adapters: Adapters):
+        self.adapters = adapters
+        self.settings = adapters.settings
+
+    @once
+    def service(self):
+        from meterline.services.process import ProcessService
+
+        return ProcessService(self.adapters.dedup, self.adapters.warehouse)
+
+    def warm(self) -> None:
+        self.service  # noqa: B018
+
+
+class AdminRuntime:
+    """Cloud Function `admin`: the catalog API."""
+
+    def __init__(self, adapters: Adapters, on_metrics_changed: Callable[[], None] | None = None):
+        self.adapters = adapters
+        self.settings = adapters.settings
+        # In one process with ingest (meterline serve), a new metric reaches ingest's numeric
+        # check at once; a separate ingest function sees it within its reload time.
+        self._on_metrics_changed = on_metrics_changed
+
+    @once
+    def auth(self):
+        from meterline.services.auth import ApiKeyAuthenticator
+
+        return ApiKeyAuthenticator(self.adapters.api_keys, self.settings.api_key_cache_seconds)
+
+    @once
+    def service(self):
+        from meterline.services.admin import AdminService
+
+        return AdminService(self.adapters.catalog, on_metrics_changed=self._on_metrics_changed)
+
+    def warm(self) -> None:
+        self.auth, self.service  # noqa: B018
+
+
+class LocalRuntime:
+    """Every function over one set of adapters, in one process (`meterline serve`, the demo,
+    the tests). The adapters are shared, so is one API-key cache."""
+
+    def __init__(self, adapters: Adapters):
+        self.adapters = adapters
+        self.settings = adapters.settings
+        self.ingest = IngestRuntime(adapters)
+        self.process = ProcessRuntime(adapters)
+        self.admin = AdminRuntime(adapters, on_metrics_changed=self.ingest.numeric_fields.invalidate)
+        self.admin.__dict__["auth"] = self.ingest.auth  # one cache: a revoked key leaves both at once
+
+    @property
+    def queue(self):
+        """The embedded queue that the local worker drains (Pub/Sub pushes on GCP)."""
+        return self.adapters.queue  # type: ignore[attr-defined]
+
+
+def build_runtime(settings: Settings) -> LocalRuntime:
+    return LocalRuntime(adapters_for(settings))
+
+
+# -- the process's runtimes, built on first use -----------------------------------------------
 
 _lock = threading.Lock()
-_runtime: Runtime | None = None
+_runtimes: dict[str, Any] = {}
+_FACTORIES: dict[str, Callable[[Adapters], Any]] = {
+    "ingest": IngestRuntime,
+    "process": ProcessRuntime,
+    "admin": AdminRuntime,
+}
 
 
-def get_runtime() -> Runtime:
-    """The process's runtime, built on first use (thread-safe)."""
-    global _runtime
-    if _runtime is None:
+def _get(kind: str) -> Any:
+    runtime = _runtimes.get(kind)
+    if runtime is None:
         with _lock:
-            if _runtime is None:
-                _runtime = build_runtime(get_settings())
-                # The clients just built (gRPC, Google API) live as long as the process: frozen,
-                # the collector stops re-scanning them (measured on the gcp runtime: a full
-                # collection over its 106,000 objects took 64 ms, in the middle of some request).
+            runtime = _runtimes.get(kind)
+            if runtime is None:
+                runtime = _FACTORIES[kind](adapters_for(get_settings()))
+                runtime.warm()  # the clients this function uses, and only those
+                _runtimes[kind] = runtime
+                # What lives as long as the process stays out of the collector's scans (a full
+                # collection over the gcp clients' 106,000 objects once took 64 ms mid-request).
                 gc.freeze()
-    return _runtime
+    return runtime
 
 
-def set_runtime(runtime: Runtime | None) -> None:
-    """Install a runtime (tests, `meterline serve`); None resets to lazy building."""
-    global _runtime
-    _runtime = runtime
+def ingest_runtime() -> IngestRuntime:
+    return _get("ingest")
+
+
+def process_runtime() -> ProcessRuntime:
+    return _get("process")
+
+
+def admin_runtime() -> AdminRuntime:
+    return _get("admin")
+
+
+def set_runtime(runtime: LocalRuntime | None) -> None:
+    """Install a local runtime as every function's (tests); None resets to lazy building."""
+    with _lock:
+        _runtimes.clear()
+        if runtime is not None:
+            _runtimes.update(ingest=runtime.ingest, process=runtime.process, admin=runtime.admin)

@@ -59,7 +59,8 @@ def _gcp(request, monkeypatch) -> Backend:
 
     from meterline.adapters.gcp.bigquery_warehouse import BigQueryWarehouse
     from meterline.adapters.gcp.clients import bigquery_client, firestore_client, publisher_client
-    from meterline.adapters.gcp.firestore_dedup import FirestoreApiKeyStore, FirestoreDedupStore
+    from meterline.adapters.gcp.firestore_dedup import FirestoreDedupStore
+    from meterline.adapters.gcp.firestore_keys import FirestoreApiKeyStore
     from meterline.adapters.gcp.pubsub_bus import PubSubEventBus
     from meterline.config import Settings
 

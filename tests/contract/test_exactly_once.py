@@ -13,7 +13,8 @@ import random
 from decimal import Decimal
 
 from meterline.core.events import parse_batch_body
-from meterline.services.ingest import IngestService, now_us
+from meterline.core.clock import now_us
+from meterline.services.ingest import IngestService
 from meterline.services.process import ProcessService
 from tests.support import gateway_stream
 

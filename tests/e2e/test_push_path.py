@@ -148,10 +148,10 @@ def stack(pubsub_emulator, firestore_emulator, bigquery_emulator) -> Iterator[St
 
     from meterline.adapters.gcp.bigquery_warehouse import BigQueryWarehouse
     from meterline.adapters.gcp.clients import bigquery_client, firestore_client
-    from meterline.adapters.gcp.firestore_dedup import FirestoreApiKeyStore
+    from meterline.adapters.gcp.firestore_keys import FirestoreApiKeyStore
     from meterline.services.auth import create_api_key
     from meterline.config import Settings
-    from meterline.services.ingest import now_us
+    from meterline.core.clock import now_us
 
     project = f"e2e-{uuid.uuid4().hex[:8]}"
     dataset = f"e2e_{uuid.uuid4().hex[:8]}"
@@ -428,7 +428,8 @@ def _pubsub_cloud_event(data: bytes, message_id: str):
 
 def test_process_acks_valid_and_redelivered_messages_and_retries_garbage(process_client):
     from meterline.core.events import validate_event
-    from meterline.services.ingest import encode_message, now_us
+    from meterline.core.clock import now_us
+    from meterline.core.messages import encode_message
 
     client, runtime = process_client
     received = now_us()
@@ -436,7 +437,7 @@ def test_process_acks_valid_and_redelivered_messages_and_retries_garbage(process
     headers, body = _pubsub_cloud_event(encode_message(events), "m-1")
 
     def count() -> tuple[int, Decimal]:
-        rows = runtime.warehouse.query(
+        rows = runtime.adapters.warehouse.query(
             "SELECT COUNT(*) AS n, SUM(CAST(JSON_VALUE(properties, '$.tokens') AS NUMERIC)) AS total "
             "FROM events_deduped WHERE external_subscription_id = 'sub-tc'"
         )

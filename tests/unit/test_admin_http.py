@@ -241,7 +241,7 @@ def test_client_mistakes_get_exact_lago_bodies_and_change_nothing(catalog, runti
 
 
 def _snapshot(runtime):
-    store = runtime.catalog
+    store = runtime.adapters.catalog
     return (
         [m.to_lago() for m in store.list_billable_metrics()[0]],
         [p.to_lago() for p in store.list_plans()[0]],
@@ -292,7 +292,7 @@ def test_missing_or_bad_api_key_is_401(client, runtime, path, header):
                  client.post(f"/api/v1/{path}", data=b"{not json", headers=headers)):
         assert resp.status_code == 401
         assert resp.get_json() == {"status": 401, "error": "Unauthorized"}
-    assert runtime.catalog.list_plans() == ([], 0)
+    assert runtime.adapters.catalog.list_plans() == ([], 0)
 
 
 def test_oversized_body_is_413(api):
@@ -484,7 +484,7 @@ def test_concurrent_creates_of_one_subscription_make_one_record(catalog, runtime
 
     from meterline.services.admin import AdminService
 
-    service = AdminService(runtime.catalog)
+    service = AdminService(runtime.adapters.catalog)
     barrier = threading.Barrier(4)
     results, failures = [], []
 
@@ -501,6 +501,6 @@ def test_concurrent_creates_of_one_subscription_make_one_record(catalog, runtime
     for t in threads:
         t.join()
     assert failures == []
-    history = runtime.catalog.get_subscription_history("sub-1")
+    history = runtime.adapters.catalog.get_subscription_history("sub-1")
     assert len(history.records) == 1
     assert all(r == history.records[0] for r in results)  # the losers found the winner's record

@@ -138,7 +138,7 @@ def test_a_body_without_floats_is_decoded_once(monkeypatch):
     def refuse(body):
         raise AssertionError("read a second time")
 
-    monkeypatch.setattr(events, "_decode_exact", refuse)
+    monkeypatch.setattr(events, "read_json_exact", refuse)
     body = json.dumps({"events": [
         {"transaction_id": f"t{i}", "external_subscription_id": "s", "code": "c", "timestamp": 1767225600 + i,
          "properties": {"tokens": "12.5", "model": "gpt-4.1", "n": 3, "meta": {"ok": True}}} for i in range(100)

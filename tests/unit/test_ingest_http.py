@@ -162,7 +162,7 @@ def test_publish_failure_is_503_and_nothing_is_accepted(client, runtime, api_key
     def refuse(data, attributes):
         raise PublishFailed("bus down")
 
-    monkeypatch.setattr(runtime.bus, "publish", refuse)
+    monkeypatch.setattr(runtime.adapters.bus, "publish", refuse)
     resp = post(client, api_key, "/api/v1/events/batch", {"events": [GOOD]})
     assert resp.status_code == 503
     assert resp.get_json() == {"status": 503, "error": "Service Unavailable", "code": "service_unavailable"}

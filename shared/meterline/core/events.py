@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import re
 import uuid
 from collections.abc import Callable, Mapping
@@ -23,7 +22,8 @@ from typing import Any
 
 import orjson
 
-from meterline.core.errors import BadRequest, ValidationFailed
+from meterline.core.errors import MalformedInput, ValidationFailed
+from meterline.core.jsonbody import read_json, read_json_exact
 
 MAX_BATCH = 100  # Lago's limit for /events/batch
 _MAX_TIMESTAMP_S = 253402300799  # 9999-12-31T23:59:59Z, the end of BigQuery's TIMESTAMP range
@@ -45,24 +45,8 @@ class InexactNumber(Exception):
 
 def decode_json(body: bytes) -> Any:
     """Parse a request body exactly: numbers with a fraction become Decimals with the client's digits."""
-    data = _decode_fast(body)
-    return _decode_exact(body) if _has_float(data) else data
-
-
-def _decode_fast(body: bytes) -> Any:
-    """orjson (ten times the stdlib's speed), which reads `0.1` as a float: callers must not
-    keep a float (see `InexactNumber`). Integers are exact either way."""
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return _decode_exact(body)  # orjson refuses integers beyond 64 bits; the stdlib reads them exactly
-
-
-def _decode_exact(body: bytes) -> Any:
-    try:
-        return json.loads(body, parse_float=Decimal)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise BadRequest({"body": ["invalid_json"]}, "BadRequest: the body is not valid JSON") from None
+    data = read_json(body)
+    return read_json_exact(body) if _has_float(data) else data
 
 
 def _has_float(value: Any) -> bool:
@@ -87,9 +71,9 @@ def _parse_body(parse: Callable[..., Any], body: bytes, received_at_us: int, num
     float where it matters (a timestamp, an amount, a property). Most bodies hold none, and
     this spares them a walk over every value (measured: 6-10% of a batch's CPU)."""
     try:
-        return parse(_decode_fast(body), received_at_us, numeric_field)
+        return parse(read_json(body), received_at_us, numeric_field)
     except InexactNumber:
-        return parse(_decode_exact(body), received_at_us, numeric_field)
+        return parse(read_json_exact(body), received_at_us, numeric_field)
 
 
 def is_number(value: Any) -> bool:
@@ -347,14 +331,14 @@ def validate_event(raw: Any, received_at_us: int, numeric_field: NumericFieldLoo
 def parse_single(body: Any, received_at_us: int, numeric_field: NumericFieldLookup | None = None) -> Event:
     """`POST /api/v1/events`: `{"event": {...}}`."""
     if not isinstance(body, dict) or body.get("event") is None:
-        raise BadRequest({"event": ["value_is_mandatory"]}, "BadRequest: param is missing or the value is empty: event")
+        raise MalformedInput({"event": ["value_is_mandatory"]}, "BadRequest: param is missing or the value is empty: event")
     return validate_event(body["event"], received_at_us, numeric_field)
 
 
 def parse_batch(body: Any, received_at_us: int, numeric_field: NumericFieldLookup | None = None) -> list[Event]:
     """`POST /api/v1/events/batch`: `{"events": [...]}`, all or nothing, at most 100 events."""
     if not isinstance(body, dict) or body.get("events") is None:
-        raise BadRequest({"events": ["value_is_mandatory"]}, "BadRequest: param is missing or the value is empty: events")
+        raise MalformedInput({"events": ["value_is_mandatory"]}, "BadRequest: param is missing or the value is empty: events")
     raw_events = body["events"]
     if not isinstance(raw_events, list):
         raise ValidationFailed({"events": ["invalid_type"]})

@@ -11,16 +11,24 @@ Requests and answers are wrapped in the resource's root key ({"plan": {...}}); l
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-import orjson
 from flask import Request, Response
 
-from meterline.services.admin import SUBSCRIPTION_STATUSES, AdminService
-from meterline.core.errors import BadRequest, MethodNotAllowed, NotFound, ValidationFailed
-from meterline.entrypoints.http import page_args, api_path, json_response, pagination_meta, read_body
-from meterline.runtime import Runtime
+from meterline.core.subscriptions import SUBSCRIPTION_STATUSES
+from meterline.services.admin import AdminService
+from meterline.core.errors import MalformedInput, ValidationFailed
+from meterline.core.jsonbody import read_json
+from meterline.entrypoints.http import (
+    api_path,
+    json_response,
+    method_not_allowed,
+    page_args,
+    pagination_meta,
+    read_body,
+    route_not_found,
+)
+from meterline.runtime import AdminRuntime
 
 # Collection path segment -> the root key of one object.
 ROOT_KEYS = {
@@ -34,14 +42,14 @@ ROOT_KEYS = {
 MAX_ADMIN_BODY = 256 * 1024
 
 
-def admin_handler(runtime: Runtime, request: Request) -> Response:
+def admin_handler(runtime: AdminRuntime, request: Request) -> Response:
     resource, _, key = api_path(request).partition("/")
     if resource not in ROOT_KEYS:
-        raise NotFound("route")
+        raise route_not_found()
     runtime.auth.authenticate(request.headers.get("Authorization"))
     if "/" in key:
-        raise NotFound("route")  # no nested routes (and codes holding '/' cannot be addressed)
-    service = _service(runtime)
+        raise route_not_found()  # no nested routes (and codes holding '/' cannot be addressed)
+    service = runtime.service
     root = ROOT_KEYS[resource]
 
     if key == "":
@@ -52,39 +60,20 @@ def admin_handler(runtime: Runtime, request: Request) -> Response:
             page, per_page = page_args(request)
             items, total = _list(service, resource, request, page, per_page)
             return json_response(200, {resource: [i.to_lago() for i in items], "meta": pagination_meta(page, per_page, total)})
-        raise MethodNotAllowed()
+        raise method_not_allowed()
 
     if request.method == "GET":
         return json_response(200, {root: _get(service, resource, key, request).to_lago()})
     if request.method == "DELETE" and resource == "subscriptions":
         status = request.args.get("status") or "active"
         return json_response(200, {root: service.terminate_subscription(key, status).to_lago()})
-    raise MethodNotAllowed()
-
-
-def _service(runtime: Runtime) -> AdminService:
-    if runtime.catalog is None:
-        raise RuntimeError("this runtime has no catalog store")  # a wiring bug: answered 500
-    numeric_fields = runtime.extras.get("numeric_field")
-    # Stateless and cheap: built per request, so it needs no slot on the Runtime.
-    return AdminService(runtime.catalog, on_metrics_changed=getattr(numeric_fields, "invalidate", None))
-
-
-def _decode(body: bytes) -> Any:
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        # orjson refuses integers beyond 64 bits; the stdlib reads them (pydantic then judges).
-        try:
-            return json.loads(body)
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            raise BadRequest({"body": ["invalid_json"]}, "BadRequest: the body is not valid JSON") from None
+    raise method_not_allowed()
 
 
 def _unwrap(body: bytes, root: str) -> dict[str, Any]:
-    data = _decode(body)
+    data = read_json(body)
     if not isinstance(data, dict) or data.get(root) is None:
-        raise BadRequest({root: ["value_is_mandatory"]}, f"BadRequest: param is missing or the value is empty: {root}")
+        raise MalformedInput({root: ["value_is_mandatory"]}, f"BadRequest: param is missing or the value is empty: {root}")
     if not isinstance(data[root], dict):
         raise ValidationFailed({root: ["invalid_type"]})
     return data[root]

@@ -4,16 +4,23 @@ Following the Cloud Functions idiom, returning acknowledges the message and rais
 delivered again. A message that can never be processed is raised too: the subscription's
 dead-letter policy (terraform/pubsub.tf) moves it aside after a bounded number of attempts,
 so it never blocks the subscription. Duplicates are acknowledged (they return normally).
+
+A message older than `max_message_age_seconds` is not tried again (the samples' idiom for
+retried functions): it is copied to the dead-letter topic, where `meterline dead-letters`
+can replay it, and acknowledged. So a message that keeps failing stops costing retries
+even where no dead-letter policy is set, and is still never lost.
 """
 
 from __future__ import annotations
 
 import base64
+import logging
 from typing import Any
 
 from meterline import logs
+from meterline.core.clock import now_us, to_us
+from meterline.runtime import ProcessRuntime, process_runtime
 from meterline.services.process import PoisonMessage, ProcessResult
-from meterline.runtime import Runtime, get_runtime
 
 _log = logs.get("process")
 
@@ -25,11 +32,43 @@ def message_data(cloud_event_data: Any) -> bytes:
         raise PoisonMessage(f"not a Pub/Sub message envelope: {type(exc).__name__}") from None
 
 
-def handle_cloud_event(cloud_event: Any, runtime: Runtime | None = None) -> ProcessResult:
-    data = cloud_event.data
-    message_id = (data.get("message") or {}).get("messageId") if isinstance(data, dict) else None
+def _published_us(message: dict[str, Any], cloud_event: Any) -> int | None:
+    for raw in (message.get("publishTime"), _attribute(cloud_event, "time")):
+        if isinstance(raw, str):
+            try:
+                return to_us(raw)
+            except ValueError:
+                continue
+    return None
+
+
+def _attribute(cloud_event: Any, name: str) -> Any:
     try:
-        return (runtime or get_runtime()).process.handle_message(message_data(data))
+        return cloud_event[name]
+    except (KeyError, TypeError):
+        return None
+
+
+def handle_cloud_event(cloud_event: Any, runtime: ProcessRuntime | None = None) -> ProcessResult | None:
+    """Process one message; None when it was too old and went to the dead letters instead."""
+    rt = runtime or process_runtime()
+    data = cloud_event.data
+    message = (data.get("message") or {}) if isinstance(data, dict) else {}
+    message_id = message.get("messageId")
+    published = _published_us(message, cloud_event)
+    if published is not None:
+        age_s = (now_us() - published) / 1_000_000
+        if age_s > rt.settings.max_message_age_seconds:
+            rt.adapters.dead_letters.publish(
+                message_data(data), {"reason": "max_age_exceeded", "message_id": str(message_id)}
+            )
+            logs.event(
+                _log, "message older than the maximum age: dead-lettered and acknowledged", logging.WARNING,
+                message_id=message_id, age_seconds=round(age_s), max_age_seconds=rt.settings.max_message_age_seconds,
+            )
+            return None
+    try:
+        return rt.service.handle_message(message_data(data))
     except PoisonMessage as exc:
         logs.event(_log, "poison message; it will be dead-lettered after its retries", 50, message_id=message_id, reason=str(exc))
         raise

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
+import urllib.parse
+import urllib.request
 from pathlib import Path
+
+import orjson
 
 from meterline.local import output
 
@@ -17,7 +23,16 @@ def _settings(args: argparse.Namespace):
     return get_settings()
 
 
+def _adapters(args: argparse.Namespace):
+    """The embedded or GCP adapters, built lazily: a command opens only what it touches."""
+    from meterline.runtime import adapters_for
+
+    return adapters_for(_settings(args))
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    from meterline.core.clock import now_us
+    from meterline.local.datadir import DataDirBusy, ServerInfo, hold_warehouse, new_local_token
     from meterline.local.server import LocalServer
     from meterline.runtime import build_runtime
 
@@ -25,22 +40,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if settings.backend != "embedded":
         print("meterline serve runs the embedded backend; unset METERLINE_BACKEND", file=sys.stderr)
         return 2
-    server = LocalServer(build_runtime(settings), args.host, args.port)
-    print(f"meterline serving on {server.url} (data in {settings.data_dir}); Ctrl-C stops", file=sys.stderr)
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+        with hold_warehouse(settings.data_dir, "meterline serve") as announce:
+            runtime = build_runtime(settings)
+            server = LocalServer(runtime, args.host, args.port)
+            token = new_local_token()
+            runtime.ingest.auth.trust(token, "meterline serve local token", now_us())
+            announce(ServerInfo(os.getpid(), server.url, token))
+            print(f"meterline serving on {server.url} (data in {settings.data_dir}); Ctrl-C stops", file=sys.stderr)
+            try:
+                server.serve_forever()
+            except KeyboardInterrupt:
+                pass
+    except DataDirBusy as exc:
+        print(f"meterline serve: {exc}; one server per data dir (use --data-dir for another)", file=sys.stderr)
+        return 2
     return 0
 
 
 def cmd_api_keys_create(args: argparse.Namespace) -> int:
+    from meterline.core.clock import now_us
     from meterline.services.auth import create_api_key
-    from meterline.services.ingest import now_us
-    from meterline.runtime import build_runtime
 
-    runtime = build_runtime(_settings(args))
-    key = create_api_key(runtime.api_keys, args.name, now_us())
+    key = create_api_key(_adapters(args).api_keys, args.name, now_us())
     print(key)
     print(f"API key '{args.name}' created. It is shown once; only its hash is stored.", file=sys.stderr)
     return 0
@@ -48,12 +70,51 @@ def cmd_api_keys_create(args: argparse.Namespace) -> int:
 
 def cmd_api_keys_list(args: argparse.Namespace) -> int:
     from meterline.core.events import iso_ms
-    from meterline.runtime import build_runtime
 
-    runtime = build_runtime(_settings(args))
-    rows = [{"name": r.name, "prefix": r.prefix + "…", "created_at": iso_ms(r.created_at_us)} for r in runtime.api_keys.all()]
+    keys = _adapters(args).api_keys.all()
+    rows = [{"name": r.name, "prefix": r.prefix + "…", "created_at": iso_ms(r.created_at_us)} for r in keys]
     print(output.render(rows, ["name", "prefix", "created_at"], args.format))
     return 0
+
+
+def cmd_events_list(args: argparse.Namespace) -> int:
+    """A page of one subscription's counted events (events_deduped), newest first."""
+    from meterline.local.datadir import DataDirBusy, hold_warehouse, running_server
+
+    settings = _settings(args)
+    server = running_server(settings.data_dir) if settings.backend == "embedded" else None
+    if server is not None:
+        # The server holds the warehouse: ask it, as any Lago client would.
+        events, total = _events_from_server(server, args.subscription, args.page, args.per_page)
+    else:
+        try:
+            with hold_warehouse(settings.data_dir, "meterline events list") if settings.backend == "embedded" else _nothing():
+                page, total = _adapters(args).warehouse.list_events(args.subscription, args.per_page, (args.page - 1) * args.per_page)
+        except DataDirBusy as exc:
+            print(f"meterline events list: {exc}; try again when it ends", file=sys.stderr)
+            return 2
+        events = [e.to_lago() for e in page]
+    rows = [
+        {"transaction_id": e["transaction_id"], "code": e["code"], "timestamp": e["timestamp"],
+         "properties": orjson.dumps(e["properties"]).decode()}
+        for e in events
+    ]
+    print(output.render(rows, ["transaction_id", "code", "timestamp", "properties"], args.format))
+    print(f"{total} events counted for {args.subscription}", file=sys.stderr)
+    return 0
+
+
+@contextlib.contextmanager
+def _nothing():
+    yield
+
+
+def _events_from_server(server, subscription: str, page: int, per_page: int) -> tuple[list[dict], int]:
+    query = urllib.parse.urlencode({"external_subscription_id": subscription, "page": page, "per_page": per_page})
+    request = urllib.request.Request(f"{server.url}/api/v1/events?{query}", headers={"Authorization": f"Bearer {server.token}"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        body = orjson.loads(response.read())
+    return body["events"], int(body["meta"]["total_count"])
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -64,9 +125,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_catalog_apply(args: argparse.Namespace) -> int:
     from meterline.services import catalog_apply
-    from meterline.runtime import build_runtime
 
-    return catalog_apply.run_cli(args, lambda: build_runtime(_settings(args)).catalog)
+    return catalog_apply.run_cli(args, lambda: _adapters(args).catalog)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,6 +148,15 @@ def build_parser() -> argparse.ArgumentParser:
     lst.add_argument("--data-dir", type=Path)
     lst.add_argument("--format", choices=output.FORMATS, default="table")
     lst.set_defaults(func=cmd_api_keys_list)
+
+    events = sub.add_parser("events", help="read counted events").add_subparsers(dest="events_command", required=True)
+    events_list = events.add_parser("list", help="one subscription's counted events, newest first")
+    events_list.add_argument("--subscription", required=True, help="external_subscription_id")
+    events_list.add_argument("--page", type=int, default=1)
+    events_list.add_argument("--per-page", type=int, default=20)
+    events_list.add_argument("--data-dir", type=Path)
+    events_list.add_argument("--format", choices=output.FORMATS, default="table")
+    events_list.set_defaults(func=cmd_events_list)
 
     catalog = sub.add_parser("catalog", help="manage the catalog").add_subparsers(dest="catalog_command", required=True)
     apply = catalog.add_parser("apply", help="create or update billable metrics and plans from a YAML file (idempotent)")

@@ -7,7 +7,7 @@ import threading
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from meterline.local.app import create_app
-from meterline.runtime import Runtime
+from meterline.runtime import LocalRuntime
 from meterline.local.worker import QueueWorker
 
 
@@ -19,13 +19,13 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 class LocalServer:
-    def __init__(self, runtime: Runtime, host: str = "127.0.0.1", port: int = 0, worker: bool = True):
+    def __init__(self, runtime: LocalRuntime, host: str = "127.0.0.1", port: int = 0, worker: bool = True):
         self.runtime = runtime
         self._server = make_server(host, port, create_app(runtime), threaded=True, request_handler=_QuietHandler)
         self.port = self._server.server_port
         self.url = f"http://{host}:{self.port}"
         self._thread = threading.Thread(target=self._server.serve_forever, name="meterline-http", daemon=True)
-        self.worker = QueueWorker(runtime.queue, runtime.process) if worker and runtime.queue is not None else None
+        self.worker = QueueWorker(runtime.queue, runtime.process.service) if worker and runtime.settings.backend == "embedded" else None
 
     def start(self) -> LocalServer:
         self._thread.start()

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from meterline.core.errors import Unauthorized
+from meterline.core.errors import Unauthenticated
 from meterline.ports import ApiKeyRecord, ApiKeyStore
 
 KEY_PREFIX = "ml_"
@@ -47,13 +47,23 @@ class ApiKeyAuthenticator:
         self._ttl = cache_seconds
         self._clock = clock
         self._cache: dict[str, tuple[float, ApiKeyRecord]] = {}
+        self._pinned: dict[str, ApiKeyRecord] = {}
         self._lock = threading.Lock()
+
+    def trust(self, key: str, name: str, now_us: int) -> None:
+        """Accept one more key, held in memory only and never stored: `meterline serve`'s
+        local token, which dies with the process."""
+        digest = hash_key(key)
+        self._pinned[digest] = ApiKeyRecord(key_hash=digest, name=name, prefix=key[:10], created_at_us=now_us)
 
     def authenticate(self, authorization: str | None) -> ApiKeyRecord:
         token = bearer_token(authorization)
         if token is None:
-            raise Unauthorized()
+            raise Unauthenticated()
         digest = hash_key(token)
+        pinned = self._pinned.get(digest)
+        if pinned is not None:
+            return pinned
         now = self._clock()
         cached = self._cache.get(digest)
         if cached is not None and cached[0] > now:
@@ -61,7 +71,7 @@ class ApiKeyAuthenticator:
         record = self._store.find(digest)
         # compare_digest: the store looked the hash up by value; this keeps the final check constant-time.
         if record is None or not hmac.compare_digest(record.key_hash, digest):
-            raise Unauthorized()
+            raise Unauthenticated()
         with self._lock:
             if len(self._cache) > 10_000:
                 self._cache.clear()

@@ -1,41 +1,22 @@
 """The ingest service: validate a request's events, publish them as ONE message, answer.
 
 It answers 200 only after the bus confirms the publish, so an accepted event is never lost;
-if the publish fails it answers 503 and the client retries, which the dedup step absorbs.
+if the publish fails it raises Unavailable (503) and the client retries, which the dedup step absorbs.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
-
 from meterline import logs
-from meterline.core.errors import ServiceUnavailable
+from meterline.core.clock import now_us
+from meterline.core.errors import Unavailable
 from meterline.core.events import Event, NumericFieldLookup, parse_batch_body, parse_single_body
+from meterline.core.messages import encode_message
 from meterline.ports import EventBus, PublishFailed
 
-MESSAGE_VERSION = 1
 _log = logs.get("ingest")
-
-
-def now_us() -> int:
-    return time.time_ns() // 1000
-
-
-def encode_message(events: Sequence[Event]) -> bytes:
-    """One Pub/Sub message carries all of a request's events (at most 100, far under 10 MB)."""
-    return orjson.dumps({"v": MESSAGE_VERSION, "events": [e.to_message() for e in events]})
-
-
-def decode_message(data: bytes) -> list[Event]:
-    """The inverse of `encode_message`. Raises ValueError/KeyError/TypeError on a bad message."""
-    body = orjson.loads(data)
-    if not isinstance(body, dict) or body.get("v") != MESSAGE_VERSION or not isinstance(body.get("events"), list):
-        raise ValueError("not a meterline events message")
-    return [Event.from_message(m) for m in body["events"]]
 
 
 class IngestService:
@@ -44,7 +25,7 @@ class IngestService:
         self._numeric_field = numeric_field
 
     def create(self, body: bytes) -> dict[str, Any]:
-        """`POST /api/v1/events`. Raises ClientError (4xx) or ServiceUnavailable (503)."""
+        """`POST /api/v1/events`. Raises a DomainError: ValidationFailed, MalformedInput, Unavailable."""
         event = parse_single_body(body, now_us(), self._numeric_field)
         self._publish([event])
         return {"event": event.to_lago()}
@@ -60,4 +41,4 @@ class IngestService:
             self._bus.publish(encode_message(events), {"count": str(len(events))})
         except PublishFailed as exc:
             logs.event(_log, "publish failed", 40, events=len(events), error=type(exc.__cause__ or exc).__name__)
-            raise ServiceUnavailable() from exc
+            raise Unavailable() from exc

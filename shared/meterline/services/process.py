@@ -20,13 +20,13 @@ So the worst a crash costs is a duplicate row that the view removes, never a los
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from meterline import logs
+from meterline.core.clock import now_us
 from meterline.core.events import Event
-from meterline.services.ingest import decode_message
+from meterline.core.messages import UndecodableMessage, decode_message
 from meterline.ports import Claim, DedupStore, Rejection, Warehouse
 
 _log = logs.get("process")
@@ -74,8 +74,8 @@ class ProcessService:
     def handle_message(self, data: bytes) -> ProcessResult:
         try:
             events = decode_message(data)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise PoisonMessage(f"undecodable message: {type(exc).__name__}") from None
+        except UndecodableMessage as exc:
+            raise PoisonMessage(f"undecodable message: {exc}") from None
         return self.handle_events(events)
 
     def handle_events(self, events: Sequence[Event]) -> ProcessResult:
@@ -92,7 +92,7 @@ class ProcessService:
             else:
                 rejections.append(Rejection(event, REASON_CONFLICT))
 
-        now = time.time_ns() // 1000
+        now = now_us()
         # Step 2: insert. A crash before it leaves pending claims; redelivery inserts (RETRY).
         if to_insert:
             self._warehouse.insert_events(to_insert, now)

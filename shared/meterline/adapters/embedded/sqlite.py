@@ -138,22 +138,42 @@ class SqliteQueue:
             if row is None:
                 return False
             if row[2] >= self.max_attempts:
-                conn.execute(
-                    "INSERT OR REPLACE INTO dead_letter (id, data, attributes, attempts, last_error, dead_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (message_id, row[0], row[1], row[2], error[:500], time.time()),
-                )
+                _dead_letter(conn, row[0], row[1], row[2], error)
                 conn.execute("DELETE FROM queue WHERE id = ?", (message_id,))
                 return True
             # Back off a little, as Pub/Sub does, so a failing message does not spin.
             conn.execute("UPDATE queue SET leased_until = ? WHERE id = ?", (time.time() + 0.2, message_id))
             return False
 
+    def dead_letter(self, data: bytes, attributes: dict[str, str]) -> str:
+        """Put a message straight into the dead letters (`attributes["reason"]` says why)."""
+        with self._db.write() as conn:
+            return str(_dead_letter(conn, data, orjson.dumps(attributes).decode(), 0, attributes.get("reason", "")))
+
     def depth(self) -> int:
         return self._db.connect().execute("SELECT COUNT(*) FROM queue").fetchone()[0]
 
     def dead_letters(self) -> list[tuple[int, str]]:
         return self._db.connect().execute("SELECT id, last_error FROM dead_letter ORDER BY id").fetchall()
+
+
+def _dead_letter(conn: sqlite3.Connection, data: bytes, attributes: str, attempts: int, error: str) -> int:
+    # A dead letter gets its own id: the queue's ids and these must never overwrite each other.
+    cur = conn.execute(
+        "INSERT INTO dead_letter (data, attributes, attempts, last_error, dead_at) VALUES (?, ?, ?, ?, ?)",
+        (data, attributes, attempts, error[:500], time.time()),
+    )
+    return int(cur.lastrowid)
+
+
+class SqliteDeadLetters:
+    """The dead letters as an EventBus (GCP: the dead-letter topic)."""
+
+    def __init__(self, queue: SqliteQueue):
+        self._queue = queue
+
+    def publish(self, data: bytes, attributes: dict[str, str]) -> str:
+        return self._queue.dead_letter(data, attributes)
 
 
 class SqliteDedupStore:

@@ -78,33 +78,3 @@ class FirestoreDedupStore:
         for event in events:
             batch.update(self._collection.document(doc_id(event)), {"state": "done", "done_at": time.time()})
         batch.commit()
-
-
-class FirestoreApiKeyStore:
-    COLLECTION = "meterline_api_keys"
-
-    def __init__(self, client):
-        self._collection = client.collection(self.COLLECTION)
-
-    def add(self, record) -> None:
-        self._collection.document(record.key_hash).create(
-            {"name": record.name, "prefix": record.prefix, "created_at_us": record.created_at_us}
-        )
-
-    def find(self, key_hash: str):
-        from meterline.ports import ApiKeyRecord
-
-        snap = self._collection.document(key_hash).get()
-        if not snap.exists:
-            return None
-        data = snap.to_dict()
-        return ApiKeyRecord(key_hash, data["name"], data["prefix"], data["created_at_us"])
-
-    def all(self):
-        from meterline.ports import ApiKeyRecord
-
-        return [
-            ApiKeyRecord(s.id, d["name"], d["prefix"], d["created_at_us"])
-            for s in self._collection.stream()
-            for d in [s.to_dict()]
-        ]
