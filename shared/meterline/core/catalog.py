@@ -54,6 +54,7 @@ __all__ = [
     "Plan",
     "StandardProperties",
     "Subscription",
+    "SubscriptionStatus",
     "VolumeProperties",
     "VolumeRange",
     "filter_key",
@@ -63,6 +64,9 @@ __all__ = [
 AGGREGATION_TYPES = ("count", "sum", "max", "unique_count", "latest", "weighted_sum")
 CHARGE_MODEL_NAMES = ("standard", "graduated", "volume", "package", "percentage", "graduated_percentage")
 INTERVALS = ("weekly", "monthly", "quarterly", "semiannual", "yearly")
+# The one list of a subscription record's statuses (`core.subscriptions.SUBSCRIPTION_STATUSES`
+# is derived from it).
+SubscriptionStatus = Literal["active", "pending", "terminated", "canceled"]
 
 # ---------------------------------------------------------------------------------------------
 # Field types
@@ -565,7 +569,7 @@ class Subscription(_LagoModel):
     ending_at: UtcDatetime | None = None
     terminated_at: UtcDatetime | None = None
     canceled_at: UtcDatetime | None = None
-    status: Literal["active", "pending", "terminated", "canceled"] = "active"
+    status: SubscriptionStatus = "active"
     previous_plan_code: str | None = None
     next_plan_code: str | None = None
     downgrade_plan_date: date | None = None

@@ -2,51 +2,32 @@
 Lago's rules and Lago's errors. No HTTP here (`meterline.entrypoints.admin` translates requests).
 
 Inputs are the objects inside Lago's root keys (the `{...}` of `{"plan": {...}}`); every
-client mistake raises a `ClientError` naming the field: 422 `validation_errors`, or 404
-`<resource>_not_found` for a reference to something that does not exist.
+client mistake raises a domain error from `meterline.core.errors` naming the field:
+`ValidationFailed` (Lago's 422 `validation_errors`), or `NotFound` for a reference to
+something that does not exist (Lago's 404 `<resource>_not_found`).
 
-Subscriptions follow Lago's record-per-plan model (see `meterline.services.numeric_fields`): creating a
-subscription with an existing external_id and another plan_code is a plan change. An upgrade
-(a base fee at least as high per year) applies at once: the current record is terminated now
-and a new record starts now. A downgrade applies when the current billing period ends: the
-current record gets next_plan_code and downgrade_plan_date, and a pending record for the new
-plan is appended; the billing run switches them at that date.
+The subscription rules (create, plan change, termination) live in `meterline.core.subscriptions`;
+this service reads a subscription history, applies a rule, and writes the history back.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
-from meterline.core.catalog import BillableMetric, Customer, Plan, Subscription, UtcDatetime, lago_error_details
+from meterline.core.catalog import BillableMetric, Customer, Plan, Subscription, lago_error_details
+from meterline.core.errors import NotFound, Unavailable, ValidationFailed
+from meterline.core.subscriptions import SubscriptionCreate, plan_subscription, terminate_records
 from meterline.services.numeric_fields import AlreadyExists, CatalogStore, StaleWrite, SubscriptionHistory
-from meterline.core.errors import NotFound, ServiceUnavailable, ValidationFailed
-from meterline.core.pricing.periods import BillingSchedule, local_date, period_containing
 
-__all__ = ["SUBSCRIPTION_STATUSES", "AdminService", "SubscriptionCreate"]
+__all__ = ["AdminService", "check_plan_references", "validate"]
 
-SUBSCRIPTION_STATUSES = ("active", "pending", "terminated", "canceled")
 _WRITE_ATTEMPTS = 5
 
 M = TypeVar("M", bound=BaseModel)
-
-
-class SubscriptionCreate(BaseModel):
-    """The fields a client may send to create (or change the plan of) a subscription. Status,
-    dates of termination and plan links are Meterline's to set, so they are unknown fields here."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    external_customer_id: Annotated[str, Field(min_length=1)]
-    plan_code: Annotated[str, Field(min_length=1)]
-    external_id: Annotated[str, Field(min_length=1)]
-    name: str | None = None
-    billing_time: Literal["calendar", "anniversary"] = "calendar"
-    subscription_at: UtcDatetime | None = None
-    ending_at: UtcDatetime | None = None
 
 
 # The keys that identify an object: Lago answers value_is_mandatory when they are missing OR
@@ -222,11 +203,11 @@ class AdminService:
             except StaleWrite:
                 continue
             return result
-        raise ServiceUnavailable()
+        raise Unavailable()
 
 
 # ---------------------------------------------------------------------------------------------
-# Pure rules (no store): plan references, plan changes, termination
+# Pure rule (no store): plan references
 # ---------------------------------------------------------------------------------------------
 
 
@@ -252,129 +233,3 @@ def check_plan_references(plan: Plan, get_metric: Callable[[str], BillableMetric
                 errors[f"charges.{i}.filters.{j}.values"] = ["invalid_value"]
     if errors:
         raise ValidationFailed(errors)
-
-
-def _current(records: Sequence[Subscription]) -> Subscription | None:
-    """The record a create or a plan change applies to: the active one, else one that has not
-    started yet (a pending record with no previous plan); None if all have ended."""
-    for record in reversed(records):
-        if record.status == "active":
-            return record
-    for record in reversed(records):
-        if record.status == "pending" and record.previous_plan_code is None:
-            return record
-    return None
-
-
-def plan_subscription(
-    history: SubscriptionHistory,
-    request: SubscriptionCreate,
-    plan: Plan,
-    customer: Customer,
-    get_plan: Callable[[str], Plan | None],
-    now: datetime,
-) -> tuple[list[Subscription] | None, Subscription]:
-    """(the new history, or None if nothing changes; the record to answer with)."""
-    records = list(history.records)
-    if records and records[0].external_customer_id != request.external_customer_id:
-        # The external_id belongs to another customer's subscription.
-        raise ValidationFailed({"external_id": ["value_already_exist"]})
-    current = _current(records)
-
-    if current is None:
-        # A new subscription (or a new life for an external_id whose records all ended).
-        start = request.subscription_at or now
-        started = start <= now
-        record = Subscription(
-            external_id=request.external_id,
-            external_customer_id=request.external_customer_id,
-            plan_code=plan.code,
-            name=request.name,
-            billing_time=request.billing_time,
-            subscription_at=start,
-            started_at=start if started else None,
-            ending_at=request.ending_at,
-            status="active" if started else "pending",
-        )
-        return [*records, record], record
-
-    index = records.index(current)
-    if plan.code in (current.plan_code, current.next_plan_code):
-        return None, current  # the same request again: idempotent
-
-    if current.status == "pending":
-        # Not started yet: Lago simply puts the pending record on the new plan.
-        records[index] = current.model_copy(update={"plan_code": plan.code, "name": request.name or current.name})
-        return records, records[index]
-
-    if current.next_plan_code is not None:
-        # A new change replaces a scheduled downgrade: cancel the record waiting for it.
-        records = [
-            r.model_copy(update={"status": "canceled", "canceled_at": now}) if _is_next(r, current) else r
-            for r in records
-        ]
-        current = current.model_copy(update={"next_plan_code": None, "downgrade_plan_date": None})
-        records[index] = current
-
-    old_plan = get_plan(current.plan_code)
-    following = {
-        "plan_code": plan.code,
-        "previous_plan_code": current.plan_code,
-        "next_plan_code": None,
-        "downgrade_plan_date": None,
-        "terminated_at": None,
-        "canceled_at": None,
-        "name": request.name or current.name,
-    }
-    # NOTE: Lago's rule: a plan costing at least as much per year is an upgrade (equal counts,
-    # so a same-price plan switch applies at once). The new record keeps subscription_at, so
-    # an anniversary subscription keeps its billing day.
-    if old_plan is None or plan.yearly_amount_cents >= old_plan.yearly_amount_cents:
-        records[index] = current.model_copy(update={"status": "terminated", "terminated_at": now, "next_plan_code": plan.code})
-        new = current.model_copy(update={**following, "status": "active", "started_at": now})
-        return [*records, new], new
-
-    period = period_containing(BillingSchedule.of(current, old_plan, customer), now)
-    records[index] = current.model_copy(
-        update={"next_plan_code": plan.code, "downgrade_plan_date": local_date(period.end_utc, customer.zone)}
-    )
-    pending = current.model_copy(update={**following, "status": "pending", "started_at": None})
-    # Lago answers a downgrade with the current record, which now shows the scheduled change.
-    return [*records, pending], records[index]
-
-
-def _is_next(record: Subscription, current: Subscription) -> bool:
-    """The pending record a scheduled downgrade of `current` will start."""
-    return (
-        record.status == "pending"
-        and record.previous_plan_code == current.plan_code
-        and record.plan_code == current.next_plan_code
-    )
-
-
-def terminate_records(history: SubscriptionHistory, status: str, now: datetime) -> tuple[list[Subscription], Subscription]:
-    records = list(history.records)
-    for index in range(len(records) - 1, -1, -1):
-        record = records[index]
-        if record.status != status:
-            continue
-        if status == "pending":
-            # Canceling a scheduled downgrade's record also unschedules it on the active one.
-            records = [
-                r.model_copy(update={"next_plan_code": None, "downgrade_plan_date": None}) if _is_next(record, r) else r
-                for r in records
-            ]
-            records[index] = record.model_copy(update={"status": "canceled", "canceled_at": now})
-            return records, records[index]
-        # next_plan_code is cleared: on a terminated record it would mean "switched plans at
-        # terminated_at", which billing prorates differently from a plain termination.
-        ended = record.model_copy(
-            update={"status": "terminated", "terminated_at": now, "next_plan_code": None, "downgrade_plan_date": None}
-        )
-        records = [
-            r.model_copy(update={"status": "canceled", "canceled_at": now}) if _is_next(r, record) else r for r in records
-        ]
-        records[index] = ended
-        return records, ended
-    raise NotFound("subscription")
-

@@ -1,4 +1,5 @@
-"""Rating a subscription for a period: base fee, charges per filter, seats, true-ups, plan changes."""
+"""Rating a subscription for a period: base fee, charges per filter, seats, true-ups (plan changes:
+tests/unit/test_subscriptions.py)."""
 
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -10,12 +11,11 @@ from hypothesis import strategies as st
 from meterline.core.catalog import BillableMetric, Customer, Plan, Subscription
 from meterline.core.money import money_context, round_money
 from meterline.core.pricing.fee import FeeRef
-from meterline.core.pricing.periods import BillingSchedule, next_period, period_containing, period_for_date
+from meterline.core.pricing.periods import BillingSchedule, period_containing, period_for_date
 from meterline.core.pricing.rating import (
     price_in_advance_event,
     rate_subscription,
     rate_subscription_start,
-    switch_plan,
 )
 from meterline.core.pricing.usage import ChargeUsage, SeatEvent
 
@@ -194,38 +194,6 @@ def test_trial_days_are_free_but_usage_is_billed():
     draft = rate_subscription(late, trial, CUSTOMER, april(late, trial), {("tokens", INPUT): D(1000)})
     assert fee(draft, "subscription").amount == round_money(D(49) * 10 / 30, "USD")
     assert fee(draft, "charge", "tokens", INPUT).precise_amount == D("0.001")
-
-
-def test_upgrade_rates_old_plan_to_the_switch_day_and_new_plan_from_it():
-    bigger = plan(code="scale", name="Scale", amount_cents=9900)
-    switch = switch_plan(sub(), plan(), bigger, CUSTOMER, utc(2024, 4, 11, 15))  # Apr 11, 11:00 in New York
-    assert switch.kind == "upgrade" and switch.effective_at == utc(2024, 4, 11, 15)
-    assert switch.current.status == "terminated" and switch.current.next_plan_code == "scale"
-    assert switch.new.plan_code == "scale" and switch.new.previous_plan_code == "team"
-    assert switch.new.subscription_at == sub().subscription_at  # anniversary and trial carry over
-    period = april()
-    old = rate_subscription(switch.current, plan(), CUSTOMER, period, {})
-    new = rate_subscription(switch.new, bigger, CUSTOMER, period, {})
-    assert close(fee(old, "subscription").precise_amount, 49 * 10, 30)  # Apr 1-10
-    assert close(fee(new, "subscription").precise_amount, 99 * 20, 30)  # Apr 11-30
-    keys = {f.ref.idempotency_key for f in old.fees} | {f.ref.idempotency_key for f in new.fees}
-    assert len(keys) == len(old.fees) + len(new.fees)  # same external_id, no key collides
-
-
-def test_downgrade_waits_for_the_end_of_the_period():
-    smaller = plan(code="solo", name="Solo", amount_cents=900)
-    switch = switch_plan(sub(), plan(), smaller, CUSTOMER, utc(2024, 4, 11, 15))
-    assert switch.kind == "downgrade"
-    assert switch.effective_at == utc(2024, 5, 1, 4)  # May 1 00:00 in New York
-    assert switch.current.next_plan_code == "solo" and switch.current.downgrade_plan_date == date(2024, 5, 1)
-    assert switch.new.status == "pending"
-    draft = rate_subscription(switch.current, plan(), CUSTOMER, april(), {})
-    assert fee(draft, "subscription").amount == D("49.00")  # the full current period
-    current, new = switch.execute()
-    assert current.terminated_at == new.started_at == switch.effective_at
-    may = next_period(BillingSchedule.of(new, smaller, CUSTOMER), april())
-    assert fee(rate_subscription(new, smaller, CUSTOMER, may, {}), "subscription").amount == D("9.00")
-    assert rate_subscription(current, plan(), CUSTOMER, may, {}).fees == ()
 
 
 def test_min_amount_true_up_is_prorated_and_separate():

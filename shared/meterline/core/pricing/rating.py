@@ -19,18 +19,17 @@ The draft holds:
 - a true-up fee when a charge's min_amount_cents (prorated like the base fee) is not met.
 Its total is the sum of the rounded fees, so the lines always add up to the total.
 
-Plan changes follow Lago: `switch_plan` makes an upgrade take effect at once (the old record
-is terminated, a new one starts; rating both prorates each), and schedules a downgrade for
-the end of the current period.
+Plan changes are `meterline.core.subscriptions`' to make: an upgrade terminates the old record
+and starts a new one at once, and rating prorates each; a downgrade's old record is billed for
+its full period and the new one from the next.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 from meterline.core.catalog import BillableMetric, Charge, Customer, Plan, Subscription
 from meterline.core.money import MONEY_CONTEXT, from_minor_units, money_context
@@ -47,18 +46,16 @@ from meterline.core.pricing.fee import (
     new_tier_detail,
 )
 from meterline.core.pricing.memo import ByIdentity
-from meterline.core.pricing.periods import BillingSchedule, Period, local_date, next_period, period_containing
+from meterline.core.pricing.periods import BillingSchedule, Period, next_period, period_containing
 from meterline.core.pricing.proration import active_dates, billable_days, day_ratio, seat_units
 from meterline.core.pricing.usage import ChargeUsage, UsageKey, new_charge_usage
 
 __all__ = [
     "InvoiceDraft",
-    "PlanSwitch",
     "base_fee",
     "price_in_advance_event",
     "rate_subscription",
     "rate_subscription_start",
-    "switch_plan",
 ]
 
 UsageValue = ChargeUsage | Decimal | int
@@ -339,60 +336,3 @@ def price_in_advance_event(properties, before: ChargeUsage, after: ChargeUsage) 
     if delta < 0:
         delta = _ZERO
     return ChargeResult(units, delta, (TierDetail(_ZERO, None, _ZERO, _ZERO, delta, delta, kind="adjustment"),))
-
-
-@dataclass(frozen=True, slots=True)
-class PlanSwitch:
-    """The records after a plan change. For an upgrade, `current` is terminated at
-    `effective_at` and `new` is active from then. For a downgrade, `current` runs to the end
-    of its period with next_plan_code set, and `new` is pending (Lago: started_at null)
-    until `effective_at`; `execute()` gives the records once that time has come."""
-
-    kind: Literal["upgrade", "downgrade"]
-    current: Subscription
-    new: Subscription
-    effective_at: datetime
-
-    def execute(self) -> tuple[Subscription, Subscription]:
-        """(terminated current record, active new record) at effective_at."""
-        if self.kind == "upgrade":
-            return self.current, self.new
-        current = self.current.model_copy(update={"status": "terminated", "terminated_at": self.effective_at})
-        new = self.new.model_copy(update={"status": "active", "started_at": self.effective_at})
-        return current, new
-
-
-def switch_plan(
-    subscription: Subscription, current_plan: Plan, new_plan: Plan, customer: Customer, at: datetime
-) -> PlanSwitch:
-    """Change plans the way Lago does: a plan that costs at least as much per year is an
-    upgrade and applies at once (both records are then prorated by days, the switch day on
-    the new plan); a cheaper one is a downgrade and applies when the current period ends, so
-    the customer keeps what they already paid for.
-
-    The new record keeps external_id and subscription_at, so its anniversary day and trial
-    carry over (Lago does the same)."""
-    if at.tzinfo is None:
-        raise ValueError("at must be timezone-aware")
-    at = at.astimezone(UTC)
-    common = {
-        "plan_code": new_plan.code,
-        "previous_plan_code": subscription.plan_code,
-        "next_plan_code": None,
-        "downgrade_plan_date": None,
-        "terminated_at": None,
-        "canceled_at": None,
-    }
-    if new_plan.yearly_amount_cents >= current_plan.yearly_amount_cents:
-        current = subscription.model_copy(
-            update={"status": "terminated", "terminated_at": at, "next_plan_code": new_plan.code}
-        )
-        new = subscription.model_copy(update={**common, "started_at": at, "status": "active"})
-        return PlanSwitch("upgrade", current, new, at)
-    period = period_containing(BillingSchedule.of(subscription, current_plan, customer), at)
-    effective_at = period.end_utc
-    current = subscription.model_copy(
-        update={"next_plan_code": new_plan.code, "downgrade_plan_date": local_date(effective_at, customer.zone)}
-    )
-    new = subscription.model_copy(update={**common, "started_at": None, "status": "pending"})
-    return PlanSwitch("downgrade", current, new, effective_at)
