@@ -85,11 +85,6 @@ def is_number(value: Any) -> bool:
     return isinstance(value, str) and _DECIMAL_RE.fullmatch(value) is not None
 
 
-def to_decimal(value: Any) -> Decimal:
-    """A numeric property value as an exact Decimal (call `is_number` first)."""
-    return value if isinstance(value, Decimal) else Decimal(value if isinstance(value, str) else int(value))
-
-
 def _parse_timestamp(value: Any) -> int | None:
     """Unix seconds (int, decimal string, or exact decimal) -> microseconds, or None if invalid.
 

@@ -26,10 +26,6 @@ class DrainStats:
     failed: int = 0
     dead_lettered: int = 0
 
-    def add(self, other: DrainStats) -> None:
-        for name in self.__dataclass_fields__:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-
 
 def drain_once(queue: SqliteQueue, service: ProcessService, batch: int = 50, lease_seconds: float = 60.0) -> DrainStats:
     """Process one batch of available messages."""
@@ -50,16 +46,6 @@ def drain_once(queue: SqliteQueue, service: ProcessService, batch: int = 50, lea
         stats.duplicates += result.duplicates
         stats.rejected += result.rejected
     return stats
-
-
-def drain(queue: SqliteQueue, service: ProcessService, batch: int = 50) -> DrainStats:
-    """Process until no message is available right now."""
-    total = DrainStats()
-    while True:
-        stats = drain_once(queue, service, batch)
-        if stats.messages == 0:
-            return total
-        total.add(stats)
 
 
 class QueueWorker(threading.Thread):
