@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from functools import cache, cached_property
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -36,9 +36,11 @@ from pydantic_core import PydanticCustomError
 from meterline.core.money import CURRENCY_EXPONENTS, MONEY_CONTEXT, from_minor_units, parse_decimal
 
 __all__ = [
-    "AGGREGATION_TYPES",
-    "CHARGE_MODEL_NAMES",
-    "INTERVALS",
+    "MONTHS_PER_INTERVAL",
+    "NUMERIC_AGGREGATIONS",
+    "AggregationType",
+    "ChargeModelName",
+    "Interval",
     "BillableMetric",
     "Charge",
     "ChargeFilter",
@@ -61,9 +63,17 @@ __all__ = [
     "lago_error_details",
 ]
 
-AGGREGATION_TYPES = ("count", "sum", "max", "unique_count", "latest", "weighted_sum")
-CHARGE_MODEL_NAMES = ("standard", "graduated", "volume", "package", "percentage", "graduated_percentage")
-INTERVALS = ("weekly", "monthly", "quarterly", "semiannual", "yearly")
+# The catalog's vocabularies, each written once (pricing's registry of charge models is
+# checked against ChargeModelName by a test).
+AggregationType = Literal["count", "sum", "max", "unique_count", "latest", "weighted_sum"]
+# Aggregations whose field must hold a number (Lago: ^-?\d+(\.\d+)?$); count and
+# unique_count accept any value.
+NUMERIC_AGGREGATIONS: frozenset[str] = frozenset({"sum", "max", "latest", "weighted_sum"})
+ChargeModelName = Literal["standard", "graduated", "volume", "package", "percentage", "graduated_percentage"]
+_CHARGE_MODEL_NAMES = frozenset(get_args(ChargeModelName))
+Interval = Literal["weekly", "monthly", "quarterly", "semiannual", "yearly"]
+# Whole months per interval (weekly has none: it counts in days).
+MONTHS_PER_INTERVAL = {"monthly": 1, "quarterly": 3, "semiannual": 6, "yearly": 12}
 # The one list of a subscription record's statuses (`core.subscriptions.SUBSCRIPTION_STATUSES`
 # is derived from it).
 SubscriptionStatus = Literal["active", "pending", "terminated", "canceled"]
@@ -190,7 +200,7 @@ class BillableMetric(_LagoModel):
     name: str = Field(min_length=1)
     description: str | None = None
     aggregation_type: Annotated[
-        Literal["count", "sum", "max", "unique_count", "latest", "weighted_sum"], BeforeValidator(_strip_agg)
+        AggregationType, BeforeValidator(_strip_agg)
     ]
     # Required (may not be omitted) unless aggregation_type is count; see _default_field_name.
     field_name: str | None
@@ -410,7 +420,7 @@ class Charge(_LagoModel):
     billable_metric_id: str | None = None
     # Required unless billable_metric_id is given (see _inject_charge_model).
     billable_metric_code: str | None
-    charge_model: Literal["standard", "graduated", "volume", "package", "percentage", "graduated_percentage"]
+    charge_model: ChargeModelName
     properties: ChargeProperties
     filters: tuple[ChargeFilter, ...] = ()
     min_amount_cents: Annotated[int, Field(ge=0)] = 0
@@ -431,7 +441,7 @@ class Charge(_LagoModel):
         model = data.get("charge_model")
         if "billable_metric_code" not in data and data.get("billable_metric_id"):
             data["billable_metric_code"] = None
-        if model in CHARGE_MODEL_NAMES:
+        if model in _CHARGE_MODEL_NAMES:
             if isinstance(data.get("properties"), dict):
                 data["properties"] = {**data["properties"], "charge_model": model}
             if isinstance(data.get("filters"), (list, tuple)):
@@ -468,9 +478,6 @@ class Charge(_LagoModel):
 # Plans, customers, subscriptions
 # ---------------------------------------------------------------------------------------------
 
-_MONTHS_PER_INTERVAL = {"monthly": 1, "quarterly": 3, "semiannual": 6, "yearly": 12}
-
-
 class Plan(_LagoModel):
     """A price list: a base fee per billing interval plus usage charges."""
 
@@ -478,7 +485,7 @@ class Plan(_LagoModel):
     name: str = Field(min_length=1)
     description: str | None = None
     invoice_display_name: str | None = None
-    interval: Literal["weekly", "monthly", "quarterly", "semiannual", "yearly"]
+    interval: Interval
     amount_cents: Annotated[int, Field(ge=0)]
     amount_currency: Currency
     pay_in_advance: bool = False
@@ -505,7 +512,7 @@ class Plan(_LagoModel):
         """Base fee per year, to compare plans of different intervals (upgrade vs downgrade)."""
         if self.interval == "weekly":
             return Decimal(self.amount_cents) * 52
-        return Decimal(self.amount_cents) * 12 / _MONTHS_PER_INTERVAL[self.interval]
+        return Decimal(self.amount_cents) * 12 / MONTHS_PER_INTERVAL[self.interval]
 
 
 def _timezone(value: Any) -> str:
@@ -640,7 +647,7 @@ def _error_field(loc: tuple[int | str, ...]) -> str:
     pydantic inserts for discriminated unions; 'base' for whole-object errors (Lago's key)."""
     parts: list[str] = []
     for index, part in enumerate(loc):
-        if index and loc[index - 1] == "properties" and part in CHARGE_MODEL_NAMES:
+        if index and loc[index - 1] == "properties" and part in _CHARGE_MODEL_NAMES:
             continue
         parts.append(str(part))
     return ".".join(parts) or "base"

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from meterline import logs
-from meterline.core.catalog import BillableMetric, Customer, Plan, Subscription
+from meterline.core.catalog import NUMERIC_AGGREGATIONS, BillableMetric, Customer, Plan, Subscription
 
 __all__ = [
     "AlreadyExists",
@@ -35,9 +35,6 @@ __all__ = [
 
 _log = logs.get("catalog")
 
-# Aggregations whose field must hold a number (Lago: ^-?\d+(\.\d+)?$); count and
-# unique_count accept any value.
-NUMERIC_AGGREGATIONS = frozenset({"sum", "max", "latest", "weighted_sum"})
 
 
 class AlreadyExists(Exception):

@@ -2,12 +2,13 @@
 
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from typing import get_args
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meterline.core.catalog import Charge
+from meterline.core.catalog import Charge, ChargeModelName
 from meterline.core.money import round_money
 from meterline.core.pricing.charge_models import CHARGE_MODELS, price
 from meterline.core.pricing.fee import ChargeResult, FeeRef, make_fee
@@ -41,7 +42,8 @@ def assert_consistent(result: ChargeResult):
 
 
 def test_registry_has_one_entry_per_model():
-    assert set(CHARGE_MODELS) == {"standard", "graduated", "volume", "package", "percentage", "graduated_percentage"}
+    assert set(CHARGE_MODELS) == set(get_args(ChargeModelName))  # the catalog accepts exactly what pricing prices
+    assert len(CHARGE_MODELS) == 6
     assert all(model.name == name for name, model in CHARGE_MODELS.items())
 
 

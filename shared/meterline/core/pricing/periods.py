@@ -25,7 +25,7 @@ from functools import lru_cache
 from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
-from meterline.core.catalog import Customer, Plan, Subscription
+from meterline.core.catalog import MONTHS_PER_INTERVAL, Customer, Plan, Subscription
 
 __all__ = [
     "BillingSchedule",
@@ -38,7 +38,6 @@ __all__ = [
     "period_for_date",
 ]
 
-_MONTHS = {"monthly": 1, "quarterly": 3, "semiannual": 6, "yearly": 12}
 # Anchors for calendar billing: month-based periods count from Jan 1, weeks from a Monday.
 _CALENDAR_MONTH_ANCHOR = date(2000, 1, 1)
 _CALENDAR_WEEK_ANCHOR = date(2000, 1, 3)  # a Monday
@@ -126,7 +125,7 @@ class BillingSchedule(NamedTuple):
             anchor = self.anchor if self.billing_time == "anniversary" else _CALENDAR_WEEK_ANCHOR
             return anchor + timedelta(weeks=k)
         anchor = self.anchor if self.billing_time == "anniversary" else _CALENDAR_MONTH_ANCHOR
-        return _add_months(anchor, k * _MONTHS[self.interval])
+        return _add_months(anchor, k * MONTHS_PER_INTERVAL[self.interval])
 
     def _index_of(self, day: date) -> int:
         if self.interval == "weekly":
@@ -134,7 +133,7 @@ class BillingSchedule(NamedTuple):
             return (day - anchor).days // 7
         anchor = self.anchor if self.billing_time == "anniversary" else _CALENDAR_MONTH_ANCHOR
         months = (day.year - anchor.year) * 12 + day.month - anchor.month
-        k = months // _MONTHS[self.interval]
+        k = months // MONTHS_PER_INTERVAL[self.interval]
         # The estimate can be one off when the day of month is before the anchor's day.
         while self._boundary(k) > day:
             k -= 1

@@ -20,13 +20,10 @@ from meterline.core.pricing.usage import ChargeUsage
 
 __all__ = ["CHARGE_MODELS", "ChargeModel", "price"]
 
+# By each model's own name; the names are catalog.ChargeModelName (a test holds them equal).
 CHARGE_MODELS: dict[str, ChargeModel] = {
-    "standard": StandardModel(),
-    "graduated": GraduatedModel(),
-    "volume": VolumeModel(),
-    "package": PackageModel(),
-    "percentage": PercentageModel(),
-    "graduated_percentage": GraduatedPercentageModel(),
+    model.name: model
+    for model in (StandardModel(), GraduatedModel(), VolumeModel(), PackageModel(), PercentageModel(), GraduatedPercentageModel())
 }
 
 
