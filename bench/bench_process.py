@@ -116,7 +116,7 @@ def drive(service, messages: list[bytes], threads: int, max_seconds: float) -> t
 
 
 def _count(warehouse) -> int:
-    return int(warehouse.query("SELECT COUNT(*) AS n FROM events_deduped")[0]["n"])
+    return sum(t.events for t in warehouse.totals("tokens_consumed", "tokens"))
 
 
 def run_process_bench(emulator_env: dict[str, str] | None, *, threads: int = DEFAULT_THREADS,

@@ -9,9 +9,16 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from datetime import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
+from meterline.core.catalog import BillableMetric, Customer, Plan, Subscription
 from meterline.core.events import Event
+from meterline.core.subscriptions import SubscriptionHistory
+
+if TYPE_CHECKING:  # the usage query's typed request lives with its service, which imports this module
+    from meterline.services.usage_query import UsageQuery, UsageWindow
 
 
 class PublishFailed(Exception):
@@ -59,8 +66,38 @@ class Rejection:
     reason: str
 
 
+class UsageRow(NamedTuple):
+    """One row of the usage query: the aggregates of one (window, charge, bucket), or, when the
+    charge needs its events one by one, of one event of it (`row_key` is then its transaction_id).
+
+    A NamedTuple: a billing run reads thousands of them.
+    """
+
+    window_id: str
+    charge_ref: str
+    bucket: str  # the matching filter's key; '' for the charge's own bucket
+    row_key: str | None
+    events_count: int
+    sum_value: Decimal | None  # None: no numeric value
+    max_value: Decimal | None
+    unique_count: int  # distinct values of the metric's field
+    latest_value: Decimal | None  # the value of the latest event
+    row_value: str | None  # the field's text (the smallest one when aggregated)
+    row_operation: str | None  # the `operation_type` property (seats: add/remove)
+    row_timestamp: datetime  # the earliest event's time, timezone-aware
+
+
+class SubscriptionTotal(NamedTuple):
+    external_subscription_id: str
+    events: int
+    total: Decimal  # the sum of the numeric property; 0 when no event has one
+
+
 class Warehouse(Protocol):
-    """The events table and its deduplicated view (BigQuery, or DuckDB)."""
+    """The events table and its deduplicated view (BigQuery, or DuckDB).
+
+    Every read is typed: the SQL belongs to the adapters (`meterline.adapters.sql`).
+    """
 
     def insert_events(self, events: Sequence[Event], processed_at_us: int) -> None:
         """Append rows with the dedup key as insertId. Raises if any row was not written."""
@@ -76,8 +113,16 @@ class Warehouse(Protocol):
         """A page of events from `events_deduped`, newest first, and the total count."""
         ...
 
-    def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        """Run SQL written in BigQuery's dialect (transpiled where the engine differs)."""
+    def usage_rows(self, query: UsageQuery, windows: Sequence[UsageWindow]) -> list[UsageRow]:
+        """The usage of every window, deduplicated, in ONE query (`UsageQuery.run` reads it)."""
+        ...
+
+    def totals(self, code: str, field: str) -> list[SubscriptionTotal]:
+        """Per subscription with events of `code`: their count and the sum of property `field`."""
+        ...
+
+    def count_rejected(self) -> int:
+        """How many distinct events were rejected (`rejected_events_deduped`)."""
         ...
 
 
@@ -97,3 +142,62 @@ class ApiKeyStore(Protocol):
     def find(self, key_hash: str) -> ApiKeyRecord | None: ...
 
     def all(self) -> Iterable[ApiKeyRecord]: ...
+
+# -- the catalog ---------------------------------------------------------------------------
+# Billable metrics and plans by code, customers by external_id, subscriptions by external_id
+# (`meterline.core.catalog` models, kept as JSON documents). Adapters: SQLite
+# (`adapters.embedded.sqlite_catalog`) and Firestore (`adapters.gcp.firestore_catalog`);
+# `tests/contract/test_catalog_store.py` runs one suite on both.
+#
+# Subscriptions are stored as a HISTORY per external_id, because Lago keeps one record per
+# plan: an upgrade terminates the current record and appends a new one with the same
+# external_id, and a downgrade appends a pending record. Billing needs every record (the old
+# plan is prorated up to the switch), so the history is written whole, with an optimistic
+# version check, so that two concurrent plan changes can never both apply.
+
+
+class AlreadyExists(Exception):
+    """A create-only put found the key taken (Lago: 422 value_already_exist)."""
+
+
+class StaleWrite(Exception):
+    """The subscription history changed since it was read; read again and retry."""
+
+
+class CatalogStore(Protocol):
+    # Billable metrics and plans, by code. `create_only` makes the put a create-if-absent that
+    # raises AlreadyExists, atomically (two concurrent creates: exactly one wins).
+    def put_billable_metric(self, metric: BillableMetric, *, create_only: bool = False) -> None: ...
+
+    def get_billable_metric(self, code: str) -> BillableMetric | None: ...
+
+    def list_billable_metrics(self, offset: int = 0, limit: int | None = None) -> tuple[list[BillableMetric], int]:
+        """A page ordered by code, and the total count."""
+        ...
+
+    def put_plan(self, plan: Plan, *, create_only: bool = False) -> None: ...
+
+    def get_plan(self, code: str) -> Plan | None: ...
+
+    def list_plans(self, offset: int = 0, limit: int | None = None) -> tuple[list[Plan], int]: ...
+
+    # Customers: upsert by external_id.
+    def put_customer(self, customer: Customer) -> None: ...
+
+    def get_customer(self, external_id: str) -> Customer | None: ...
+
+    def list_customers(self, offset: int = 0, limit: int | None = None) -> tuple[list[Customer], int]: ...
+
+    # Subscriptions: one history per external_id.
+    def get_subscription_history(self, external_id: str) -> SubscriptionHistory: ...
+
+    def put_subscription_history(self, external_id: str, records: Sequence[Subscription], *, version: int) -> None:
+        """Replace the history of `external_id` with `records` (oldest first), if its stored
+        version is still `version`; raises StaleWrite otherwise. Every record must carry
+        this external_id and one external_customer_id."""
+        ...
+
+    def list_subscriptions(self, external_customer_id: str | None = None) -> list[Subscription]:
+        """Every record (all histories, all statuses), optionally of one customer, ordered by
+        external_id then history order."""
+        ...

@@ -23,7 +23,7 @@ from typing import Any, Generic, TypeVar
 
 from meterline.config import Settings, get_settings
 from meterline.ports import ApiKeyStore, DedupStore, EventBus, Warehouse
-from meterline.services.numeric_fields import CatalogStore
+from meterline.ports import CatalogStore
 
 T = TypeVar("T")
 

@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 import pytest
 
 from meterline.core.catalog import BillableMetric, Customer, Plan, Subscription
-from meterline.services.numeric_fields import AlreadyExists, CatalogStore, NumericFields, StaleWrite
+from meterline.ports import AlreadyExists, CatalogStore, StaleWrite
+from meterline.services.numeric_fields import NumericFields
 
 
 @pytest.fixture(params=["sqlite", pytest.param("firestore", marks=pytest.mark.servers)])

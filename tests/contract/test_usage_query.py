@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from decimal import Decimal, localcontext
 
 import orjson
 import pytest
+import sqlglot
+from sqlglot import exp
 
+from meterline.adapters import sql
+from meterline.adapters.embedded.duckdb_warehouse import DuckDbWarehouse
+from meterline.adapters.sql import usage
 from meterline.core.catalog import BillableMetric, Plan
 from meterline.core.events import parse_batch_body
 from meterline.core.pricing.usage import ChargeUsage, SeatEvent
@@ -16,7 +22,10 @@ from tests.contract.conftest import _embedded, _gcp
 
 JAN = datetime(2026, 1, 1, tzinfo=timezone.utc)
 FEB = datetime(2026, 2, 1, tzinfo=timezone.utc)
+MAR = datetime(2026, 3, 1, tzinfo=timezone.utc)
 T0 = int(JAN.timestamp())
+T_FEB = int(FEB.timestamp())
+DAY = 86_400
 
 METRICS = {m["code"]: BillableMetric.model_validate(m) for m in [
     {"code": "tokens", "name": "Tokens", "aggregation_type": "sum_agg", "field_name": "value"},
@@ -153,14 +162,108 @@ def test_one_query_serves_thousands_of_windows(tmp_path):
     query = UsageQuery(METRICS, [PLAN])
     many = [UsageWindow(f"w{i}", f"sub-{i}", "hybrid", JAN, FEB) for i in range(5000)] + WINDOWS[:1]
     calls = []
-    original = warehouse.query
+    original = warehouse._query
 
-    def counting(sql, params=None):
-        calls.append(sql)
-        return original(sql, params)
+    def counting(text, params=None):
+        calls.append(text)
+        return original(text, params)
 
-    warehouse.query = counting
-    usage = query.run(warehouse, many)
+    warehouse._query = counting
+    result = query.run(warehouse, many)
     assert len(calls) == 1
-    assert usage["w-a"] == EXPECTED["w-a"]
-    assert usage["w0"] == {}
+    assert result["w-a"] == EXPECTED["w-a"]
+    assert result["w0"] == {}
+
+
+# Events the windows must not count, around EVENTS.
+OUTSIDE = [
+    ev("x1", "sub-a", "calls", f"{T0 - 1}.999999"),  # one microsecond before the window
+    ev("x2", "sub-a", "calls", T_FEB),  # at the window's end, which is excluded
+    ev("x3", "sub-a", "tokens", T0 - 40 * DAY, value="7", model="llama"),  # not carried over: not recurring
+    ev("x4", "sub-a", "seats", int(MAR.timestamp()) + 10 * DAY, user_id="carol", operation_type="add"),  # after
+    ev("x5", "sub-b", "peak", int(MAR.timestamp()) + 10 * DAY, value="99"),  # after the scan's upper bound
+]
+
+
+def load_with_noise(warehouse):
+    """EVENTS and OUTSIDE, then every one of them again, as a crash before mark_done leaves them."""
+    events = parse_batch_body(orjson.dumps({"events": EVENTS + OUTSIDE}), T0 * 1_000_000)
+    warehouse.insert_events(events, T0 * 1_000_000)
+    warehouse.insert_events(events, T0 * 1_000_000 + 1)
+    warehouse.insert_events(events[:3], T0 * 1_000_000 + 2)
+
+
+def test_duplicates_and_events_outside_the_windows_change_nothing(backend):
+    load_with_noise(backend.warehouse)
+    # The seat added 40 days before January (a13) still counts: seats carry over.
+    assert UsageQuery(METRICS, [PLAN]).run(backend.warehouse, WINDOWS) == EXPECTED
+
+
+def test_a_retry_received_after_midnight_is_billed_in_one_period_only(backend):
+    # No timestamp: each copy gets its time of receipt, which the payload hash leaves out, so a
+    # retry racing the first attempt is a second row with a later timestamp. events_deduped
+    # keeps the first processed copy (in January); February's run must not count the other.
+    body = orjson.dumps({"events": [{"transaction_id": "late", "external_subscription_id": "sub-r", "code": "calls"}]})
+    first = parse_batch_body(body, T_FEB * 1_000_000 - 500_000)
+    retry = parse_batch_body(body, T_FEB * 1_000_000 + 500_000)
+    backend.warehouse.insert_events(first, T_FEB * 1_000_000)
+    backend.warehouse.insert_events(retry, T_FEB * 1_000_000 + 1)
+    query = UsageQuery(METRICS, [PLAN])
+    january = query.run(backend.warehouse, [UsageWindow("jan", "sub-r", "hybrid", JAN, FEB)])
+    february = query.run(backend.warehouse, [UsageWindow("feb", "sub-r", "hybrid", FEB, MAR)])
+    assert january == {"jan": {("calls", None): ChargeUsage(units=Decimal(1), events_count=1)}}
+    assert february == {"feb": {}}
+    assert backend.warehouse.get_event("sub-r", "late") == first[0]
+
+
+def _bounds(where: exp.Expression) -> set[str]:
+    """Which bounds a WHERE puts on the `timestamp` column: ">=" and/or "<"."""
+    ops = {exp.GTE: ">=", exp.LT: "<"}
+    return {ops[type(c)] for c in where.find_all(exp.GTE, exp.LT) if c.this == exp.column("timestamp")}
+
+
+def test_the_period_filter_reaches_events_before_dedup():
+    # Deduplicating first (events_deduped) and filtering after would scan every partition:
+    # BigQuery cannot push a filter below a window function. Each ROW_NUMBER must rank rows
+    # of `events` that its own WHERE already cut to the period.
+    tree = sqlglot.parse_one(usage.statement(UsageQuery(METRICS, [PLAN])), read="bigquery")
+    assert "events_deduped" not in {t.name for t in tree.find_all(exp.Table)}
+    (view_rank,) = sqlglot.parse_one(sql.view_query("events_deduped", str), read="bigquery").find_all(exp.Window)
+    branches = {}
+    for rank in tree.find_all(exp.Window):
+        assert isinstance(rank.this, exp.RowNumber)
+        # The same rule as the view: the same copy of a key wins.
+        assert rank.args["partition_by"] == view_rank.args["partition_by"] and rank.args["order"] == view_rank.args["order"]
+        scan = rank.find_ancestor(exp.Select)
+        assert scan.args["from_"].this == exp.table_("events")
+        (codes,) = [c for c in scan.args["where"].find_all(exp.In) if c.this == exp.column("code")]
+        branches[frozenset(v.name for v in codes.expressions)] = _bounds(scan.args["where"])
+    recurring = frozenset(code for code, m in METRICS.items() if m.recurring)
+    assert branches == {frozenset(METRICS) - recurring: {">=", "<"}, recurring: {"<"}}
+
+
+def _filters_below(node: dict) -> list[str]:
+    """The filter expressions of a DuckDB JSON plan node's subtree (FILTER nodes and scans)."""
+    info = node.get("extra_info") or {}
+    own = info.get("Filters", []) if node["name"] == "SEQ_SCAN" else [info.get("Expression", "")]
+    return [*own, *(f for child in node["children"] for f in _filters_below(child))]
+
+
+def _windows_in(node: dict) -> list[dict]:
+    found = [node] if node["name"] == "WINDOW" else []
+    return [*found, *(w for child in node["children"] for w in _windows_in(child))]
+
+
+def test_duckdb_filters_the_scan_of_events_below_the_window(tmp_path):
+    warehouse = DuckDbWarehouse(tmp_path / "w.duckdb")
+    load_with_noise(warehouse)  # events on both sides of the scan, so no bound is dropped as always true
+    query = UsageQuery(METRICS, [PLAN])
+    cur = warehouse._conn.cursor()  # EXPLAIN is DuckDB's own SQL: no port method for it
+    cur.execute("EXPLAIN (FORMAT json) " + sql.to_duckdb(usage.statement(query)), usage.params(query, WINDOWS))
+    ((_, plan),) = cur.fetchall()
+    windows = [w for root in json.loads(plan) for w in _windows_in(root)]
+    bounds = sorted(
+        (any("timestamp >=" in f for f in _filters_below(w)), any("timestamp <" in f for f in _filters_below(w)))
+        for w in windows
+    )
+    assert bounds == [(False, True), (True, True)]  # carry-over: upper bound only; the rest: both

@@ -121,8 +121,11 @@ class Stack:
         return Client(self.ingest.port, self.api_key)
 
     def counted(self, subscriptions: list[str]) -> dict[str, dict[str, str]]:
-        """subscription -> {transaction_id: properties JSON text}, from events_deduped."""
-        rows = self.warehouse.query(
+        """subscription -> {transaction_id: properties JSON text}, from events_deduped.
+
+        The stored text itself, which no port read returns: asked of the adapter in its own SQL.
+        """
+        rows = self.warehouse._query(
             "SELECT external_subscription_id, transaction_id, properties FROM events_deduped "
             "WHERE external_subscription_id IN UNNEST(@subs)",
             {"subs": subscriptions},
@@ -135,7 +138,7 @@ class Stack:
         return out
 
     def rejected(self, subscriptions: list[str]) -> list[dict[str, Any]]:
-        return self.warehouse.query(
+        return self.warehouse._query(
             "SELECT external_subscription_id, transaction_id, properties, reason FROM rejected_events_deduped "
             "WHERE external_subscription_id IN UNNEST(@subs) ORDER BY transaction_id",
             {"subs": subscriptions},
@@ -437,11 +440,8 @@ def test_process_acks_valid_and_redelivered_messages_and_retries_garbage(process
     headers, body = _pubsub_cloud_event(encode_message(events), "m-1")
 
     def count() -> tuple[int, Decimal]:
-        rows = runtime.adapters.warehouse.query(
-            "SELECT COUNT(*) AS n, SUM(CAST(JSON_VALUE(properties, '$.tokens') AS NUMERIC)) AS total "
-            "FROM events_deduped WHERE external_subscription_id = 'sub-tc'"
-        )
-        return int(rows[0]["n"]), Decimal(rows[0]["total"] or 0)
+        totals = [t for t in runtime.adapters.warehouse.totals("tokens_consumed", "tokens") if t.external_subscription_id == "sub-tc"]
+        return (totals[0].events, totals[0].total) if totals else (0, Decimal(0))
 
     response = client.post("/", headers=headers, data=body)
     assert response.status_code == 200, response.get_data(as_text=True)

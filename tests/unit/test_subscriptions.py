@@ -16,7 +16,7 @@ from meterline.core.subscriptions import (
     plan_subscription,
     terminate_records,
 )
-from meterline.services.numeric_fields import SubscriptionHistory
+from meterline.core.subscriptions import SubscriptionHistory
 
 D = Decimal
 CUSTOMER = Customer(external_id="acme", currency="USD", timezone="America/New_York")

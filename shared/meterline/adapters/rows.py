@@ -6,14 +6,19 @@ value passes through a float on its way into either warehouse.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from meterline.adapters.sql import json_path, usage
 from meterline.core.events import Event
-from meterline.ports import Rejection
+from meterline.ports import Rejection, SubscriptionTotal, UsageRow
+
+if TYPE_CHECKING:
+    from meterline.services.usage_query import UsageQuery, UsageWindow
 
 
 def iso_us(us: int) -> str:
@@ -75,20 +80,38 @@ def event_from_row(row: dict[str, Any]) -> Event:
 
 
 class DedupedReads:
-    """Reads through `events_deduped`, in BigQuery SQL; shared by every Warehouse adapter."""
+    """The Warehouse port's typed reads, each one BigQuery SQL over deduplicated rows; shared by
+    every Warehouse adapter, which supplies `_query`."""
 
-    def query(self, bigquery_sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    def _query(self, bigquery_sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Run BigQuery-dialect SQL with `@name` parameters; rows as dicts."""
         raise NotImplementedError
 
+    def usage_rows(self, query: UsageQuery, windows: Sequence[UsageWindow]) -> list[UsageRow]:
+        # The statement's columns are UsageRow's fields, in its types on both engines.
+        return [UsageRow(**row) for row in self._query(usage.statement(query), usage.params(query, windows))]
+
+    def totals(self, code: str, field: str) -> list[SubscriptionTotal]:
+        rows = self._query(
+            "SELECT external_subscription_id, COUNT(*) AS events, "
+            f"SUM(SAFE_CAST(JSON_VALUE(properties, {json_path(field)}) AS NUMERIC(38, 9))) AS total "
+            "FROM events_deduped WHERE code = @code GROUP BY external_subscription_id ORDER BY external_subscription_id",
+            {"code": code},
+        )
+        return [SubscriptionTotal(r["external_subscription_id"], int(r["events"]), Decimal(r["total"] or 0)) for r in rows]
+
+    def count_rejected(self) -> int:
+        return int(self._query("SELECT COUNT(*) AS n FROM rejected_events_deduped")[0]["n"])
+
     def get_event(self, external_subscription_id: str, transaction_id: str) -> Event | None:
-        rows = self.query(
+        rows = self._query(
             "SELECT * FROM events_deduped WHERE external_subscription_id = @sub AND transaction_id = @txn",
             {"sub": external_subscription_id, "txn": transaction_id},
         )
         return event_from_row(rows[0]) if rows else None
 
     def list_events(self, external_subscription_id: str, limit: int, offset: int) -> tuple[list[Event], int]:
-        rows = self.query(
+        rows = self._query(
             "SELECT *, COUNT(*) OVER () AS total_count FROM events_deduped WHERE external_subscription_id = @sub "
             "ORDER BY timestamp DESC, transaction_id LIMIT @limit OFFSET @offset",
             {"sub": external_subscription_id, "limit": limit, "offset": offset},
@@ -96,7 +119,7 @@ class DedupedReads:
         if rows:
             return [event_from_row(r) for r in rows], int(rows[0]["total_count"])
         # A page past the end has no row to carry the total.
-        count = self.query(
+        count = self._query(
             "SELECT COUNT(*) AS n FROM events_deduped WHERE external_subscription_id = @sub",
             {"sub": external_subscription_id},
         )

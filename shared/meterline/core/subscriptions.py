@@ -18,8 +18,9 @@ the caller stores them (`meterline.services.admin`, the billing run).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Literal, get_args
+from typing import Annotated, Literal, get_args
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -28,15 +29,13 @@ from meterline.core.catalog import Customer, Plan, Subscription, SubscriptionSta
 from meterline.core.errors import NotFound, ValidationFailed
 from meterline.core.pricing.periods import BillingSchedule, local_date, local_midnight_utc, period_containing
 
-if TYPE_CHECKING:
-    # Only its type: the core reads `history.records` and never reaches the store.
-    from meterline.services.numeric_fields import SubscriptionHistory
-
 __all__ = [
     "SUBSCRIPTION_STATUSES",
     "SubscriptionCreate",
+    "SubscriptionHistory",
     "apply_due_downgrades",
     "current_record",
+    "history_customer",
     "is_next",
     "plan_subscription",
     "terminate_records",
@@ -60,6 +59,34 @@ class SubscriptionCreate(BaseModel):
     billing_time: Literal["calendar", "anniversary"] = "calendar"
     subscription_at: UtcDatetime | None = None
     ending_at: UtcDatetime | None = None
+
+
+
+@dataclass(frozen=True)
+class SubscriptionHistory:
+    """Every record of one external_id, oldest first, and the version to write against.
+
+    `version` is 0 when the external_id has never been stored.
+    """
+
+    external_id: str
+    records: tuple[Subscription, ...]
+    version: int
+
+    @property
+    def exists(self) -> bool:
+        return bool(self.records)
+
+
+def history_customer(external_id: str, records: Sequence[Subscription]) -> str:
+    """The customer of a history about to be written; refuses an empty or mixed history,
+    which would be a caller's bug (adapters call this before writing)."""
+    if not records:
+        raise ValueError("a subscription history needs at least one record")
+    customers = {r.external_customer_id for r in records}
+    if {r.external_id for r in records} != {external_id} or len(customers) != 1:
+        raise ValueError("every record of a history must have the same external_id and customer")
+    return customers.pop()
 
 
 def current_record(records: Sequence[Subscription]) -> Subscription | None:

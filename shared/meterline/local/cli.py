@@ -119,8 +119,13 @@ def _events_from_server(server, subscription: str, page: int, per_page: int) -> 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from meterline.local import demo
+    from meterline.local.datadir import DataDirBusy
 
-    return demo.run(args.events, args.data_dir or Path(".meterline/demo"), args.seed, args.format)
+    try:
+        return demo.run(args.events, args.data_dir or Path(".meterline/demo"), args.seed, args.format)
+    except DataDirBusy as exc:
+        print(f"meterline demo: {exc}; stop it or pass another --data-dir", file=sys.stderr)
+        return 2
 
 
 def cmd_catalog_apply(args: argparse.Namespace) -> int:

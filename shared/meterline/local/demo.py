@@ -13,24 +13,22 @@ import time
 import urllib.error
 import urllib.request
 from collections import defaultdict
-from datetime import datetime, timezone
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 
 import orjson
 
-from meterline.services import catalog_apply
-from meterline.local import output
-from meterline.services.auth import create_api_key
-from meterline.core.catalog import Customer, Subscription
 from meterline.config import Settings
-from meterline.services.ingest import now_us
+from meterline.core.clock import now_us
+from meterline.local import output
+from meterline.local.datadir import LOCK_FILE, hold_warehouse
 from meterline.local.server import LocalServer
-from meterline.core.pricing.periods import BillingSchedule, period_containing
-from meterline.core.pricing.rating import rate_subscription
-from meterline.services.usage_query import UsageQuery, UsageWindow
-from meterline.runtime import Runtime, build_runtime
+from meterline.runtime import LocalRuntime, build_runtime
+from meterline.services import catalog_apply
+from meterline.services.auth import create_api_key
+from meterline.services.usage import UsageService
 
 # The first customer's catalog (seats + graduated tokens), kept in git beside the code.
 CATALOG = Path(__file__).resolve().with_name("example_catalog.yaml")  # shipped in the package
@@ -90,38 +88,45 @@ def seat_events(seed: int) -> list[dict]:
     return events
 
 
-def price_preview(runtime: Runtime, fmt: str) -> None:
-    """What each subscription owes so far this month on the example plan (rating is pure)."""
+def price_preview(runtime: LocalRuntime, fmt: str) -> None:
+    """What each subscription owes so far this period on the example plan, through the same
+    admin API calls a client makes and the usage service billing uses."""
     catalog = catalog_apply.load(CATALOG)
-    catalog_apply.apply(runtime.catalog, catalog, catalog_apply.plan_changes(runtime.catalog, catalog))
-    metrics = {m.code: m for m in catalog.billable_metrics}
+    store = runtime.adapters.catalog
+    catalog_apply.apply(store, catalog, catalog_apply.plan_changes(store, catalog))
     (plan,) = catalog.plans
-    now = datetime.now(timezone.utc)
-    subs, windows = {}, []
+    admin = runtime.admin.service
+    subscriptions = []
     for sub in SUBSCRIPTIONS:
-        customer = Customer.model_validate({"external_id": sub.removeprefix("sub_"), "name": sub, "currency": "USD", "timezone": "UTC"})
-        subscription = Subscription.model_validate({
+        customer = admin.upsert_customer({"external_id": sub.removeprefix("sub_"), "name": sub, "currency": "USD", "timezone": "UTC"})
+        subscriptions.append(admin.create_subscription({
             "external_id": sub, "external_customer_id": customer.external_id, "plan_code": plan.code,
-            "subscription_at": "2026-01-01T00:00:00Z", "started_at": "2026-01-01T00:00:00Z"})
-        period = period_containing(BillingSchedule.of(subscription, plan, customer), now)
-        subs[sub] = (customer, subscription, period)
-        windows.append(UsageWindow(sub, sub, plan.code, period.start_utc, period.end_utc))
-    usage = UsageQuery(metrics, [plan]).run(runtime.warehouse, windows)  # one query for every subscription
+            "subscription_at": "2026-01-01T00:00:00Z"}))
+    usage = UsageService(store, runtime.adapters.warehouse)
     rows = []
-    for sub, (customer, subscription, period) in subs.items():
-        draft = rate_subscription(subscription, plan, customer, period, usage[sub], metrics=metrics)
+    for rated in usage.current(subscriptions, datetime.now(timezone.utc)):  # one query for every subscription
+        period, draft = rated.period, rated.draft
         by_line = {f.display_name: f.amount for f in draft.fees}
-        rows.append({"subscription": sub, "period": f"{period.start_date}..{period.end_date}", **by_line, "total_usd": draft.amount})
+        rows.append({"subscription": rated.subscription.external_id, "period": f"{period.start_date}..{period.end_date}",
+                     **by_line, "total_usd": draft.amount})
     columns = ["subscription", "period", *[k for k in rows[0] if k not in ("subscription", "period", "total_usd")], "total_usd"]
     print(f"\nWhat each subscription owes so far on plan {plan.code!r} (meterline/local/example_catalog.yaml):")
     print(output.render(rows, columns, fmt))
 
 
 def run(n_events: int = 3000, data_dir: Path = Path(".meterline/demo"), seed: int = 7, fmt: str = "table") -> int:
-    if data_dir.exists():
-        shutil.rmtree(data_dir)
+    # The demo starts from an empty data dir; the lock first, so that it never wipes a dir a
+    # `meterline serve` is using (DataDirBusy says who holds it).
+    with hold_warehouse(data_dir, "meterline demo"):
+        for entry in data_dir.iterdir():
+            if entry.name != LOCK_FILE:
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        return _run(n_events, data_dir, seed, fmt)
+
+
+def _run(n_events: int, data_dir: Path, seed: int, fmt: str) -> int:
     runtime = build_runtime(Settings(backend="embedded", data_dir=data_dir))
-    key = create_api_key(runtime.api_keys, "demo-gateway", now_us())
+    key = create_api_key(runtime.adapters.api_keys, "demo-gateway", now_us())
     rng = random.Random(seed + 1)
     truth = Truth()
     events = generate(n_events, seed)
@@ -167,13 +172,11 @@ def run(n_events: int = 3000, data_dir: Path = Path(".meterline/demo"), seed: in
         deadline = time.monotonic() + 60
         while runtime.queue.depth() and time.monotonic() < deadline:
             time.sleep(0.05)
-    rows = runtime.warehouse.query(
-        "SELECT external_subscription_id AS sub, COUNT(*) AS events, "
-        "SUM(CAST(JSON_VALUE(properties, '$.value') AS NUMERIC(38, 9))) AS tokens "
-        "FROM events_deduped WHERE code = 'tokens_consumed' GROUP BY external_subscription_id"
-    )
-    counted = {r["sub"]: r for r in rows}
-    rejected = runtime.warehouse.query("SELECT COUNT(*) AS n FROM rejected_events_deduped")[0]["n"]
+    counted = {
+        t.external_subscription_id: {"events": t.events, "tokens": t.total}
+        for t in runtime.adapters.warehouse.totals("tokens_consumed", "value")
+    }
+    rejected = runtime.adapters.warehouse.count_rejected()
     table, ok = [], True
     for sub in SUBSCRIPTIONS:
         expected_events = len(truth.unique[sub])

@@ -21,7 +21,8 @@ from pydantic import BaseModel, ValidationError
 from meterline.core.catalog import BillableMetric, Customer, Plan, Subscription, lago_error_details
 from meterline.core.errors import NotFound, Unavailable, ValidationFailed
 from meterline.core.subscriptions import SubscriptionCreate, plan_subscription, terminate_records
-from meterline.services.numeric_fields import AlreadyExists, CatalogStore, StaleWrite, SubscriptionHistory
+from meterline.core.subscriptions import SubscriptionHistory
+from meterline.ports import AlreadyExists, CatalogStore, StaleWrite
 
 __all__ = ["AdminService", "check_plan_references", "validate"]
 

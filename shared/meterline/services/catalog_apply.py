@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from meterline.local import output
 from meterline.services.admin import check_plan_references
 from meterline.core.catalog import BillableMetric, Plan, lago_error_details
-from meterline.services.numeric_fields import CatalogStore
+from meterline.ports import CatalogStore
 from meterline.core.errors import NotFound, ValidationFailed
 
 __all__ = ["CatalogFile", "CatalogFileError", "Change", "apply", "diff", "load", "plan_changes", "run_cli"]

@@ -14,9 +14,6 @@ from meterline.core.events import Event
 from meterline.ports import Rejection
 from meterline.adapters.rows import DedupedReads, event_row, rejected_row
 
-_TABLES = ("events", "rejected_events")
-_VIEWS = {"events_deduped": "events_deduped.sql", "rejected_events_deduped": "rejected_events_deduped.sql"}
-
 
 class DuckDbWarehouse(DedupedReads):
     """One DuckDB file (or `:memory:`). DuckDB allows one writing process; `meterline serve` is it."""
@@ -28,11 +25,11 @@ class DuckDbWarehouse(DedupedReads):
         self._conn.execute("SET TimeZone = 'UTC'")
         # A DuckDB connection is not safe to share across threads; cursors of it are, one each.
         self._lock = threading.Lock()
-        for table in _TABLES:
-            self._conn.execute(sql.duckdb_ddl(table))
-        names = {t: f'"{t}"' for t in _TABLES}
-        for view, file in _VIEWS.items():
-            body = sql.to_duckdb(sql.render(file, **names))
+        # DuckDB has no partitions or clustering: a table is its schema.
+        for table in sql.TABLES:
+            self._conn.execute(sql.duckdb_ddl(table.name))
+        for view in sql.VIEWS:
+            body = sql.to_duckdb(sql.view_query(view, lambda table: f'"{table}"'))
             self._conn.execute(f'CREATE OR REPLACE VIEW "{view}" AS {body}')
 
     def _insert(self, table: str, rows: list[dict[str, Any]]) -> None:
@@ -60,7 +57,7 @@ class DuckDbWarehouse(DedupedReads):
     def insert_rejected(self, rejections: Sequence[Rejection], rejected_at_us: int) -> None:
         self._insert("rejected_events", [rejected_row(r, rejected_at_us) for r in rejections])
 
-    def query(self, bigquery_sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    def _query(self, bigquery_sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Run BigQuery-dialect SQL; `@name` parameters become DuckDB's `$name`."""
         text = sql.to_duckdb(bigquery_sql)
         with self._lock:

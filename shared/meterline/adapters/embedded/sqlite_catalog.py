@@ -15,7 +15,8 @@ from pydantic import BaseModel
 
 from meterline.adapters.embedded.sqlite import SqliteDatabase
 from meterline.core.catalog import BillableMetric, Customer, Plan, Subscription
-from meterline.services.numeric_fields import AlreadyExists, StaleWrite, SubscriptionHistory, history_customer
+from meterline.core.subscriptions import SubscriptionHistory, history_customer
+from meterline.ports import AlreadyExists, StaleWrite
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS catalog_billable_metrics (

@@ -12,8 +12,6 @@ from meterline.core.events import Event
 from meterline.ports import Rejection
 from meterline.adapters.rows import DedupedReads, event_row, rejected_row
 
-_VIEWS = {"events_deduped": "events_deduped.sql", "rejected_events_deduped": "rejected_events_deduped.sql"}
-
 
 class InsertFailed(Exception):
     """BigQuery refused some rows; the message is retried (rows are validated before, so this is ours)."""
@@ -61,19 +59,14 @@ class BigQueryWarehouse(DedupedReads):
         from google.cloud import bigquery
 
         self._client.create_dataset(bigquery.Dataset(f"{self._project}.{self._dataset}"), exists_ok=True)
-        for name, partition_field, clustering in (
-            ("events", "timestamp", ["external_subscription_id", "code"]),
-            ("rejected_events", "rejected_at", ["external_subscription_id"]),
-        ):
-            table = bigquery.Table(self.table(name), schema=[bigquery.SchemaField.from_api_repr(f) for f in sql.schema(name)])
-            # Partition by day on the event time and cluster by subscription: a billing query
-            # scans one period's partitions and one subscription's blocks ($6.25/TiB scanned).
-            table.time_partitioning = bigquery.TimePartitioning(type_=bigquery.TimePartitioningType.DAY, field=partition_field)
-            table.clustering_fields = clustering
+        for spec in sql.TABLES:
+            schema = [bigquery.SchemaField.from_api_repr(f) for f in sql.schema(spec.name)]
+            table = bigquery.Table(self.table(spec.name), schema=schema)
+            table.time_partitioning = bigquery.TimePartitioning(type_=bigquery.TimePartitioningType.DAY, field=spec.partition_field)
+            table.clustering_fields = list(spec.clustering)
             self._client.create_table(table, exists_ok=True)
-        names = {t: f"`{self.table(t)}`" for t in ("events", "rejected_events")}
-        for view, file in _VIEWS.items():
-            body = sql.render(file, **names)
+        for view in sql.VIEWS:
+            body = sql.view_query(view, lambda table: f"`{self.table(table)}`")
             self._client.query(f"CREATE OR REPLACE VIEW `{self.table(view)}` AS {body}").result()
 
     def _insert(self, table: str, rows: list[dict[str, Any]], row_ids: list[str]) -> None:
@@ -97,7 +90,7 @@ class BigQueryWarehouse(DedupedReads):
             [f"{r.event.external_subscription_id}\x1f{r.event.transaction_id}\x1f{r.event.payload_hash()}" for r in rejections],
         )
 
-    def query(self, bigquery_sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    def _query(self, bigquery_sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         from google.cloud import bigquery
 
         config = bigquery.QueryJobConfig(

@@ -20,7 +20,8 @@ import orjson
 from pydantic import BaseModel
 
 from meterline.core.catalog import BillableMetric, Customer, Plan, Subscription
-from meterline.services.numeric_fields import AlreadyExists, StaleWrite, SubscriptionHistory, history_customer
+from meterline.core.subscriptions import SubscriptionHistory, history_customer
+from meterline.ports import AlreadyExists, StaleWrite
 
 BILLABLE_METRICS = "meterline_billable_metrics"
 PLANS = "meterline_plans"

@@ -1,7 +1,9 @@
 -- Exactly one row per dedup key (external_subscription_id, transaction_id).
 -- insertId dedup in BigQuery is best effort, and a crash in `process` may stream a row twice;
 -- every duplicate carries the same payload (the dedup store lets only one payload hash through),
--- so keeping the earliest row is exact. Billing and every read go through this view.
+-- so keeping the earliest row is exact. Every read goes through this view except the usage
+-- query, which applies this same rule to its own scan of one period (adapters/sql/usage.py:
+-- a filter above ROW_NUMBER cannot prune partitions).
 SELECT * EXCEPT (row_rank)
 FROM (
   SELECT

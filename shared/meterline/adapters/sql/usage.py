@@ -1,0 +1,185 @@
+"""The usage query's SQL: one BigQuery-dialect statement for a catalog, and its parameters.
+
+Windows and charges are bound as arrays of STRUCT parameters, so one statement serves
+thousands of subscriptions: the text grows only with the catalog (one CASE branch per charge
+filter), which is small. DuckDB runs the same text through `meterline.adapters.sql.to_duckdb`.
+
+Cost: the statement does not read `events_deduped`. That view ranks the rows of every key
+with ROW_NUMBER over ALL of `events`, and a filter above a window function cannot prune
+partitions, so every billing run would scan all history. Instead each branch below filters the
+partitioned `events` table on `timestamp` (constant bounds, from parameters: BigQuery prunes
+only on constant expressions) and on the billed subscriptions (clustering), and deduplicates
+what it scanned with the view's own rule. That is exact because every copy of a key carries
+the same payload, so the same code (the branches split by code) and, when the client gave it,
+the same timestamp (see `_DEDUP_SLACK_US` for the other case).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from meterline.adapters.sql import json_path, literal
+from meterline.core.clock import to_us
+
+if TYPE_CHECKING:
+    from meterline.services.usage_query import QueryCharge, UsageQuery, UsageWindow
+
+# NOTE: a timestamp the server filled in (the client sent none) is the time of receipt, and it
+# is not part of the payload hash: a client's retry of such an event is a copy with a LATER
+# timestamp. Both copies reach `events` only while the first one's claim is still pending (a
+# retry racing the first attempt, or a crash before mark_done: minutes, until redelivery).
+# The scan reaches this far beyond the windows, so that dedup sees both copies and keeps the
+# earlier-processed one, as `events_deduped` does; the windows' own bounds are applied after
+# dedup. Without it, a retry across midnight at a period's end could be billed in both periods.
+_DEDUP_SLACK_US = 86_400 * 1_000_000  # one day: two more daily partitions per run
+
+# The view's rule (events_deduped.sql), applied to what one branch scanned. Only the columns
+# the statement reads: BigQuery bills by the column.
+_DEDUPED_SCAN = """
+  SELECT external_subscription_id, transaction_id, code, timestamp, properties, {carry_over} AS carry_over
+  FROM (
+    SELECT
+      external_subscription_id, transaction_id, code, timestamp, properties,
+      ROW_NUMBER() OVER (
+        PARTITION BY external_subscription_id, transaction_id
+        ORDER BY processed_at, received_at
+      ) AS row_rank
+    FROM events
+    WHERE {where}
+  )
+  WHERE row_rank = 1"""
+
+# NOTE: NUMERIC(38, 9) is BigQuery's NUMERIC spelled out. Plain NUMERIC would be as exact on
+# BigQuery, but a transpiler reads it as DECIMAL(18, 3) (bqemulator does), and quantities
+# with more than three decimals would be truncated without a word.
+_STATEMENT = """
+WITH windows AS (
+  SELECT w.window_id, w.sub, w.plan_code, TIMESTAMP_MICROS(w.start_us) AS start_at, TIMESTAMP_MICROS(w.end_us) AS end_at
+  FROM UNNEST(@windows) AS w
+),
+charges AS (
+  SELECT c.plan_code, c.charge_ref, c.metric_code
+  FROM UNNEST(@charges) AS c
+),
+scanned AS ({scans}
+),
+matched AS (
+  SELECT
+    w.window_id,
+    c.charge_ref,
+    {bucket} AS bucket,
+    {row_key} AS row_key,
+    e.timestamp,
+    {value} AS value_text,
+    JSON_VALUE(e.properties, '$.operation_type') AS operation_type
+  FROM windows AS w
+  JOIN scanned AS e
+    ON e.external_subscription_id = w.sub
+   AND e.timestamp < w.end_at
+  JOIN charges AS c
+    ON c.plan_code = w.plan_code
+   AND c.metric_code = e.code
+  WHERE e.carry_over OR e.timestamp >= w.start_at
+)
+SELECT
+  window_id,
+  charge_ref,
+  bucket,
+  row_key,
+  COUNT(*) AS events_count,
+  SUM(SAFE_CAST(value_text AS NUMERIC(38, 9))) AS sum_value,
+  MAX(SAFE_CAST(value_text AS NUMERIC(38, 9))) AS max_value,
+  COUNT(DISTINCT value_text) AS unique_count,
+  MAX_BY(SAFE_CAST(value_text AS NUMERIC(38, 9)), timestamp) AS latest_value,
+  MIN(value_text) AS row_value,
+  MIN(operation_type) AS row_operation,
+  MIN(timestamp) AS row_timestamp
+FROM matched
+GROUP BY window_id, charge_ref, bucket, row_key
+"""
+
+
+def _literals(values: Sequence[str]) -> str:
+    return ", ".join(literal(v) for v in sorted(values))
+
+
+def _deduped_scan(codes: Sequence[str], *, carry_over: bool) -> str:
+    where = [
+        "timestamp < TIMESTAMP_MICROS(@scan_to_us)",
+        "external_subscription_id IN UNNEST(@subs)",
+        f"code IN ({_literals(codes)})",
+    ]
+    if not carry_over:
+        where.insert(0, "timestamp >= TIMESTAMP_MICROS(@scan_from_us)")
+    return _DEDUPED_SCAN.format(carry_over="TRUE" if carry_over else "FALSE", where="\n      AND ".join(where))
+
+
+def _scans(query: UsageQuery) -> str:
+    """UNION ALL of the deduplicated scans: one bounded on both sides, one for carry-over."""
+    metrics = {c.metric.code: c.metric for c in query.charges}
+    # Recurring metrics carry over (seats added months ago, the GB already stored): their
+    # events count from the beginning of time, so only their branch has no lower bound, and
+    # the other metrics' branch still prunes to the windows' partitions.
+    by_branch = {
+        carry_over: [code for code, m in metrics.items() if m.recurring == carry_over] for carry_over in (False, True)
+    }
+    return "\n  UNION ALL".join(
+        _deduped_scan(codes, carry_over=carry_over) for carry_over, codes in by_branch.items() if codes
+    )
+
+
+def _owner(c: QueryCharge) -> str:
+    """The condition that a matched row belongs to this plan's charge."""
+    return f"c.plan_code = {literal(c.plan_code)} AND c.charge_ref = {literal(c.charge.ref)}"
+
+
+def _bucket(query: UsageQuery) -> str:
+    cases = []
+    for c in query.charges:
+        # NOTE: Lago bills an event under the matching filter with the most keys; events
+        # that match no filter fall into the charge's own bucket.
+        for flt in sorted(c.charge.filters, key=lambda f: (-len(f.values), f.key)):
+            matches = " AND ".join(
+                f"JSON_VALUE(e.properties, {json_path(key)}) IN ({_literals(values)})"
+                for key, values in sorted(flt.values.items())
+            )
+            cases.append(f"WHEN {_owner(c)} AND {matches} THEN {literal(flt.key)}")
+    return f"CASE {' '.join(cases)} ELSE '' END" if cases else "''"
+
+
+def _row_key(query: UsageQuery) -> str:
+    owners = [_owner(c) for c in query.charges if c.per_event]
+    return f"IF(({') OR ('.join(owners)}), e.transaction_id, NULL)" if owners else "CAST(NULL AS STRING)"
+
+
+def _value(query: UsageQuery) -> str:
+    fields = {c.metric.code: c.metric.field_name for c in query.charges if c.metric.field_name}
+    cases = " ".join(
+        f"WHEN {literal(code)} THEN JSON_VALUE(e.properties, {json_path(field)})" for code, field in sorted(fields.items())
+    )
+    return f"CASE e.code {cases} END" if cases else "CAST(NULL AS STRING)"
+
+
+def statement(query: UsageQuery) -> str:
+    """The BigQuery-dialect SQL for this query's catalog (any windows)."""
+    return _STATEMENT.format(scans=_scans(query), bucket=_bucket(query), row_key=_row_key(query), value=_value(query))
+
+
+def params(query: UsageQuery, windows: Sequence[UsageWindow]) -> dict[str, Any]:
+    """The statement's parameters for these windows."""
+    # Arrays of structs, not parallel arrays zipped by offset: one value per window keeps
+    # the binding obviously right (and bqemulator mis-indexes `@array[OFFSET(pos)]`).
+    bound = [
+        {"window_id": w.window_id, "sub": w.external_subscription_id, "plan_code": w.plan_code,
+         "start_us": to_us(w.start), "end_us": to_us(w.end)}
+        for w in windows
+    ]
+    return {
+        "windows": bound,
+        "charges": [{"plan_code": c.plan_code, "charge_ref": c.charge.ref, "metric_code": c.metric.code} for c in query.charges],
+        "subs": sorted({w.external_subscription_id for w in windows}),
+        # Scalars, not subqueries over @windows: BigQuery prunes partitions only on constants.
+        "scan_from_us": min(b["start_us"] for b in bound) - _DEDUP_SLACK_US,
+        "scan_to_us": max(b["end_us"] for b in bound) + _DEDUP_SLACK_US,
+    }
