@@ -10,6 +10,7 @@ all of it before it prints. In order:
   2. ingest    bench/bench_ingest.py: the ingest function and a no-op function, one event and
                100 events per request, publish confirmed by the Pub/Sub emulator.
   3. process   bench/bench_process.py: ProcessService on the emulators and on the embedded adapters.
+  4. coldstart bench/bench_coldstart.py: each function's import and runtime build, fresh interpreters.
 
 Exit status: 0 when every target is met, 1 when one is missed, 2 when the servers cannot start.
 The figures and how to read them are in docs/benchmarks.md.
@@ -121,13 +122,13 @@ def main(argv: list[str] | None = None) -> int:
     if load > 0.5:
         print(f"  WARNING: the machine is already busy (load {load:.2f}); the figures below will be low.")
 
-    print("\n[1/3] pricing (bench/bench_pricing.py)")
+    print("\n[1/4] pricing (bench/bench_pricing.py)")
     pricing = run_pricing()
     print(f"  {pricing['figure']}")
 
     from infra import servers
 
-    print("\n[2/3] ingest vs no-op (functions-framework, WORKERS=1, "
+    print("\n[2/4] ingest vs no-op (functions-framework, WORKERS=1, "
           f"THREADS={args.threads}; {args.connections} keep-alive connections from "
           f"{args.loadgen_processes} load-generator processes)")
     with contextlib.ExitStack() as stack:
@@ -141,8 +142,13 @@ def main(argv: list[str] | None = None) -> int:
                                   connections=args.connections, processes=args.loadgen_processes,
                                   duration=args.duration, warmup=args.warmup, rounds=args.rounds,
                                   diagnose=not args.no_diagnose)
-        print(f"\n[3/3] process (ProcessService.handle_message, 100-event messages, {args.process_threads} threads)")
+        print(f"\n[3/4] process (ProcessService.handle_message, 100-event messages, {args.process_threads} threads)")
         process = run_process_bench(emulator_env, threads=args.process_threads, messages=args.process_messages)
+
+    from bench_coldstart import print_results, run_coldstart_bench
+
+    print("\n[4/4] cold start (import functions/<name>/main.py + build its runtime; median of 5 fresh interpreters)")
+    print_results(run_coldstart_bench(5))
 
     # Each phase's median round (by throughput): one slow round, when a neighbour on the
     # machine woke up, does not decide the verdict, and neither does one lucky round.

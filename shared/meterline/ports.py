@@ -13,11 +13,12 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
-from meterline.core.catalog import BillableMetric, Customer, Plan, Subscription
-from meterline.core.events import Event
-from meterline.core.subscriptions import SubscriptionHistory
-
-if TYPE_CHECKING:  # the usage query's typed request lives with its service, which imports this module
+if TYPE_CHECKING:
+    # Types only: a function that never touches the catalog (process) does not import its
+    # pydantic models at cold start; the usage query's request lives with its service.
+    from meterline.core.catalog import BillableMetric, Customer, Plan, Subscription
+    from meterline.core.events import Event
+    from meterline.core.subscriptions import SubscriptionHistory
     from meterline.services.usage_query import UsageQuery, UsageWindow
 
 
@@ -43,15 +44,25 @@ class Claim(enum.Enum):
     RETRY = "retry"  # pending with the same payload: an earlier attempt may have crashed; insert again
     DUPLICATE = "duplicate"  # done with the same payload: already counted, drop
     CONFLICT = "conflict"  # the key is taken by another payload: the first one wins; reject this one
+    # pending with ANOTHER payload that no attempt has touched for `stale_after_s`: the first
+    # payload's message may have been dead-lettered before its insert. The process service
+    # decides whether this event may take the key over (services/process.py, "Stale claims").
+    STALE = "stale"
 
 
 class DedupStore(Protocol):
     """Remembers every (subscription, transaction) key and its payload hash."""
 
-    def claim(self, events: Sequence[Event]) -> list[Claim]:
+    def claim(
+        self, events: Sequence[Event], *, stale_after_s: float = float("inf"), take_over: bool = False
+    ) -> list[Claim]:
         """In ONE transaction, claim each event's key (events have distinct keys).
 
-        Absent keys are written as pending with the event's payload hash.
+        Absent keys are written as pending with the event's payload hash. A pending key with
+        the same hash is RETRY, and its claim time is refreshed (an attempt is alive). A
+        pending key with another hash, claimed more than `stale_after_s` ago, is STALE; with
+        `take_over=True` it is instead rewritten as pending with this event's hash and
+        reported NEW. A done key is never taken over.
         """
         ...
 
@@ -132,16 +143,56 @@ class ApiKeyRecord:
     name: str
     prefix: str
     created_at_us: int
+    revoked_at_us: int | None = None  # a revoked key is kept (and listed) but never accepted
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at_us is not None
 
 
 class ApiKeyStore(Protocol):
-    """API keys, stored only as hashes."""
+    """API keys, stored only as hashes. Revoked keys stay, marked with their revocation time."""
 
     def add(self, record: ApiKeyRecord) -> None: ...
 
-    def find(self, key_hash: str) -> ApiKeyRecord | None: ...
+    def find(self, key_hash: str) -> ApiKeyRecord | None:
+        """The key's record, revoked or not (the authenticator refuses a revoked one)."""
+        ...
 
     def all(self) -> Iterable[ApiKeyRecord]: ...
+
+    def revoke(self, key_hash: str, revoked_at_us: int) -> bool:
+        """Mark the key revoked; True if it was active, False if unknown or already revoked."""
+        ...
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message the bus gave up on, described without its payload."""
+
+    id: str
+    reason: str  # why it was dead-lettered, as far as the bus knows
+    attempts: int | None  # delivery attempts before it was dead-lettered; None if unknown
+    dead_at_us: int  # when it was dead-lettered
+    events: int | None  # how many events it carries; None if it cannot be decoded
+
+
+class DeadLetters(Protocol):
+    """The dead letters of the events subscription, listed and replayed (`meterline dead-letters`).
+
+    Embedded: the `dead_letter` table of the SQLite queue. GCP: a pull subscription on the
+    dead-letter topic. (Putting a message INTO the dead letters is an `EventBus.publish`.)
+    """
+
+    def all(self, limit: int = 1000) -> list[DeadLetter]:
+        """The oldest `limit` dead letters, oldest first."""
+        ...
+
+    def replay(self, ids: Sequence[str] | None = None) -> list[str]:
+        """Put these dead letters (None: all of them) back on the events bus, for a new round of
+        attempts; returns the ids replayed. Unknown ids are skipped. Each adapter documents
+        whether a replay is exactly once (embedded) or at least once (GCP; dedup absorbs it)."""
+        ...
 
 # -- the catalog ---------------------------------------------------------------------------
 # Billable metrics and plans by code, customers by external_id, subscriptions by external_id

@@ -7,33 +7,18 @@ value passes through a float on its way into either warehouse.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from meterline.adapters.sql import json_path, usage
+from meterline.core.clock import iso_us, to_us
 from meterline.core.events import Event
 from meterline.ports import Rejection, SubscriptionTotal, UsageRow
 
 if TYPE_CHECKING:
     from meterline.services.usage_query import UsageQuery, UsageWindow
-
-
-def iso_us(us: int) -> str:
-    dt = datetime.fromtimestamp(us // 1_000_000, tz=timezone.utc)
-    return f"{dt:%Y-%m-%dT%H:%M:%S}.{us % 1_000_000:06d}Z"
-
-
-def to_us(value: Any) -> int:
-    """A timestamp read back from a warehouse (datetime, or ISO text) -> exact microseconds."""
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    delta = value - datetime(1970, 1, 1, tzinfo=timezone.utc)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def _payload_columns(event: Event) -> dict[str, Any]:
