@@ -184,8 +184,9 @@ def adapters_for(settings: Settings) -> Adapters:
 # -- one runtime per function -------------------------------------------------------------
 
 
-class IngestRuntime:
-    """Cloud Function `ingest`: Lago's event API in front of the bus."""
+class _FunctionRuntime:
+    """What every function's runtime has: its adapters and settings, and (built only by the
+    functions that authenticate API keys) the key check."""
 
     def __init__(self, adapters: Adapters):
         self.adapters = adapters
@@ -196,6 +197,10 @@ class IngestRuntime:
         from meterline.services.auth import ApiKeyAuthenticator
 
         return ApiKeyAuthenticator(self.adapters.api_keys, self.settings.api_key_cache_seconds)
+
+
+class IngestRuntime(_FunctionRuntime):
+    """Cloud Function `ingest`: Lago's event API in front of the bus."""
 
     @once
     def numeric_fields(self):
@@ -218,12 +223,8 @@ class IngestRuntime:
         return self.adapters.warehouse
 
 
-class ProcessRuntime:
-    """Cloud Function `process`: dedup, then the warehouse."""
-
-    def __init__(self, adapters: Adapters):
-        self.adapters = adapters
-        self.settings = adapters.settings
+class ProcessRuntime(_FunctionRuntime):
+    """Cloud Function `process`: dedup, then the warehouse (no API keys: Pub/Sub pushes)."""
 
     @once
     def service(self):
@@ -235,21 +236,14 @@ class ProcessRuntime:
         self.service  # noqa: B018
 
 
-class AdminRuntime:
+class AdminRuntime(_FunctionRuntime):
     """Cloud Function `admin`: the catalog API."""
 
     def __init__(self, adapters: Adapters, on_metrics_changed: Callable[[], None] | None = None):
-        self.adapters = adapters
-        self.settings = adapters.settings
+        super().__init__(adapters)
         # In one process with ingest (meterline serve), a new metric reaches ingest's numeric
         # check at once; a separate ingest function sees it within its reload time.
         self._on_metrics_changed = on_metrics_changed
-
-    @once
-    def auth(self):
-        from meterline.services.auth import ApiKeyAuthenticator
-
-        return ApiKeyAuthenticator(self.adapters.api_keys, self.settings.api_key_cache_seconds)
 
     @once
     def service(self):
