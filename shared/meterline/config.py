@@ -9,7 +9,7 @@ import functools
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -27,6 +27,10 @@ class Settings(BaseSettings):
     google_cloud_project: str | None = Field(None, validation_alias="GOOGLE_CLOUD_PROJECT")
     events_topic: str = "meterline-events"
     dead_letter_topic: str = "meterline-events-dead-letter"
+    dead_letter_subscription: str = Field(
+        "meterline-events-dead-letter",
+        description="pull subscription on the dead-letter topic that `meterline dead-letters` lists and replays",
+    )
     bigquery_dataset: str = "meterline"
     bigquery_location: str = "US"
     firestore_database: str = "(default)"
@@ -43,7 +47,12 @@ class Settings(BaseSettings):
         le=0.1,
         description="under traffic, how long a Publish waits for others to share it (the client library's default)",
     )
-    api_key_cache_seconds: float = Field(60.0, ge=0, description="how long a verified key is trusted")
+    api_key_cache_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="how long a verified key is trusted without asking the store again: "
+        "a revoked key keeps working in running functions for at most this long",
+    )
 
     # Process
     max_delivery_attempts: int = Field(5, ge=1, description="embedded queue: attempts before dead-lettering")
@@ -51,6 +60,35 @@ class Settings(BaseSettings):
         2 * 86_400,
         gt=0,
         description="a message older than this is moved to the dead letters instead of being tried again",
+    )
+    claim_takeover_seconds: float = Field(
+        900.0,
+        gt=0,
+        description="a pending dedup claim untouched this long, whose event is not in the warehouse, may be "
+        "taken over by a resend with another payload; must exceed the longest a process attempt runs",
+    )
+
+    # Billing
+    invoice_grace_seconds: float = Field(
+        3600, ge=0, description="default grace period after a period ends, while its invoice stays a draft"
+    )
+    billing_time_budget_seconds: float = Field(
+        480, gt=0, description="a billing run stops taking new invoices after this long; the next run continues"
+    )
+
+    # Stripe (the payment provider). No key: invoices are finalized locally and nothing is sent.
+    # On GCP the two secrets come from Secret Manager, mounted as these environment variables.
+    stripe_api_key: SecretStr | None = Field(None, description="Stripe secret key (sk_...); unset: no payment provider")
+    stripe_webhook_secret: SecretStr | None = Field(
+        None, description="signing secret of the Stripe webhook endpoint (whsec_...); the stripe_webhook function needs it"
+    )
+    stripe_api_base: str | None = Field(
+        None,
+        validation_alias=AliasChoices("STRIPE_API_BASE", "METERLINE_STRIPE_API_BASE"),
+        description="point the Stripe client at a Stripe-compatible server (localstripe in the tests); unset: api.stripe.com",
+    )
+    stripe_webhook_tolerance_seconds: int = Field(
+        300, gt=0, description="a webhook whose signed timestamp is older than this is refused (Stripe's default, 5 min)"
     )
 
     @model_validator(mode="after")

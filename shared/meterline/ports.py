@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     # pydantic models at cold start; the usage query's request lives with its service.
     from meterline.core.catalog import BillableMetric, Customer, Plan, Subscription
     from meterline.core.events import Event
+    from meterline.core.invoices import Invoice
     from meterline.core.subscriptions import SubscriptionHistory
     from meterline.services.usage_query import UsageQuery, UsageWindow
 
@@ -105,7 +106,7 @@ class SubscriptionTotal(NamedTuple):
 
 
 class Warehouse(Protocol):
-    """The events table and its deduplicated view (BigQuery, or DuckDB).
+    """The events table and its deduplicated view, and the finance tables (BigQuery, or DuckDB).
 
     Every read is typed: the SQL belongs to the adapters (`meterline.adapters.sql`).
     """
@@ -134,6 +135,19 @@ class Warehouse(Protocol):
 
     def count_rejected(self) -> int:
         """How many distinct events were rejected (`rejected_events_deduped`)."""
+        ...
+
+    # For finance: append-only histories next to the usage (`invoices`, `invoice_lines`,
+    # `payments`; read through `invoices_latest`, `invoice_lines_latest`, `payments_deduped`).
+
+    def record_invoice(self, invoice: Invoice, recorded_at_us: int) -> None:
+        """Append one `invoices` row and its `invoice_lines` rows for the invoice as stored
+        (call after each store write, with the version the store returned). Recording the same
+        version again is harmless: the views keep one copy, the highest version is current."""
+        ...
+
+    def record_payment(self, payment: Payment) -> None:
+        """Append one `payments` row for a payment provider's event (insertId: its id)."""
         ...
 
 
@@ -216,9 +230,14 @@ class StaleWrite(Exception):
 
 
 class CatalogStore(Protocol):
+    # Billable metrics, plans and customers are stamped by the store: a put keeps the stored
+    # created_at (now, on a create), sets updated_at = now when the definition (`to_lago()`)
+    # changed, and writes nothing when it did not; whatever stamps the model carries are
+    # ignored. Each put returns the object as stored, stamps included.
+    #
     # Billable metrics and plans, by code. `create_only` makes the put a create-if-absent that
     # raises AlreadyExists, atomically (two concurrent creates: exactly one wins).
-    def put_billable_metric(self, metric: BillableMetric, *, create_only: bool = False) -> None: ...
+    def put_billable_metric(self, metric: BillableMetric, *, create_only: bool = False) -> BillableMetric: ...
 
     def get_billable_metric(self, code: str) -> BillableMetric | None: ...
 
@@ -226,18 +245,27 @@ class CatalogStore(Protocol):
         """A page ordered by code, and the total count."""
         ...
 
-    def put_plan(self, plan: Plan, *, create_only: bool = False) -> None: ...
+    def delete_billable_metric(self, code: str) -> BillableMetric | None:
+        """Remove it; returns what was stored (None: there was nothing). Whether anything
+        still uses it is the caller's to check (the admin service refuses then)."""
+        ...
+
+    def put_plan(self, plan: Plan, *, create_only: bool = False) -> Plan: ...
 
     def get_plan(self, code: str) -> Plan | None: ...
 
     def list_plans(self, offset: int = 0, limit: int | None = None) -> tuple[list[Plan], int]: ...
 
+    def delete_plan(self, code: str) -> Plan | None: ...
+
     # Customers: upsert by external_id.
-    def put_customer(self, customer: Customer) -> None: ...
+    def put_customer(self, customer: Customer) -> Customer: ...
 
     def get_customer(self, external_id: str) -> Customer | None: ...
 
     def list_customers(self, offset: int = 0, limit: int | None = None) -> tuple[list[Customer], int]: ...
+
+    def delete_customer(self, external_id: str) -> Customer | None: ...
 
     # Subscriptions: one history per external_id.
     def get_subscription_history(self, external_id: str) -> SubscriptionHistory: ...
@@ -251,4 +279,155 @@ class CatalogStore(Protocol):
     def list_subscriptions(self, external_customer_id: str | None = None) -> list[Subscription]:
         """Every record (all histories, all statuses), optionally of one customer, ordered by
         external_id then history order."""
+        ...
+
+
+# -- billing ---------------------------------------------------------------------------------
+
+
+class InvoiceStore(Protocol):
+    """One invoice per (subscription, period), by `Invoice.id`, with an optimistic version.
+    Adapters: SQLite (`adapters.embedded.sqlite_invoices`) and Firestore
+    (`adapters.gcp.firestore_invoices`); `tests/contract/test_invoice_store.py` runs one suite
+    on both."""
+
+    def create(self, invoice: Invoice) -> bool:
+        """Store a new invoice (version 1) if its id is absent; False if it already exists
+        (two runs at once: exactly one creates it)."""
+        ...
+
+    def get(self, invoice_id: str) -> Invoice | None: ...
+
+    def update(self, invoice: Invoice) -> Invoice:
+        """Write `invoice` if the stored version is still `invoice.version`; returns it with
+        the next version. Raises StaleWrite otherwise (another run changed it: read again)."""
+        ...
+
+    def finalize(self, invoice: Invoice, at: datetime) -> Invoice:
+        """Move a draft to finalized and give it the customer's next invoice number, in ONE
+        transaction with the customer's counter, so a number is never given twice or lost to
+        a crash. Raises StaleWrite like `update`."""
+        ...
+
+    def list(
+        self,
+        *,
+        customer_external_id: str | None = None,
+        subscription_external_id: str | None = None,
+        statuses: Sequence[str] | None = None,
+        issuing_date_from: date | None = None,
+        issuing_date_to: date | None = None,
+        offset: int = 0,
+        limit: int | None = None,
+    ) -> tuple[list[Invoice], int]:
+        """A page, newest issuing date first (then id), and the total count."""
+        ...
+
+    def find_by_provider_id(self, provider_invoice_id: str) -> Invoice | None: ...
+
+
+@dataclass(frozen=True)
+class Payment:
+    """A payment provider's event about an invoice's payment, as finance's `payments` table
+    keeps it (`Warehouse.record_payment`)."""
+
+    invoice_id: str
+    customer_external_id: str
+    provider_event_id: str  # Stripe's event.id: one row per event
+    status: str  # the payment state the event reports: succeeded, failed, ...
+    amount_cents: int  # minor units
+    currency: str
+    at_us: int  # when the payment state changed
+
+
+class ProcessedEvents(Protocol):
+    """Ids of webhook events already handled (Stripe delivers at least once).
+
+    The webhook asks `seen` first and records with `first_time` only AFTER the event's state
+    change is stored (`services.payments`), so a crash in between costs a redelivery that
+    re-applies an idempotent state move, never a lost event."""
+
+    def seen(self, event_id: str) -> bool:
+        """Whether `event_id` was recorded (a read; records nothing)."""
+        ...
+
+    def first_time(self, event_id: str) -> bool:
+        """Record `event_id`; True the first time it is seen, atomically."""
+        ...
+
+
+@dataclass(frozen=True)
+class ProviderInvoice:
+    id: str
+    # draft, open (finalized or sent, awaiting payment), paid, payment_failed (a charge was
+    # declined; Stripe itself leaves the invoice open), void
+    status: str
+    total_cents: int  # the provider's total, in OUR minor units (compared with ours to the cent)
+    hosted_invoice_url: str | None = None
+    failure_code: str | None = None  # payment_failed: why (e.g. "card_declined")
+
+
+class PaymentProviderError(Exception):
+    """A provider call failed for a reason that a retry inside the call did not fix.
+
+    Carries what an operator needs to look the request up at the provider (`request_id`) and
+    never a secret. `retryable`: the next billing run may succeed (rate limit, network, a 5xx);
+    False: it will not until someone changes something (a refused request, too many lines).
+    """
+
+    def __init__(self, operation: str, message: str, *, http_status: int | None = None, code: str | None = None,
+                 request_id: str | None = None, retryable: bool = False):
+        super().__init__(f"{operation}: {message}" + (f" (request {request_id})" if request_id else ""))
+        self.operation, self.http_status, self.code = operation, http_status, code
+        self.request_id, self.retryable = request_id, retryable
+
+
+class PaymentProvider(Protocol):
+    """Where invoices are collected (Stripe). Every call is idempotent on our ids, so a run
+    that crashed between two calls repeats them without creating anything twice."""
+
+    def ensure_customer(self, customer_external_id: str, name: str | None, email: str | None) -> str:
+        """The provider's customer id for ours, created once (our ids in its metadata)."""
+        ...
+
+    def ensure_invoice(self, invoice: Invoice, provider_customer_id: str, days_until_due: int | None) -> ProviderInvoice:
+        """The provider's draft invoice for ours, with one item per line in integer minor
+        units (created if absent, items added if missing; never twice)."""
+        ...
+
+    def finalize(self, invoice: Invoice) -> ProviderInvoice: ...
+
+    def collect(self, invoice: Invoice) -> ProviderInvoice:
+        """Charge the saved payment method, or send the invoice, per its collection method.
+        A declined charge is a result (status payment_failed), not an exception."""
+        ...
+
+
+@dataclass(frozen=True)
+class PaymentEvent:
+    """One webhook event of the provider, in Meterline's words (the Stripe adapter translates)."""
+
+    id: str  # the provider's event id: deliveries are deduplicated on it
+    type: str  # the provider's event type, e.g. invoice.payment_succeeded (logs, finance)
+    occurred_at: datetime
+    moves_to: str | None  # the InvoiceStatus this event means for our invoice; None: nothing to do
+    provider_invoice_id: str | None = None
+    invoice_id: str | None = None  # ours, from the provider object's metadata
+    provider_status: str | None = None
+    hosted_invoice_url: str | None = None
+    amount_cents: int | None = None  # paid (payment events) or due, in our minor units
+    currency: str | None = None
+
+
+class InvalidSignature(Exception):
+    """A webhook delivery whose signature is missing, wrong or stale, or whose signed body is
+    not an event. The message says which (never quoting the secret)."""
+
+
+class PaymentWebhooks(Protocol):
+    """The provider's webhook deliveries (Stripe: `adapters.stripe.webhooks`)."""
+
+    def verify(self, payload: bytes, signature: str | None) -> PaymentEvent:
+        """The event of a delivery whose signature over the RAW body is valid and fresh;
+        raises InvalidSignature otherwise."""
         ...

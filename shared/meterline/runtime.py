@@ -22,8 +22,8 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from meterline.config import Settings, get_settings
-from meterline.ports import ApiKeyStore, DedupStore, EventBus, Warehouse
-from meterline.ports import CatalogStore
+from meterline.ports import ApiKeyStore, DeadLetters, DedupStore, EventBus, Warehouse
+from meterline.ports import CatalogStore, InvoiceStore, PaymentProvider, ProcessedEvents
 
 T = TypeVar("T")
 
@@ -61,10 +61,24 @@ class Adapters:
 
     bus: EventBus
     dead_letters: EventBus  # where process moves a message it gives up on
+    dead_letter_queue: DeadLetters  # the dead letters, listed and replayed (`meterline dead-letters`)
     dedup: DedupStore
     warehouse: Warehouse
     api_keys: ApiKeyStore
     catalog: CatalogStore
+    invoices: InvoiceStore
+    processed_events: ProcessedEvents  # webhook event ids already handled
+
+    @once
+    def payments(self) -> PaymentProvider | None:
+        """Stripe when a key is set; None (the embedded default): invoices are finalized
+        locally and nothing is sent."""
+        key = self.settings.stripe_api_key
+        if key is None:
+            return None
+        from meterline.adapters.stripe.payments import StripePayments
+
+        return StripePayments.from_settings(self.settings)
 
 
 class EmbeddedAdapters(Adapters):
@@ -93,6 +107,10 @@ class EmbeddedAdapters(Adapters):
 
         return SqliteDeadLetters(self.queue)
 
+    @property
+    def dead_letter_queue(self) -> DeadLetters:  # type: ignore[override]
+        return self.dead_letters  # type: ignore[return-value]  # SqliteDeadLetters is both
+
     @once
     def dedup(self) -> DedupStore:
         from meterline.adapters.embedded.sqlite import SqliteDedupStore
@@ -116,6 +134,18 @@ class EmbeddedAdapters(Adapters):
         from meterline.adapters.embedded.sqlite_catalog import SqliteCatalogStore
 
         return SqliteCatalogStore(self.db)
+
+    @once
+    def invoices(self) -> InvoiceStore:
+        from meterline.adapters.embedded.sqlite_invoices import SqliteInvoiceStore
+
+        return SqliteInvoiceStore(self.db)
+
+    @once
+    def processed_events(self) -> ProcessedEvents:
+        from meterline.adapters.embedded.sqlite_invoices import SqliteProcessedEvents
+
+        return SqliteProcessedEvents(self.db)
 
 
 class GcpAdapters(Adapters):
@@ -150,6 +180,19 @@ class GcpAdapters(Adapters):
         return PubSubEventBus(publisher_client(), s.google_cloud_project, s.dead_letter_topic, s.publish_timeout_seconds)
 
     @once
+    def dead_letter_queue(self) -> DeadLetters:
+        """The dead-letter subscription, pulled by `meterline dead-letters` (replays publish on `bus`)."""
+        from google.cloud import pubsub_v1
+
+        from meterline.adapters.gcp.dead_letters import PubSubDeadLetters
+
+        s = self.settings
+        assert s.google_cloud_project
+        subscriber = pubsub_v1.SubscriberClient()
+        path = subscriber.subscription_path(s.google_cloud_project, s.dead_letter_subscription)
+        return PubSubDeadLetters(subscriber, path, self.bus)
+
+    @once
     def dedup(self) -> DedupStore:
         from meterline.adapters.gcp.firestore_dedup import FirestoreDedupStore
 
@@ -175,6 +218,18 @@ class GcpAdapters(Adapters):
         from meterline.adapters.gcp.firestore_catalog import FirestoreCatalogStore
 
         return FirestoreCatalogStore(self.firestore)
+
+    @once
+    def invoices(self) -> InvoiceStore:
+        from meterline.adapters.gcp.firestore_invoices import FirestoreInvoiceStore
+
+        return FirestoreInvoiceStore(self.firestore)
+
+    @once
+    def processed_events(self) -> ProcessedEvents:
+        from meterline.adapters.gcp.firestore_invoices import FirestoreProcessedEvents
+
+        return FirestoreProcessedEvents(self.firestore)
 
 
 def adapters_for(settings: Settings) -> Adapters:
@@ -230,7 +285,7 @@ class ProcessRuntime(_FunctionRuntime):
     def service(self):
         from meterline.services.process import ProcessService
 
-        return ProcessService(self.adapters.dedup, self.adapters.warehouse)
+        return ProcessService(self.adapters.dedup, self.adapters.warehouse, self.settings.claim_takeover_seconds)
 
     def warm(self) -> None:
         self.service  # noqa: B018
@@ -255,6 +310,31 @@ class AdminRuntime(_FunctionRuntime):
         self.auth, self.service  # noqa: B018
 
 
+class BillRuntime(_FunctionRuntime):
+    """Cloud Function `bill`: the billing run (Cloud Scheduler calls it with OIDC)."""
+
+    @once
+    def usage(self):
+        from meterline.services.usage import UsageService
+
+        return UsageService(self.adapters.catalog, self.adapters.warehouse)
+
+    @once
+    def billing(self):
+        from datetime import timedelta
+
+        from meterline.services.billing import BillingService
+
+        s = self.settings
+        return BillingService(
+            self.adapters.catalog, self.usage, self.adapters.invoices, self.adapters.warehouse, self.adapters.payments,
+            default_grace=timedelta(seconds=s.invoice_grace_seconds), time_budget_s=s.billing_time_budget_seconds,
+        )
+
+    def warm(self) -> None:
+        self.billing  # noqa: B018
+
+
 class LocalRuntime:
     """Every function over one set of adapters, in one process (`meterline serve`, the demo,
     the tests). The adapters are shared, so is one API-key cache."""
@@ -266,6 +346,8 @@ class LocalRuntime:
         self.process = ProcessRuntime(adapters)
         self.admin = AdminRuntime(adapters, on_metrics_changed=self.ingest.numeric_fields.invalidate)
         self.admin.__dict__["auth"] = self.ingest.auth  # one cache: a revoked key leaves both at once
+        self.bill = BillRuntime(adapters)
+        self.bill.__dict__["auth"] = self.ingest.auth
 
     @property
     def queue(self):
@@ -285,6 +367,7 @@ _FACTORIES: dict[str, Callable[[Adapters], Any]] = {
     "ingest": IngestRuntime,
     "process": ProcessRuntime,
     "admin": AdminRuntime,
+    "bill": BillRuntime,
 }
 
 
@@ -315,9 +398,13 @@ def admin_runtime() -> AdminRuntime:
     return _get("admin")
 
 
+def bill_runtime() -> BillRuntime:
+    return _get("bill")
+
+
 def set_runtime(runtime: LocalRuntime | None) -> None:
     """Install a local runtime as every function's (tests); None resets to lazy building."""
     with _lock:
         _runtimes.clear()
         if runtime is not None:
-            _runtimes.update(ingest=runtime.ingest, process=runtime.process, admin=runtime.admin)
+            _runtimes.update(ingest=runtime.ingest, process=runtime.process, admin=runtime.admin, bill=runtime.bill)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -17,13 +17,32 @@ from meterline.ports import AlreadyExists, CatalogStore, StaleWrite
 from meterline.services.numeric_fields import NumericFields
 
 
+class StampClock:
+    """The stores' clock for created_at/updated_at, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def tick(self) -> datetime:
+        self.now += timedelta(seconds=1)
+        return self.now
+
+
+@pytest.fixture
+def clock() -> StampClock:
+    return StampClock()
+
+
 @pytest.fixture(params=["sqlite", pytest.param("firestore", marks=pytest.mark.servers)])
-def store(request, tmp_path, monkeypatch) -> CatalogStore:
+def store(request, tmp_path, monkeypatch, clock) -> CatalogStore:
     if request.param == "sqlite":
         from meterline.adapters.embedded.sqlite import SqliteDatabase
         from meterline.adapters.embedded.sqlite_catalog import SqliteCatalogStore
 
-        return SqliteCatalogStore(SqliteDatabase(tmp_path / "catalog.sqlite"))
+        return SqliteCatalogStore(SqliteDatabase(tmp_path / "catalog.sqlite"), clock=clock)
 
     from meterline.adapters.gcp.clients import firestore_client
     from meterline.adapters.gcp.firestore_catalog import FirestoreCatalogStore
@@ -34,7 +53,7 @@ def store(request, tmp_path, monkeypatch) -> CatalogStore:
         monkeypatch.setenv(key, value)
     # A fresh project per test: the emulator keeps documents per project.
     project = f"test-{uuid.uuid4().hex[:8]}"
-    return FirestoreCatalogStore(firestore_client(Settings(backend="gcp", google_cloud_project=project)))
+    return FirestoreCatalogStore(firestore_client(Settings(backend="gcp", google_cloud_project=project)), clock=clock)
 
 
 def metric(code: str, aggregation: str = "sum_agg", field: str | None = "value", **extra) -> BillableMetric:
@@ -75,8 +94,8 @@ def sub(external_id: str, customer: str = "cus-1", plan: str = "hybrid", **chang
 def test_metric_round_trips_and_missing_is_none(store):
     seats = metric("seats", "unique_count_agg", "user_id", recurring=True,
                    filters=[{"key": "region", "values": ["eu", "us"]}])
-    store.put_billable_metric(seats)
-    assert store.get_billable_metric("seats") == seats
+    written = store.put_billable_metric(seats)
+    assert store.get_billable_metric("seats") == written
     assert store.get_billable_metric("seats").to_lago() == seats.to_lago()
     assert store.get_billable_metric("nope") is None
 
@@ -137,6 +156,67 @@ def test_codes_firestore_could_not_use_as_ids_work(store):
         assert store.get_billable_metric(code).code == code
 
 
+# -- timestamps and deletes -----------------------------------------------------------------
+
+
+STAMPED = ["metric", "plan", "customer"]
+
+
+def _ops(store, kind):
+    """(put, get, delete, a definition, the same with one field changed) for one kind."""
+    if kind == "metric":
+        return (store.put_billable_metric, store.get_billable_metric, store.delete_billable_metric, "tokens",
+                metric("tokens"), metric("tokens", field="n"))
+    if kind == "plan":
+        return (store.put_plan, store.get_plan, store.delete_plan, "hybrid",
+                Plan.model_validate(PLAN_BODY), Plan.model_validate({**PLAN_BODY, "amount_cents": 5900}))
+    return (store.put_customer, store.get_customer, store.delete_customer, "cus-1",
+            Customer(external_id="cus-1"), Customer(external_id="cus-1", email="a@example.com"))
+
+
+@pytest.mark.parametrize("kind", STAMPED)
+def test_the_store_stamps_created_at_once_and_updated_at_on_each_change(store, clock, kind):
+    put, get, _, key, first, changed = _ops(store, kind)
+    created = clock.now.replace(microsecond=123000)  # kept to the millisecond it is answered with
+    written = put(first)
+    assert (written.created_at, written.updated_at) == (created, created)
+    assert (get(key).created_at, get(key).updated_at) == (created, created)
+
+    clock.tick()
+    assert put(first) == written and get(key).updated_at == created  # unchanged: nothing written
+    later = clock.tick().replace(microsecond=123000)
+    rewritten = put(changed)
+    assert (rewritten.created_at, rewritten.updated_at) == (created, later)
+    assert get(key).to_document() == rewritten.to_document()
+    # Stamps a model carries (here an older read, put back) are the store's to replace.
+    latest = clock.tick().replace(microsecond=123000)
+    assert (put(written).created_at, get(key).updated_at) == (created, latest)
+
+
+def test_create_only_stamps_the_winner(store, clock):
+    won = store.put_plan(Plan.model_validate(PLAN_BODY), create_only=True)
+    clock.tick()
+    with pytest.raises(AlreadyExists):
+        store.put_plan(Plan.model_validate({**PLAN_BODY, "name": "late"}), create_only=True)
+    assert store.get_plan("hybrid").to_document() == won.to_document()
+
+
+@pytest.mark.parametrize("kind", STAMPED)
+def test_delete_returns_what_was_stored_then_nothing(store, kind):
+    put, get, delete, key, first, _ = _ops(store, kind)
+    written = put(first)
+    deleted = delete(key)
+    assert deleted.to_document() == written.to_document()
+    assert get(key) is None and delete(key) is None
+    assert put(first).created_at is not None  # a new life
+
+
+def test_a_document_without_timestamps_reads_as_unknown_time(store):
+    # Written before Meterline kept timestamps: still readable, answered with a fixed instant.
+    old = metric("tokens")
+    assert old.created_at is None and old.to_lago_response()["created_at"] == "1970-01-01T00:00:00.000Z"
+
+
 # -- customers ------------------------------------------------------------------------------
 
 
@@ -170,6 +250,16 @@ def test_subscription_history_versions(store):
     store.put_subscription_history("sub-1", upgraded, version=1)
     second = store.get_subscription_history("sub-1")
     assert second.version == 2 and second.records == tuple(upgraded)
+
+
+def test_subscription_records_keep_their_lago_id_and_created_at(store):
+    at = datetime(2026, 1, 15, 9, 30, 0, 250000, tzinfo=UTC)
+    records = [sub("sub-1", lago_id=str(uuid.uuid4()), created_at=at, status="terminated", terminated_at=at),
+               sub("sub-1", plan="big", lago_id=str(uuid.uuid4()), created_at=at)]
+    store.put_subscription_history("sub-1", records, version=0)
+    read = store.get_subscription_history("sub-1").records
+    assert read == tuple(records)
+    assert [r.to_lago()["created_at"] for r in read] == ["2026-01-15T09:30:00.250Z"] * 2
 
 
 def test_concurrent_plan_changes_exactly_one_applies(store):

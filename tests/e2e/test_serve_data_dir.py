@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -126,3 +127,56 @@ def test_cli_commands_work_while_serve_runs_on_the_same_data_dir(tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stderr.startswith("151 events counted")
     assert len(orjson.loads(out.stdout)) == 5
+
+
+def _status(url: str, key: str, body: dict) -> int:
+    try:
+        return _post(url, key, body)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_a_key_revoked_while_serve_runs_is_refused_within_the_cache_time(tmp_path):
+    data = tmp_path / "data"
+    cache_env = {"METERLINE_API_KEY_CACHE_SECONDS": "1"}
+    key = cli(data, "api-keys", "create", "--name", "leaked").stdout.strip()
+    kept = cli(data, "api-keys", "create", "--name", "gateway").stdout.strip()
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "meterline", "serve", "--port", str(port), "--data-dir", str(data)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
+        env={**os.environ, "METERLINE_BACKEND": "embedded", **cache_env},
+    )
+    try:
+        _wait_healthy(url, serve)
+        event = {"event": {"transaction_id": "r1", "external_subscription_id": "sub_acme", "code": "tokens_consumed",
+                           "timestamp": 1767225600, "properties": {"value": 1}}}
+        assert _status(f"{url}/api/v1/events", key, event) == 200  # verified, and now cached by the server
+
+        listed = orjson.loads(cli(data, "api-keys", "list", "--format", "json").stdout)
+        prefix = next(k["prefix"] for k in listed if k["name"] == "leaked")
+        revoked = subprocess.run(
+            [sys.executable, "-m", "meterline", "api-keys", "revoke", "--prefix", prefix, "--data-dir", str(data)],
+            capture_output=True, text=True, timeout=60, env={**os.environ, "METERLINE_BACKEND": "embedded", **cache_env},
+        )
+        assert revoked.returncode == 0, revoked.stderr
+        assert revoked.stdout.startswith("revoked 'leaked'")
+        assert "stop working within 1 s" in revoked.stderr  # it says how long
+        revoked_at = time.monotonic()
+
+        while _status(f"{url}/api/v1/events", key, event) == 200:
+            assert time.monotonic() - revoked_at < 1 + 2, "a revoked key still works after the cache time"
+            time.sleep(0.1)
+        assert _status(f"{url}/api/v1/events", key, event) == 401
+        assert _status(f"{url}/api/v1/events", kept, event) == 200  # other keys are untouched
+
+        listed = {k["name"]: k for k in orjson.loads(cli(data, "api-keys", "list", "--format", "json").stdout)}
+        assert listed["leaked"]["revoked_at"] and listed["gateway"]["revoked_at"] is None
+        again = cli(data, "api-keys", "revoke", "--name", "leaked")
+        assert again.returncode == 0 and "already revoked" in again.stdout
+        unknown = cli(data, "api-keys", "revoke", "--name", "nobody")
+        assert unknown.returncode == 1 and "no API key" in unknown.stderr
+    finally:
+        serve.send_signal(signal.SIGINT)
+        serve.wait(timeout=30)

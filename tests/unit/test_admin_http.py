@@ -4,6 +4,8 @@ terminate) on the embedded runtime."""
 
 from __future__ import annotations
 
+import re
+import uuid
 from datetime import UTC, date, datetime, timedelta
 
 import orjson
@@ -13,6 +15,8 @@ from functions_framework import create_app
 from tests.support import REPO_ROOT
 
 UNPROCESSABLE = {"status": 422, "error": "Unprocessable Entity", "code": "validation_errors"}
+# lago_ids are uuid5s of (kind, key) as a JSON array in this namespace (core.catalog.lago_id).
+CATALOG_NS = uuid.UUID("0c6f2b4e-51a7-4d8e-9a36-7e1f0b9d2c58")
 
 
 def unprocessable(details):
@@ -72,6 +76,9 @@ class Api:
 
     def delete(self, path):
         return self.client.delete(f"/api/v1/{path}", headers=self.headers)
+
+    def put(self, path, body):
+        return self.client.put(f"/api/v1/{path}", data=orjson.dumps(body), headers=self.headers)
 
     def ok(self, method, path, body=None):
         resp = getattr(self, method)(path, body) if body is not None else getattr(self, method)(path)
@@ -241,11 +248,12 @@ def test_client_mistakes_get_exact_lago_bodies_and_change_nothing(catalog, runti
 
 
 def _snapshot(runtime):
+    """Everything stored, timestamps included (a refused request must not touch updated_at)."""
     store = runtime.adapters.catalog
     return (
-        [m.to_lago() for m in store.list_billable_metrics()[0]],
-        [p.to_lago() for p in store.list_plans()[0]],
-        [c.to_lago() for c in store.list_customers()[0]],
+        [m.to_document() for m in store.list_billable_metrics()[0]],
+        [p.to_document() for p in store.list_plans()[0]],
+        [c.to_document() for c in store.list_customers()[0]],
         [s.to_lago() for s in store.list_subscriptions()],
     )
 
@@ -276,8 +284,10 @@ def test_bad_queries_and_missing_objects(catalog, name, method, path, status, ex
     assert resp.get_json() == expected
 
 
+# Lago has PUT and DELETE on one metric, plan or subscription, DELETE (no PUT) on one customer.
 @pytest.mark.parametrize("method,path", [("put", "plans"), ("delete", "plans"), ("patch", "customers"),
-                                         ("delete", "plans/starter"), ("post", "customers/acme"), ("put", "subscriptions/sub-1")])
+                                         ("patch", "plans/starter"), ("post", "customers/acme"), ("put", "customers/acme"),
+                                         ("post", "subscriptions/sub-1")])
 def test_wrong_method_is_405(catalog, method, path):
     resp = getattr(catalog.client, method)(f"/api/v1/{path}", headers=catalog.headers)
     assert resp.status_code == 405
@@ -306,10 +316,16 @@ def test_oversized_body_is_413(api):
 # ---------------------------------------------------------------------------------------------
 
 
+ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
 def test_metric_create_get_and_list_bodies(api):
     created = api.ok("post", "billable_metrics", {"billable_metric": TOKENS})
-    expected = {**TOKENS, "description": None, "recurring": False, "rounding_function": None,
-                "rounding_precision": None, "weighted_interval": None}
+    stamp = created["billable_metric"]["created_at"]
+    assert ISO_MS.match(stamp) and _near_now(stamp)
+    expected = {**TOKENS, "lago_id": str(uuid.uuid5(CATALOG_NS, '["billable_metric", "tokens_consumed"]')),
+                "description": None, "recurring": False, "rounding_function": None, "rounding_precision": None,
+                "weighted_interval": None, "expression": None, "created_at": stamp}
     assert created == {"billable_metric": expected}
     assert api.ok("get", "billable_metrics/tokens_consumed") == {"billable_metric": expected}
     api.ok("post", "billable_metrics", {"billable_metric": SEATS})
@@ -352,11 +368,22 @@ def test_customer_without_currency_takes_its_first_plans(catalog):
 
 def test_subscription_create_is_idempotent(catalog):
     first = catalog.ok("post", "subscriptions", {"subscription": sub_body(name="Main")})["subscription"]
+    assert _near_now(first["created_at"]) and first["current_billing_period_started_at"] is not None
+    today = datetime.now(UTC)
     assert first == {
+        "lago_id": str(uuid.uuid5(CATALOG_NS, '["subscription", "sub-1", "0"]')), "created_at": first["created_at"],
         "external_id": "sub-1", "external_customer_id": "acme", "plan_code": "starter", "name": "Main",
         "billing_time": "calendar", "subscription_at": "2026-01-01T00:00:00Z", "started_at": "2026-01-01T00:00:00Z",
         "ending_at": None, "terminated_at": None, "canceled_at": None, "status": "active",
         "previous_plan_code": None, "next_plan_code": None, "downgrade_plan_date": None,
+        "lago_customer_id": str(uuid.uuid5(CATALOG_NS, '["customer", "acme"]')),
+        "plan_amount_cents": 4900, "plan_amount_currency": "USD", "subscription_date": "2026-01-01",
+        "trial_ended_at": None,
+        "current_billing_period_started_at": f"{today:%Y-%m}-01T00:00:00Z",
+        "current_billing_period_ending_at": first["current_billing_period_ending_at"],
+        "on_termination_credit_note": None, "on_termination_invoice": None, "payment_method": None,
+        "applied_invoice_custom_sections": [], "consolidate_invoice": None, "billing_entity_code": None,
+        "purchase_order_number": None, "cancellation_reason": None, "activated_at": None, "activation_rules": [],
     }
     again = catalog.ok("post", "subscriptions", {"subscription": sub_body(name="Main")})["subscription"]
     assert again == first
@@ -446,6 +473,194 @@ def test_subscription_list_filters_by_customer(catalog):
     assert [s["external_id"] for s in catalog.ok("get", "subscriptions?external_customer_id=acme")["subscriptions"]] == ["a-1", "a-2"]
     assert [s["external_id"] for s in catalog.ok("get", "subscriptions")["subscriptions"]] == ["a-1", "a-2", "g-1"]
     assert catalog.ok("get", "subscriptions?external_customer_id=nobody")["subscriptions"] == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Lago ids, timestamps, nulls, updates and deletes
+# ---------------------------------------------------------------------------------------------
+
+
+def lago_uuid(*name):
+    return str(uuid.uuid5(CATALOG_NS, orjson.dumps(list(name)).decode().replace('","', '", "')))
+
+
+def test_every_answer_carries_stable_lago_ids_and_stored_timestamps(catalog):
+    plan = catalog.ok("get", "plans/starter")["plan"]
+    assert plan["lago_id"] == lago_uuid("plan", "starter")
+    seats, tokens = plan["charges"]
+    assert seats["lago_id"] == lago_uuid("charge", "starter", "seats")
+    assert seats["lago_billable_metric_id"] == catalog.ok("get", "billable_metrics/seats")["billable_metric"]["lago_id"]
+    assert seats["created_at"] == plan["created_at"] and seats["taxes"] == [] and "billable_metric_id" not in seats
+    customer = catalog.ok("get", "customers/acme")["customer"]
+    assert customer["lago_id"] == lago_uuid("customer", "acme")
+    assert customer["applicable_timezone"] == "UTC" and customer["created_at"] == customer["updated_at"]
+    # Read again later: the same ids and times (stored, not made at read time).
+    assert catalog.ok("get", "plans/starter")["plan"] == plan
+    assert catalog.ok("get", "customers")["customers"][0] == customer
+
+
+def test_customer_updated_at_moves_only_on_a_change(catalog, runtime):
+    first = catalog.ok("get", "customers/acme")["customer"]
+    same = catalog.ok("post", "customers", {"customer": {"external_id": "acme", "currency": "USD"}})["customer"]
+    assert same == first  # nothing changed: nothing written
+    changed = catalog.ok("post", "customers", {"customer": {"external_id": "acme", "name": "Acme"}})["customer"]
+    assert changed["created_at"] == first["created_at"] and changed["updated_at"] > first["updated_at"]
+    assert runtime.adapters.catalog.get_customer("acme").to_document()["updated_at"] == changed["updated_at"]
+
+
+def test_plan_charges_may_name_their_metric_by_lago_id(catalog, runtime):
+    seats_id = catalog.ok("get", "billable_metrics/seats")["billable_metric"]["lago_id"]
+    body = plan_body("by_id", charges=[{"billable_metric_id": seats_id, "charge_model": "standard", "properties": {"amount": "3"}}])
+    created = catalog.ok("post", "plans", {"plan": body})["plan"]
+    assert created["charges"][0]["billable_metric_code"] == "seats"
+    assert created["charges"][0]["lago_billable_metric_id"] == seats_id
+    assert runtime.adapters.catalog.get_plan("by_id").charges[0].billable_metric_code == "seats"  # stored by code
+    other = catalog.ok("get", "billable_metrics/tokens_consumed")["billable_metric"]["lago_id"]
+    mixed = plan_body("mixed", charges=[{"billable_metric_id": other, "billable_metric_code": "seats", "charge_model": "standard",
+                                         "properties": {"amount": "3"}}])
+    resp = catalog.post("plans", {"plan": mixed})
+    assert (resp.status_code, resp.get_json()) == (422, unprocessable({"charges.0.billable_metric_id": ["invalid_value"]}))
+
+
+def test_nulls_and_lago_neutral_options_are_accepted(catalog):
+    metric = catalog.ok("post", "billable_metrics", {"billable_metric": {
+        "code": "calls", "name": "Calls", "aggregation_type": "count_agg", "field_name": None, "description": None,
+        "recurring": None, "filters": None, "rounding_function": None, "rounding_precision": None,
+        "weighted_interval": None, "expression": None}})["billable_metric"]
+    assert (metric["recurring"], metric["filters"]) == (False, [])
+    plan = catalog.ok("post", "plans", {"plan": {
+        **plan_body("nulls", charges=[{"billable_metric_code": "calls", "charge_model": "standard", "properties": {"amount": "1"},
+                                       "filters": None, "min_amount_cents": None, "pay_in_advance": None, "prorated": None,
+                                       "invoiceable": None, "tax_codes": None, "regroup_paid_fees": None,
+                                       "accepts_target_wallet": False, "cascade_updates": None}]),
+        "description": None, "trial_period": None, "pay_in_advance": None, "tax_codes": None,
+        "bill_charges_monthly": None, "minimum_commitment": None, "usage_thresholds": [], "metadata": None}})["plan"]
+    assert (plan["trial_period"], plan["pay_in_advance"], plan["charges"][0]["min_amount_cents"]) == (0, False, 0)
+    customer = catalog.ok("post", "customers", {"customer": {
+        "external_id": "nully", "timezone": None, "metadata": None, "billing_configuration": None, "logo_url": None,
+        "integration_customers": None, "finalize_zero_amount_invoice": "inherit"}})["customer"]
+    assert customer["timezone"] == "UTC" and customer["metadata"] == []
+    sub = catalog.ok("post", "subscriptions", {"subscription": sub_body(
+        external_customer_id="nully", plan_code="nulls", billing_time=None, name=None, ending_at=None,
+        plan_overrides=None, consolidate_invoice=None)})["subscription"]
+    assert sub["billing_time"] == "calendar"
+
+
+NON_NEUTRAL_CASES = [
+    ("metric with an expression", "billable_metrics",
+     {"billable_metric": {**TOKENS, "code": "x", "expression": "a + b"}}, {"expression": ["unknown_field"]}),
+    ("plan billed monthly on a yearly interval", "plans",
+     {"plan": plan_body("x", interval="yearly", bill_charges_monthly=True)}, {"bill_charges_monthly": ["unknown_field"]}),
+    ("charge regrouping paid fees", "plans",
+     {"plan": plan_body("x", charges=[{"billable_metric_code": "seats", "charge_model": "standard",
+                                       "properties": {"amount": "1"}, "regroup_paid_fees": "invoice"}])},
+     {"charges.0.regroup_paid_fees": ["unknown_field"]}),
+    ("subscription with plan overrides", "subscriptions",
+     {"subscription": sub_body(plan_overrides={"amount_cents": 1})}, {"plan_overrides": ["unknown_field"]}),
+    ("customer sending its own created_at", "customers",
+     {"customer": {"external_id": "x", "created_at": "2026-01-01T00:00:00Z"}}, {"created_at": ["unknown_field"]}),
+]
+
+
+@pytest.mark.parametrize("name,path,body,details", NON_NEUTRAL_CASES, ids=[c[0] for c in NON_NEUTRAL_CASES])
+def test_lago_options_meterline_lacks_are_refused_unless_neutral(catalog, name, path, body, details):
+    resp = catalog.post(path, body)
+    assert (resp.status_code, resp.get_json()) == (422, unprocessable(details))
+
+
+def test_metric_update_and_delete(catalog, runtime):
+    before = catalog.ok("get", "billable_metrics/tokens_consumed")["billable_metric"]
+    updated = catalog.ok("put", "billable_metrics/tokens_consumed",
+                         {"billable_metric": {"name": "LLM tokens", "description": "all models"}})["billable_metric"]
+    assert (updated["name"], updated["description"], updated["field_name"]) == ("LLM tokens", "all models", "value")
+    assert (updated["lago_id"], updated["created_at"]) == (before["lago_id"], before["created_at"])
+    stored = runtime.adapters.catalog.get_billable_metric("tokens_consumed")
+    assert stored.name == "LLM tokens" and stored.updated_at > stored.created_at
+    # Used by plans: what units are computed from is fixed, and filters must keep charge filters valid.
+    for body, details in [({"field_name": "tokens"}, {"field_name": ["billable_metric_in_use"]}),
+                          ({"filters": [{"key": "model", "values": ["gpt-4o"]}]}, {"filters": ["billable_metric_in_use"]}),
+                          ({"code": "renamed"}, {"code": ["value_is_immutable"]}),
+                          ({"aggregation_type": "avg_agg"}, {"aggregation_type": ["invalid_value"]})]:
+        resp = catalog.put("billable_metrics/tokens_consumed", {"billable_metric": body})
+        assert (resp.status_code, resp.get_json()) == (422, unprocessable(details)), body
+    wider = {"filters": [*TOKENS["filters"], {"key": "region", "values": ["eu"]}]}
+    assert len(catalog.ok("put", "billable_metrics/tokens_consumed", {"billable_metric": wider})["billable_metric"]["filters"]) == 3
+    resp = catalog.delete("billable_metrics/tokens_consumed")
+    assert (resp.status_code, resp.get_json()) == (422, unprocessable({"base": ["billable_metric_in_use"]}))
+    catalog.ok("post", "billable_metrics", {"billable_metric": {"code": "spare", "name": "Spare", "aggregation_type": "count_agg"}})
+    deleted = catalog.ok("delete", "billable_metrics/spare")["billable_metric"]
+    assert deleted["code"] == "spare" and deleted["lago_id"] == lago_uuid("billable_metric", "spare")
+    assert catalog.get("billable_metrics/spare").get_json() == not_found("billable_metric")
+    assert catalog.delete("billable_metrics/spare").get_json() == not_found("billable_metric")
+    assert catalog.put("billable_metrics/spare", {"billable_metric": {"name": "x"}}).get_json() == not_found("billable_metric")
+
+
+def test_plan_update_keeps_charges_named_by_lago_id_and_delete_refuses_a_plan_in_use(catalog, runtime):
+    plan = catalog.ok("get", "plans/lite")["plan"]
+    seats, tokens = plan["charges"]
+    # As Lago's client sends it: every charge by lago id, its metric by lago id.
+    charges = [{"id": seats["lago_id"], "billable_metric_id": seats["lago_billable_metric_id"], "charge_model": "standard",
+                "properties": {"amount": "25"}}]
+    updated = catalog.ok("put", "plans/lite", {"plan": {"amount_cents": 2900, "charges": charges}})["plan"]
+    assert updated["amount_cents"] == 2900 and updated["name"] == "Lite"
+    [charge] = updated["charges"]
+    assert (charge["lago_id"], charge["properties"], charge["prorated"]) == (seats["lago_id"], {"amount": "25"}, True)
+    assert updated["created_at"] == plan["created_at"]
+    assert [c.ref for c in runtime.adapters.catalog.get_plan("lite").charges] == ["seats"]
+    resp = catalog.put("plans/lite", {"plan": {"code": "lite2"}})
+    assert (resp.status_code, resp.get_json()) == (422, unprocessable({"code": ["value_is_immutable"]}))
+    catalog.ok("post", "subscriptions", {"subscription": sub_body(plan_code="lite")})
+    resp = catalog.put("plans/lite", {"plan": {"interval": "yearly", "amount_currency": "EUR"}})
+    assert (resp.status_code, resp.get_json()) == (422, unprocessable({"interval": ["plan_in_use"], "amount_currency": ["plan_in_use"]}))
+    resp = catalog.delete("plans/lite")
+    assert (resp.status_code, resp.get_json()) == (422, unprocessable({"base": ["plan_in_use"]}))
+    catalog.ok("delete", "subscriptions/sub-1")
+    resp = catalog.delete("plans/lite")  # a terminated record still has a period to invoice
+    assert (resp.status_code, resp.get_json()) == (422, unprocessable({"base": ["plan_in_use"]}))
+    assert catalog.ok("delete", "plans/euro")["plan"]["code"] == "euro"
+    assert catalog.get("plans/euro").get_json() == not_found("plan")
+
+
+def test_customer_delete(catalog):
+    catalog.ok("post", "subscriptions", {"subscription": sub_body()})
+    resp = catalog.delete("customers/acme")
+    assert (resp.status_code, resp.get_json()) == (422, unprocessable({"base": ["customer_in_use"]}))
+    deleted = catalog.ok("delete", "customers/globex")["customer"]
+    assert deleted["external_id"] == "globex" and deleted["lago_id"] == lago_uuid("customer", "globex")
+    assert catalog.get("customers/globex").get_json() == not_found("customer")
+    assert catalog.delete("customers/globex").get_json() == not_found("customer")
+
+
+def test_subscription_update(catalog):
+    created = catalog.ok("post", "subscriptions", {"subscription": sub_body()})["subscription"]
+    later = (datetime.now(UTC) + timedelta(days=30)).replace(microsecond=0)
+    updated = catalog.ok("put", "subscriptions/sub-1", {"subscription": {"name": "Renamed", "ending_at": later.isoformat()}})
+    assert (updated["subscription"]["name"], updated["subscription"]["lago_id"]) == ("Renamed", created["lago_id"])
+    assert updated["subscription"]["ending_at"] == f"{later:%Y-%m-%dT%H:%M:%SZ}"
+    # The client may send back the fields it created the subscription with.
+    same = catalog.ok("put", "subscriptions/sub-1", {"subscription": sub_body(name="Renamed", ending_at=later.isoformat())})
+    assert same == updated
+    for body, details in [({"plan_code": "pro"}, {"plan_code": ["value_is_immutable"]}),
+                          ({"ending_at": "2025-01-01T00:00:00Z"}, {"ending_at": ["invalid_ending_at"]}),
+                          ({"subscription_at": "2026-02-01T00:00:00Z"}, {"subscription_at": ["value_is_immutable"]}),
+                          ({"name": 5}, {"name": ["invalid_type"]})]:
+        resp = catalog.put("subscriptions/sub-1", {"subscription": body})
+        assert (resp.status_code, resp.get_json()) == (422, unprocessable(details)), body
+    assert catalog.put("subscriptions/sub-404", {"subscription": {"name": "x"}}).get_json() == not_found("subscription")
+    # A pending record's start may move.
+    start = (datetime.now(UTC) + timedelta(days=3)).replace(microsecond=0)
+    catalog.ok("post", "subscriptions", {"subscription": sub_body(external_id="sub-2", subscription_at=start.isoformat())})
+    moved = catalog.ok("put", "subscriptions/sub-2?status=pending",
+                       {"subscription": {"subscription_at": (start + timedelta(days=1)).isoformat()}})["subscription"]
+    assert moved["status"] == "pending" and moved["subscription_at"] == f"{start + timedelta(days=1):%Y-%m-%dT%H:%M:%SZ}"
+
+
+def test_each_record_of_a_plan_change_has_its_own_lago_id(catalog):
+    first = catalog.ok("post", "subscriptions", {"subscription": sub_body()})["subscription"]
+    upgraded = catalog.ok("post", "subscriptions", {"subscription": sub_body(plan_code="pro")})["subscription"]
+    old = catalog.ok("get", "subscriptions/sub-1?status=terminated")["subscription"]
+    assert upgraded["lago_id"] == lago_uuid("subscription", "sub-1", "1") != first["lago_id"] == old["lago_id"]
+    assert upgraded["created_at"] >= first["created_at"]
 
 
 # ---------------------------------------------------------------------------------------------

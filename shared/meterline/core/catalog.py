@@ -8,15 +8,29 @@ silently ignored billing option means a wrong invoice.
 
 Amounts are `Decimal`s parsed from decimal strings or ints; floats are refused. Validation
 errors map to Lago's 422 `error_details` with `lago_error_details`.
+
+Requests as Lago's clients send them: a null for a field that has a default means "not set"
+(the default applies), and a Lago option that Meterline does not implement is accepted at its
+neutral value (`LAGO_NEUTRAL`: the value meaning Lago's default behaviour) and refused at any
+other (`unknown_field`).
+
+Ids and timestamps (docs/lago-compatibility.md): every object answers a stable `lago_id`, a
+uuid5 of its kind and natural key (`lago_id`), so it is the same on every backend and after a
+restore; subscription records store theirs (`core.subscriptions`). `created_at`/`updated_at`
+are the store's to set (`Stamped`): they are never part of a request or of `to_lago()`, which
+stays the object's definition (what a client sends, what `catalog apply` compares); answers
+come from `to_lago_response()`.
 """
 
 from __future__ import annotations
 
+import json
+import uuid
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from functools import cache, cached_property
-from typing import Annotated, Any, Literal, Self, get_args
+from typing import Annotated, Any, ClassVar, Literal, Self, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -26,6 +40,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -33,7 +48,9 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from meterline.core.jsonbody import Unstorable, storable
 from meterline.core.money import CURRENCY_EXPONENTS, MONEY_CONTEXT, from_minor_units, parse_decimal
+from meterline.core.numbers import PLACES, number_error
 
 __all__ = [
     "MONTHS_PER_INTERVAL",
@@ -56,11 +73,13 @@ __all__ = [
     "Plan",
     "StandardProperties",
     "Subscription",
+    "Stamped",
     "SubscriptionStatus",
     "VolumeProperties",
     "VolumeRange",
     "filter_key",
     "lago_error_details",
+    "lago_id",
 ]
 
 # The catalog's vocabularies, each written once (pricing's registry of charge models is
@@ -83,26 +102,52 @@ SubscriptionStatus = Literal["active", "pending", "terminated", "canceled"]
 # ---------------------------------------------------------------------------------------------
 
 
-def _amount(value: Any) -> Decimal:
-    """Money and rates: decimal strings or ints only. Custom error types become Lago codes."""
+def _in_domain(value: Decimal | int, places: int | None) -> None:
+    """The numeric domain (`meterline.core.numbers`): catalog numbers share its range."""
+    problem = number_error(value, places)
+    if problem is not None:
+        raise PydanticCustomError(problem, "outside Meterline's numbers: |x| < 10^18, at most {places} decimals",
+                                  {"places": places})
+
+
+def _decimal(value: Any, places: int | None) -> Decimal:
+    """Decimal strings or ints only, in the numeric domain. Custom error types become Lago codes."""
     if isinstance(value, (float, bool)):
         raise PydanticCustomError(
             "invalid_type", "amounts must be decimal strings, not {kind}", {"kind": type(value).__name__}
         )
     try:
-        return parse_decimal(value)
+        result = parse_decimal(value)
     except TypeError:
         raise PydanticCustomError("invalid_type", "amounts must be decimal strings or ints") from None
     except ValueError:
         raise PydanticCustomError("invalid_format", "not a decimal number") from None
+    _in_domain(result, places)
+    return result
+
+
+def _amount(value: Any) -> Decimal:
+    """Money and rates: any number of decimals (see `meterline.core.numbers`)."""
+    return _decimal(value, None)
 
 
 def _bound(value: Any) -> Decimal:
-    """Range bounds are quantities, not money; Lago sends them as JSON numbers, so a float is
-    accepted here through its shortest repr (0.1 -> Decimal('0.1'), never 0.1000000000000000055)."""
+    """Range bounds are quantities, not money, so they are the warehouse's quantities (at most 9
+    decimals); Lago sends them as JSON numbers, so a float is accepted here through its shortest
+    repr (0.1 -> Decimal('0.1'), never 0.1000000000000000055)."""
     if isinstance(value, float) and not isinstance(value, bool):
         value = repr(value)
-    return _amount(value)
+    return _decimal(value, PLACES)
+
+
+def _integer(value: int) -> int:
+    """Counts, cents and sizes share the domain's range: a larger int could be neither stored
+    (orjson writes 64 bits at most) nor billed."""
+    _in_domain(value, None)
+    return value
+
+
+Integer = Annotated[int, AfterValidator(_integer)]
 
 
 def _non_negative(value: Decimal) -> Decimal:
@@ -130,6 +175,19 @@ def _currency(value: Any) -> str:
 
 Currency = Annotated[str, BeforeValidator(_currency)]
 
+# How deep a free-form field (a customer's billing_configuration) may nest: far under the 254
+# levels orjson writes, the catalog document's own levels included.
+_FREE_FORM_DEPTH = 32
+
+
+def _free_form(value: dict[str, Any]) -> dict[str, Any]:
+    """A free-form JSON field must round-trip exactly through the catalog store (orjson): ints
+    within 64 bits (a bigger one came back as a float), finite numbers, bounded nesting."""
+    try:
+        return storable(value, _FREE_FORM_DEPTH, floats=True)
+    except Unstorable as problem:
+        raise PydanticCustomError(problem.code, "cannot be stored exactly") from None
+
 
 def _aware_utc(value: datetime) -> datetime:
     # NOTE: a naive datetime is ambiguous by up to 26 hours across timezones; a bill that
@@ -142,10 +200,71 @@ def _aware_utc(value: datetime) -> datetime:
 UtcDatetime = Annotated[datetime, AfterValidator(_aware_utc)]
 
 
+def iso_ms(value: datetime) -> str:
+    """A timestamp as Meterline answers it: UTC, ISO-8601 with milliseconds, like event times."""
+    value = value.astimezone(UTC)
+    return f"{value:%Y-%m-%dT%H:%M:%S}.{value.microsecond // 1000:03d}Z"
+
+
+def stamp_time(value: datetime) -> datetime:
+    """A stored timestamp: UTC, truncated to the millisecond it is answered with, so what is
+    stored and what is answered are the same instant."""
+    value = value.astimezone(UTC)
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+# A stored timestamp (created_at...): dumped as iso_ms.
+Stamp = Annotated[datetime, AfterValidator(_aware_utc), PlainSerializer(iso_ms, return_type=str, when_used="json")]
+
+# NOTE: never change this namespace: every lago_id a client has stored derives from it.
+_CATALOG_ID_NS = uuid.UUID("0c6f2b4e-51a7-4d8e-9a36-7e1f0b9d2c58")
+
+
+def lago_id(kind: str, *key: str) -> str:
+    """The lago_id of a catalog object: a uuid5 of its kind and natural key, e.g.
+    lago_id("plan", "starter") or lago_id("charge", plan_code, charge_ref).
+
+    Derived, not stored, so it is the same on every backend, after a restore and for objects
+    written before ids existed. The name is a JSON array, so no key text can make two
+    different (kind, key) pairs collide. (Events have their own namespace: core.events.)
+    """
+    return str(uuid.uuid5(_CATALOG_ID_NS, json.dumps([kind, *key], ensure_ascii=False)))
+
+
+def _same(value: Any, neutral: Any) -> bool:
+    # Type-exact, because 0 == False and 1 == True in Python.
+    return value is neutral or (type(value) is type(neutral) and value == neutral)
+
+
 class _LagoModel(BaseModel):
     """Frozen, strict about unknown fields, and dumpable in Lago's JSON shape."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # Lago options Meterline does not implement -> the values that mean "not used" (Lago's
+    # defaults). Accepted at those values only: any other would bill differently from Lago,
+    # and is refused as unknown_field.
+    LAGO_NEUTRAL: ClassVar[Mapping[str, tuple[Any, ...]]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lago_request(cls, data: Any) -> Any:
+        """Drop what a Lago client sends for "not set": a null for a field with a default
+        (the default applies) or for a field Meterline does not know, and an unimplemented
+        option at its neutral value. A null for a required field stays, and is refused."""
+        if not isinstance(data, dict):
+            return data
+        drop = [key for key, value in data.items() if cls._not_set(key, value)]
+        return {k: v for k, v in data.items() if k not in drop} if drop else data
+
+    @classmethod
+    def _not_set(cls, key: Any, value: Any) -> bool:
+        if key in cls.LAGO_NEUTRAL:
+            return any(_same(value, neutral) for neutral in cls.LAGO_NEUTRAL[key])
+        if value is not None:
+            return False
+        field = cls.model_fields.get(key)
+        return field is None or (not field.is_required() and field.default is not None)
 
     def to_lago(self) -> dict[str, Any]:
         """A JSON-ready dict with Lago's field names (Decimals as strings, datetimes ISO-8601)."""
@@ -165,6 +284,64 @@ def _cached_properties(cls: type) -> tuple[str, ...]:
     return tuple(
         name for klass in cls.__mro__ for name, value in vars(klass).items() if isinstance(value, cached_property)
     )
+
+
+# Answered for an object stored before Meterline kept timestamps, until it is next written:
+# a fixed instant that says "unknown", never a time invented at read time.
+UNKNOWN_TIME = "1970-01-01T00:00:00.000Z"
+
+
+class Stamped(_LagoModel):
+    """A catalog object the store keeps with its timestamps.
+
+    The stamps are private attributes, not fields: a request cannot set them (they are unknown
+    fields there), `to_lago()` leaves them out, and only a store sets them (`with_stamps`),
+    keeping created_at from the first write and moving updated_at when the definition changes.
+    """
+
+    _created_at: datetime | None = PrivateAttr(None)
+    _updated_at: datetime | None = PrivateAttr(None)
+
+    @property
+    def created_at(self) -> datetime | None:
+        return self._created_at
+
+    @property
+    def updated_at(self) -> datetime | None:
+        return self._updated_at
+
+    def with_stamps(self, created_at: datetime | None, updated_at: datetime | None) -> Self:
+        copy = self.model_copy()
+        copy._created_at, copy._updated_at = created_at, updated_at
+        return copy
+
+    def stamped_over(self, stored: Self | None, now: datetime) -> Self:
+        """This definition as a store writes it over `stored` (None: a create): `stored`
+        itself when nothing changed (so updated_at moves only on a real change), else with
+        stored's created_at and updated_at = now."""
+        if stored is not None and stored.to_lago() == self.to_lago():
+            return stored
+        now = stamp_time(now)
+        created = stored.created_at if stored is not None and stored.created_at is not None else now
+        return self.with_stamps(created, now)
+
+    def to_document(self) -> dict[str, Any]:
+        """What a store keeps: the Lago definition and the stamps."""
+        doc = self.to_lago()
+        for name, value in (("created_at", self._created_at), ("updated_at", self._updated_at)):
+            if value is not None:
+                doc[name] = iso_ms(value)
+        return doc
+
+    @classmethod
+    def from_document(cls, doc: Mapping[str, Any]) -> Self:
+        data = dict(doc)
+        stamps = [data.pop(name, None) for name in ("created_at", "updated_at")]
+        created, updated = (None if s is None else datetime.fromisoformat(s.replace("Z", "+00:00")) for s in stamps)
+        return cls.model_validate(data).with_stamps(created, updated)
+
+    def _stamp_text(self, value: datetime | None) -> str:
+        return UNKNOWN_TIME if value is None else iso_ms(value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,12 +366,15 @@ def _strip_agg(value: Any) -> Any:
 _ROUNDING = {"round": ROUND_HALF_UP, "ceil": ROUND_CEILING, "floor": ROUND_FLOOR}
 
 
-class BillableMetric(_LagoModel):
+class BillableMetric(Stamped):
     """What is measured and how events aggregate into units (count, sum, unique_count...).
 
     `recurring` metrics (seats, storage) carry their value from one period into the next
     instead of resetting to zero.
     """
+
+    # Custom expressions are not implemented: units come from field_name only.
+    LAGO_NEUTRAL = {"expression": (None, "")}
 
     code: str = Field(min_length=1)
     name: str = Field(min_length=1)
@@ -207,7 +387,8 @@ class BillableMetric(_LagoModel):
     recurring: bool = False
     filters: tuple[MetricFilter, ...] = ()
     rounding_function: Literal["round", "ceil", "floor"] | None = None
-    rounding_precision: int | None = None
+    # Bounded so that rounding stays within the 50 digits of the money context.
+    rounding_precision: Annotated[Integer, Field(ge=-18, le=18)] | None = None
     weighted_interval: Literal["seconds"] | None = None
 
     @model_validator(mode="before")
@@ -251,6 +432,19 @@ class BillableMetric(_LagoModel):
         body = super().to_lago()
         body["aggregation_type"] = f"{self.aggregation_type}_agg"
         return body
+
+    @property
+    def lago_id(self) -> str:
+        return lago_id("billable_metric", self.code)
+
+    def to_lago_response(self) -> dict[str, Any]:
+        """Lago's billable metric object (what the API answers)."""
+        return {
+            "lago_id": self.lago_id,
+            **self.to_lago(),
+            "expression": None,
+            "created_at": self._stamp_text(self.created_at),
+        }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -337,8 +531,8 @@ class VolumeProperties(_Properties):
 class PackageProperties(_Properties):
     charge_model: Literal["package"] = Field("package", exclude=True)
     amount: Amount
-    free_units: Annotated[int, Field(ge=0)] = 0
-    package_size: Annotated[int, Field(ge=1)]
+    free_units: Annotated[Integer, Field(ge=0)] = 0
+    package_size: Annotated[Integer, Field(ge=1)]
 
 
 class PercentageProperties(_Properties):
@@ -347,7 +541,7 @@ class PercentageProperties(_Properties):
     charge_model: Literal["percentage"] = Field("percentage", exclude=True)
     rate: Amount
     fixed_amount: Amount | None = None
-    free_units_per_events: Annotated[int, Field(ge=0)] | None = None
+    free_units_per_events: Annotated[Integer, Field(ge=0)] | None = None
     free_units_per_total_aggregation: Amount | None = None
     per_transaction_min_amount: Amount | None = None
     per_transaction_max_amount: Amount | None = None
@@ -403,6 +597,9 @@ def filter_key(values: dict[str, tuple[str, ...]] | dict[str, list[str]]) -> str
 class ChargeFilter(_LagoModel):
     """Prices one slice of a charge separately, e.g. values={"model": ["gpt-4"], "token_type": ["input"]}."""
 
+    # Meterline has no plan overrides, so there is nothing to cascade to either way.
+    LAGO_NEUTRAL = {"cascade_updates": (None, False, True)}
+
     invoice_display_name: str | None = None
     properties: ChargeProperties
     values: dict[str, tuple[str, ...]] = Field(min_length=1)
@@ -414,16 +611,31 @@ class ChargeFilter(_LagoModel):
 
 
 class Charge(_LagoModel):
-    """A usage-based price on one billable metric inside a plan."""
+    """A usage-based price on one billable metric inside a plan.
+
+    `id` is Meterline's own name for the charge (needed to tell two charges on one metric
+    apart, else `code`, else the metric's code names it: `ref`). Lago clients reference the
+    metric by `billable_metric_id` (its lago_id): the admin service resolves that to
+    billable_metric_code before a plan is stored, so a stored charge always names its metric
+    by code.
+    """
+
+    LAGO_NEUTRAL = {
+        "regroup_paid_fees": (None,),
+        "applied_pricing_unit": (None,),
+        "accepts_target_wallet": (None, False),
+        "cascade_updates": (None, False, True),
+    }
 
     id: str | None = None
     billable_metric_id: str | None = None
     # Required unless billable_metric_id is given (see _inject_charge_model).
     billable_metric_code: str | None
+    code: str | None = None  # Lago's charge code, unique within its plan
     charge_model: ChargeModelName
     properties: ChargeProperties
     filters: tuple[ChargeFilter, ...] = ()
-    min_amount_cents: Annotated[int, Field(ge=0)] = 0
+    min_amount_cents: Annotated[Integer, Field(ge=0)] = 0
     pay_in_advance: bool = False
     invoiceable: bool = True
     prorated: bool = False
@@ -470,26 +682,51 @@ class Charge(_LagoModel):
 
     @cached_property
     def ref(self) -> str:
-        """Stable reference of this charge within its plan (invoice lines, usage keys)."""
-        return self.id or self.billable_metric_code or self.billable_metric_id or ""
+        """Stable reference of this charge within its plan (invoice lines, usage keys, lago_id)."""
+        return self.id or self.code or self.billable_metric_code or self.billable_metric_id or ""
+
+    def to_lago_response(self, plan_code: str, created_at: str) -> dict[str, Any]:
+        """Lago's charge object; `created_at` is its plan's (Meterline keeps one per plan)."""
+        body = self.to_lago()
+        del body["billable_metric_id"]  # a request field: the answer says lago_billable_metric_id
+        return {
+            "lago_id": lago_id("charge", plan_code, self.ref),
+            "lago_billable_metric_id": lago_id("billable_metric", self.billable_metric_code or ""),
+            **body,
+            "created_at": created_at,
+            "regroup_paid_fees": None,
+            "accepts_target_wallet": False,
+            "applied_pricing_unit": None,
+            "taxes": [],
+        }
 
 
 # ---------------------------------------------------------------------------------------------
 # Plans, customers, subscriptions
 # ---------------------------------------------------------------------------------------------
 
-class Plan(_LagoModel):
+class Plan(Stamped):
     """A price list: a base fee per billing interval plus usage charges."""
+
+    LAGO_NEUTRAL = {
+        "bill_charges_monthly": (None, False),
+        "bill_fixed_charges_monthly": (None, False),
+        "fixed_charges": (None, []),
+        "minimum_commitment": (None,),
+        "usage_thresholds": (None, []),
+        "cascade_updates": (None, False, True),
+        "metadata": (None, {}),
+    }
 
     code: str = Field(min_length=1)
     name: str = Field(min_length=1)
     description: str | None = None
     invoice_display_name: str | None = None
     interval: Interval
-    amount_cents: Annotated[int, Field(ge=0)]
+    amount_cents: Annotated[Integer, Field(ge=0)]
     amount_currency: Currency
     pay_in_advance: bool = False
-    trial_period: Annotated[int, Field(ge=0)] = 0
+    trial_period: Annotated[Integer, Field(ge=0)] = 0
     charges: tuple[Charge, ...] = ()
     tax_codes: tuple[str, ...] = ()
 
@@ -506,6 +743,28 @@ class Plan(_LagoModel):
     def amount(self) -> Decimal:
         """The base fee in major units (Decimal('49.00') for 4900 USD cents)."""
         return from_minor_units(self.amount_cents, self.amount_currency)
+
+    @property
+    def lago_id(self) -> str:
+        return lago_id("plan", self.code)
+
+    def to_lago_response(self) -> dict[str, Any]:
+        """Lago's plan object. active_subscriptions_count and draft_invoices_count are left
+        out: counting them would read every subscription on each answer."""
+        created = self._stamp_text(self.created_at)
+        return {
+            "lago_id": self.lago_id,
+            **self.to_lago(),
+            "charges": [c.to_lago_response(self.code, created) for c in self.charges],
+            "created_at": created,
+            "bill_charges_monthly": None,
+            "bill_fixed_charges_monthly": None,
+            "fixed_charges": [],
+            "minimum_commitment": None,
+            "usage_thresholds": [],
+            "taxes": [],
+            "metadata": None,
+        }
 
     @property
     def yearly_amount_cents(self) -> Decimal:
@@ -526,13 +785,27 @@ def _timezone(value: Any) -> str:
 
 
 class CustomerMetadata(_LagoModel):
+    # Metadata is matched by key; the lago_id of an existing entry adds nothing.
+    LAGO_NEUTRAL = {"id": (None,)}
+
     key: str
     value: str
     display_in_invoice: bool = False
 
 
-class Customer(_LagoModel):
+class Customer(Stamped):
     """Who is billed. Periods are cut at midnight in the customer's `timezone`."""
+
+    LAGO_NEUTRAL = {
+        "logo_url": (None,),
+        "finalize_zero_amount_invoice": (None, "inherit"),
+        "shipping_address": (None,),
+        "integration_customers": (None, []),
+        "tax_codes": (None, []),
+        "skip_invoice_custom_sections": (None, False),
+        "invoice_custom_section_codes": (None, []),
+        "billing_entity_code": (None,),
+    }
 
     external_id: str = Field(min_length=1)
     name: str | None = None
@@ -553,19 +826,54 @@ class Customer(_LagoModel):
     state: str | None = None
     zipcode: str | None = None
     country: Annotated[str, Field(pattern=r"^[A-Z]{2}$")] | None = None
-    net_payment_term: Annotated[int, Field(ge=0)] | None = None
-    billing_configuration: dict[str, Any] | None = None
+    net_payment_term: Annotated[Integer, Field(ge=0)] | None = None
+    billing_configuration: Annotated[dict[str, Any], AfterValidator(_free_form)] | None = None
     metadata: tuple[CustomerMetadata, ...] = ()
 
     @cached_property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
 
+    @property
+    def lago_id(self) -> str:
+        return lago_id("customer", self.external_id)
+
+    def to_lago_response(self) -> dict[str, Any]:
+        """Lago's customer object, with Lago's neutral values for what Meterline has not."""
+        created = self._stamp_text(self.created_at)
+        body = self.to_lago()
+        body["metadata"] = [
+            {"lago_id": lago_id("customer_metadata", self.external_id, m["key"]), **m, "created_at": created}
+            for m in body["metadata"]
+        ]
+        return {
+            "lago_id": self.lago_id,
+            **body,
+            "created_at": created,
+            "updated_at": self._stamp_text(self.updated_at),
+            # Lago: the customer's timezone, else the organization's; Meterline's default is UTC.
+            "applicable_timezone": self.timezone,
+            "logo_url": None,
+            "shipping_address": None,
+            "finalize_zero_amount_invoice": "inherit",
+            "integration_customers": [],
+            "taxes": [],
+            "skip_invoice_custom_sections": False,
+            "applicable_invoice_custom_sections": [],
+            "billing_entity_code": None,
+        }
+
 
 class Subscription(_LagoModel):
     """A customer on a plan. Lago keeps one record per plan: an upgrade terminates this record
-    and starts a new one with the same external_id (`previous_plan_code` links them)."""
+    and starts a new one with the same external_id (`previous_plan_code` links them).
 
+    `lago_id` and `created_at` are stored with the record when `core.subscriptions` creates
+    it: Lago gives each record of a plan change its own id. (None only on records written
+    before Meterline kept them; `core.subscriptions.record_lago_id` answers for those.)"""
+
+    lago_id: str | None = None
+    created_at: Stamp | None = None
     external_id: str = Field(min_length=1)
     external_customer_id: str = Field(min_length=1)
     plan_code: str = Field(min_length=1)

@@ -4,7 +4,12 @@ This is the hot path of ingest (tens of thousands of events a second), so it val
 dicts by hand instead of through pydantic models: the rules are few and each error must name
 its field with Lago's error codes. Quantities never pass through float: a JSON number with a
 fraction is re-read from the original text as a Decimal, and stored as that text (see
-`_parse_body` and `_stored`).
+`_parse_body` and `jsonbody.storable`).
+
+What ingest accepts, process and the warehouse can store and the usage query can sum: numbers
+a metric reads are checked against the numeric domain (`meterline.core.numbers`), every other
+property value against what can be stored at all (`jsonbody.storable`), and ids against what
+`GET /events/{transaction_id}` can fetch. "200" means "will be counted, exactly".
 """
 
 from __future__ import annotations
@@ -23,13 +28,34 @@ from typing import Any
 import orjson
 
 from meterline.core.errors import MalformedInput, ValidationFailed
-from meterline.core.jsonbody import read_json, read_json_exact
+from meterline.core.jsonbody import (
+    STORABLE_CHECKED_TYPES,
+    InexactNumber,
+    Path,
+    UnreadableText,
+    Unstorable,
+    has_float,
+    read_json_exact,
+    read_json_fast,
+    storable,
+)
+from meterline.core.numbers import INT64_MAX, INT64_MIN, decimal_text, number_error
 
 MAX_BATCH = 100  # Lago's limit for /events/batch
 _MAX_TIMESTAMP_S = 253402300799  # 9999-12-31T23:59:59Z, the end of BigQuery's TIMESTAMP range
-_DECIMAL_RE = re.compile(r"-?\d+(\.\d+)?")
 _TIMESTAMP_RE = re.compile(r"\d+(\.\d+)?")
 _ID_MAX = 255
+# NOTE: an id with a control character (a newline, NUL...) is refused: it cannot be fetched by
+# GET /events/{transaction_id} (the router refuses it) and NUL separates the dedup key's halves
+# (`Event.key_text`). A transaction_id with "/" cannot be fetched either: it would be two path
+# segments. Lago accepts both; nobody means them.
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# How deep properties may nest, the properties object included: far more than any event needs,
+# and far under the 254 levels orjson writes (the message and the answer wrap properties in 3).
+MAX_PROPERTY_DEPTH = 32
+# The event's fields, to name one in an error (anything else is reported as "event").
+_FIELDS = frozenset({"transaction_id", "external_subscription_id", "code", "timestamp", "properties",
+                     "precise_total_amount_cents"})
 # lago_id is derived from the dedup key, so a retried event answers with the same id.
 _LAGO_ID_NS = uuid.UUID("6f3a1c2e-9b7d-4e4a-8c1f-5d2b7a9e0c31")
 _LAGO_ID_NS_BYTES = _LAGO_ID_NS.bytes
@@ -39,50 +65,36 @@ _EPOCH_DAY = date(1970, 1, 1)
 NumericFieldLookup = Callable[[str], "str | None"]
 
 
-class InexactNumber(Exception):
-    """Validation met a float where the event keeps the client's digits: read the body exactly."""
-
-
 def decode_json(body: bytes) -> Any:
     """Parse a request body exactly: numbers with a fraction become Decimals with the client's digits."""
-    data = read_json(body)
-    return read_json_exact(body) if _has_float(data) else data
-
-
-def _has_float(value: Any) -> bool:
-    # Iterative, on exact types (orjson returns plain dict/list/float): about 3x faster than
-    # recursing through generators.
-    stack = [value]
-    pop, extend = stack.pop, stack.extend
-    while stack:
-        item = pop()
-        kind = type(item)
-        if kind is float:
-            return True
-        if kind is dict:
-            extend(item.values())
-        elif kind is list:
-            extend(item)
-    return False
+    data = read_json_fast(body)
+    return read_json_exact(body) if has_float(data) else data
 
 
 def _parse_body(parse: Callable[..., Any], body: bytes, received_at_us: int, numeric_field: NumericFieldLookup | None) -> Any:
     """Decode and validate; the body is read a second time, exactly, only if validation met a
-    float where it matters (a timestamp, an amount, a property). Most bodies hold none, and
-    this spares them a walk over every value (measured: 6-10% of a batch's CPU)."""
+    float where it matters (a timestamp, an amount, a property, an id). Most bodies hold none,
+    and this spares them a walk over every value (measured: 6-10% of a batch's CPU)."""
     try:
-        return parse(read_json(body), received_at_us, numeric_field)
-    except InexactNumber:
-        return parse(read_json_exact(body), received_at_us, numeric_field)
+        try:
+            return parse(read_json_fast(body), received_at_us, numeric_field)
+        except InexactNumber:
+            return parse(read_json_exact(body), received_at_us, numeric_field)
+    except UnreadableText as failure:
+        raise ValidationFailed(_unreadable_details(failure.path, batch=parse is parse_batch)) from None
 
 
-def is_number(value: Any) -> bool:
-    """Lago's rule for numeric properties: a number, or a string matching ^-?\\d+(\\.\\d+)?$."""
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, (int, Decimal)):
-        return True
-    return isinstance(value, str) and _DECIMAL_RE.fullmatch(value) is not None
+def _unreadable_details(path: Path, *, batch: bool) -> dict[str, Any]:
+    """Lago's error_details for a lone surrogate at `path`: the event field that holds it."""
+
+    def field(rest: Path) -> str:
+        return rest[0] if rest and rest[0] in _FIELDS else "event"  # type: ignore[return-value]
+
+    if not batch:
+        return {field(path[1:]) if path[:1] == ("event",) else "event": ["invalid_format"]}
+    if len(path) >= 2 and path[0] == "events" and type(path[1]) is int:
+        return {str(path[1]): {field(path[2:]): ["invalid_format"]}}
+    return {"events": ["invalid_format"]}
 
 
 def _parse_timestamp(value: Any) -> int | None:
@@ -103,27 +115,6 @@ def _parse_timestamp(value: Any) -> int | None:
     if seconds < 0 or seconds > _MAX_TIMESTAMP_S:
         return None
     return int(seconds * 1_000_000)
-
-
-# The property value types `_stored` changes or looks into; any other is kept as it is.
-_NOT_STORED_AS_IS = frozenset({float, Decimal, dict, list})
-
-
-def _stored(value: Any) -> Any:
-    """A property value as stored: exact Decimals become their decimal text, at any depth.
-
-    Raises InexactNumber on a float, so that the body is read again exactly.
-    """
-    kind = type(value)
-    if kind is Decimal:
-        return str(value)
-    if kind is float:
-        raise InexactNumber()
-    if kind is dict:
-        return {k: _stored(v) for k, v in value.items()}
-    if kind is list:
-        return [_stored(v) for v in value]
-    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,8 +139,14 @@ class Event:
         return (self.external_subscription_id, self.transaction_id)
 
     @property
+    def key_text(self) -> str:
+        """The dedup key as one string (NUL cannot occur in an id, so the join is unambiguous):
+        the name behind lago_id, the Firestore claim's document id and BigQuery's insertId."""
+        return f"{self.external_subscription_id}\x00{self.transaction_id}"
+
+    @property
     def lago_id(self) -> str:
-        return uuid5_text(f"{self.external_subscription_id}\x00{self.transaction_id}")
+        return uuid5_text(self.key_text)
 
     def payload_hash(self) -> str:
         """What decides whether a reused key is a retry (same hash) or a conflict (different).
@@ -244,9 +241,11 @@ _receipt_iso_ms = functools.lru_cache(maxsize=256)(iso_ms)
 
 
 def _required_id(raw: Mapping[str, Any], field: str, errors: dict[str, list[str]]) -> str:
-    """An id that is not a plain non-empty string of at most 255 characters (validate_event
-    checks that common case inline): a numeric id, or an error."""
+    """An id that is not a plain printable string of 1 to 255 characters (validate_event checks
+    that common case inline): a numeric id, an id with characters `isprintable` doubts, or an error."""
     value = raw.get(field)
+    if type(value) is float:
+        raise InexactNumber()  # orjson reads an integer beyond 64 bits as a float
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)  # Lago stores ids as text, so a numeric id is accepted as its digits
     if value is None or value == "":
@@ -258,6 +257,9 @@ def _required_id(raw: Mapping[str, Any], field: str, errors: dict[str, list[str]
     if len(value) > _ID_MAX:
         errors[field] = ["value_is_too_long"]
         return ""
+    if _CONTROL_CHARACTER.search(value) or (field == "transaction_id" and "/" in value):
+        errors[field] = ["invalid_format"]
+        return ""
     return value
 
 
@@ -268,14 +270,17 @@ def validate_event(raw: Any, received_at_us: int, numeric_field: NumericFieldLoo
     errors: dict[str, list[str]] = {}
     # Each check starts with the common case, inline: this runs for every event (a batch of
     # 100 costs a few hundred µs), and the helpers handle everything else.
+    # isprintable() is one C call: False for every control character (and for a few harmless
+    # ones, such as a no-break space, which _required_id then accepts).
     transaction_id = raw.get("transaction_id")
-    if type(transaction_id) is not str or not 0 < len(transaction_id) <= _ID_MAX:
+    if (type(transaction_id) is not str or not 0 < len(transaction_id) <= _ID_MAX
+            or not transaction_id.isprintable() or "/" in transaction_id):
         transaction_id = _required_id(raw, "transaction_id", errors)
     subscription_id = raw.get("external_subscription_id")
-    if type(subscription_id) is not str or not 0 < len(subscription_id) <= _ID_MAX:
+    if type(subscription_id) is not str or not 0 < len(subscription_id) <= _ID_MAX or not subscription_id.isprintable():
         subscription_id = _required_id(raw, "external_subscription_id", errors)
     code = raw.get("code")
-    if type(code) is not str or not 0 < len(code) <= _ID_MAX:
+    if type(code) is not str or not 0 < len(code) <= _ID_MAX or not code.isprintable():
         code = _required_id(raw, "code", errors)
 
     ts_raw = raw.get("timestamp")
@@ -292,7 +297,7 @@ def validate_event(raw: Any, received_at_us: int, numeric_field: NumericFieldLoo
         else:
             timestamp_us = parsed
 
-    properties = raw.get("properties")
+    given = properties = raw.get("properties")
     if properties is None:
         properties = {}
     elif not isinstance(properties, dict):
@@ -300,23 +305,36 @@ def validate_event(raw: Any, received_at_us: int, numeric_field: NumericFieldLoo
         properties = {}
     else:
         for item in properties.values():  # a plain loop: cheaper than any() over a generator
-            if type(item) in _NOT_STORED_AS_IS:
-                properties = _stored(properties)  # nested values, exact decimals, or a float (raises)
+            kind = type(item)
+            # Strings, bools and 64-bit ints (the usual values) are stored as they are.
+            if kind in STORABLE_CHECKED_TYPES and (kind is not int or not INT64_MIN <= item <= INT64_MAX):
+                try:  # nested values, exact decimals, a big int, or a float (raises InexactNumber)
+                    properties = storable(properties, MAX_PROPERTY_DEPTH, floats=False)
+                except Unstorable as problem:
+                    errors["properties"] = [problem.code]
+                    properties = {}
                 break
 
     amount = raw.get("precise_total_amount_cents")
     if type(amount) is float:
         raise InexactNumber()
     if amount is not None:
-        if is_number(amount):
-            amount = str(amount)
+        problem = number_error(amount)
+        if problem is not None:
+            errors["precise_total_amount_cents"] = [problem]
+        elif type(amount) is Decimal:
+            amount = decimal_text(amount)  # 1E+2 is stored as "100": the NUMERIC column's form
         else:
-            errors["precise_total_amount_cents"] = ["value_is_not_valid_number"]
+            amount = str(amount)
 
+    # The value a metric of the catalog sums (or takes the max or latest of) must be a number of
+    # the domain. The stored form is checked first: a Decimal of the domain is stored as its
+    # positional text, which one regular expression accepts (the usual case, and cheaper than
+    # the Decimal). Any other is judged as given: "1E+400" would only say "not a number".
     if numeric_field is not None and code and "properties" not in errors:
         field = numeric_field(code)
-        if field is not None and field in properties and not is_number(properties[field]):
-            errors["properties"] = ["value_is_not_valid_number"]
+        if field is not None and field in properties and number_error(properties[field]) is not None:
+            errors["properties"] = [number_error(given[field])]  # type: ignore[index]
 
     if errors:
         raise ValidationFailed(errors)

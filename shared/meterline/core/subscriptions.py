@@ -13,6 +13,10 @@ another plan_code is a plan change:
 
 Every function takes the records and returns the new ones (or None when nothing changes);
 the caller stores them (`meterline.services.admin`, the billing run).
+
+Each record gets its lago_id and created_at when it is created here: the id is a uuid5 of the
+external_id and the record's position in the history (`record_lago_id`), so a retried or
+concurrent create computes the same id, and the version check lets only one write it.
 """
 
 from __future__ import annotations
@@ -20,12 +24,22 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from meterline.core.catalog import Customer, Plan, Subscription, SubscriptionStatus, UtcDatetime
+from meterline.core.catalog import (
+    UNKNOWN_TIME,
+    Customer,
+    Plan,
+    Subscription,
+    SubscriptionStatus,
+    UtcDatetime,
+    _LagoModel,
+    lago_id,
+    stamp_time,
+)
 from meterline.core.errors import NotFound, ValidationFailed
 from meterline.core.pricing.periods import BillingSchedule, local_date, local_midnight_utc, period_containing
 
@@ -33,12 +47,17 @@ __all__ = [
     "SUBSCRIPTION_STATUSES",
     "SubscriptionCreate",
     "SubscriptionHistory",
+    "SubscriptionUpdate",
     "apply_due_downgrades",
     "current_record",
     "history_customer",
     "is_next",
     "plan_subscription",
+    "record_lago_id",
+    "subscription_to_lago",
     "terminate_records",
+    "update_record",
+    "with_lago_ids",
 ]
 
 # Derived from the model's Literal, so the statuses a client may filter on are the ones a
@@ -46,11 +65,24 @@ __all__ = [
 SUBSCRIPTION_STATUSES: tuple[SubscriptionStatus, ...] = get_args(SubscriptionStatus)
 
 
-class SubscriptionCreate(BaseModel):
+# Lago options of a subscription request that Meterline does not implement, at their neutral
+# values (see catalog._LagoModel).
+_SUBSCRIPTION_NEUTRAL = {
+    "plan_overrides": (None,),
+    "payment_method": (None,),
+    "invoice_custom_section": (None,),
+    "consolidate_invoice": (None, False),
+    "billing_entity_code": (None,),
+    "purchase_order_number": (None,),
+    "activation_rules": (None, []),
+}
+
+
+class SubscriptionCreate(_LagoModel):
     """The fields a client may send to create (or change the plan of) a subscription. Status,
     dates of termination and plan links are Meterline's to set, so they are unknown fields here."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    LAGO_NEUTRAL = _SUBSCRIPTION_NEUTRAL
 
     external_customer_id: Annotated[str, Field(min_length=1)]
     plan_code: Annotated[str, Field(min_length=1)]
@@ -60,6 +92,24 @@ class SubscriptionCreate(BaseModel):
     subscription_at: UtcDatetime | None = None
     ending_at: UtcDatetime | None = None
 
+
+class SubscriptionUpdate(_LagoModel):
+    """Lago's PUT /subscriptions/{external_id}: a new name, end date, or (before it starts) start
+    date. A null clears name or ending_at (`model_fields_set` tells a null from an absent field).
+
+    The identifying fields are accepted when they repeat the record's values (a client may
+    send back the object it created); another value is refused, because Lago changes a plan
+    by a create, never by an update."""
+
+    LAGO_NEUTRAL = _SUBSCRIPTION_NEUTRAL
+
+    name: str | None = None
+    ending_at: UtcDatetime | None = None
+    subscription_at: UtcDatetime | None = None
+    external_id: str | None = None
+    external_customer_id: str | None = None
+    plan_code: str | None = None
+    billing_time: Literal["calendar", "anniversary"] | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +137,63 @@ def history_customer(external_id: str, records: Sequence[Subscription]) -> str:
     if {r.external_id for r in records} != {external_id} or len(customers) != 1:
         raise ValueError("every record of a history must have the same external_id and customer")
     return customers.pop()
+
+
+def record_lago_id(external_id: str, index: int) -> str:
+    """The lago_id of the `index`-th record (0-based, oldest first) of a subscription."""
+    return lago_id("subscription", external_id, str(index))
+
+
+def with_lago_ids(records: Sequence[Subscription]) -> list[Subscription]:
+    """`records` (histories, each oldest first, as the store lists them) with every record's
+    lago_id filled in: records written before Meterline stored ids get the one they would
+    have been given."""
+    seen: dict[str, int] = {}
+    out = []
+    for record in records:
+        index = seen.get(record.external_id, 0)
+        seen[record.external_id] = index + 1
+        if record.lago_id is None:
+            record = record.model_copy(update={"lago_id": record_lago_id(record.external_id, index)})
+        out.append(record)
+    return out
+
+
+def _iso(instant: datetime) -> str:
+    return f"{instant:%Y-%m-%dT%H:%M:%SZ}"
+
+
+def subscription_to_lago(record: Subscription, plan: Plan | None, customer: Customer | None, now: datetime) -> dict[str, Any]:
+    """Lago's subscription object for one record (its lago_id filled in: `with_lago_ids`).
+
+    The current billing period is given for an active record; Lago's options that Meterline
+    has not (payment methods, invoice sections, activation rules) answer their neutral values."""
+    period = None
+    if record.status == "active" and plan is not None and customer is not None:
+        period = period_containing(BillingSchedule.of(record, plan, customer), now)
+    body = record.to_lago()
+    if body["created_at"] is None:
+        body["created_at"] = UNKNOWN_TIME
+    return {
+        **body,
+        "lago_customer_id": lago_id("customer", record.external_customer_id),
+        "plan_amount_cents": plan.amount_cents if plan is not None else None,
+        "plan_amount_currency": plan.amount_currency if plan is not None else None,
+        "subscription_date": record.subscription_at.date().isoformat(),
+        "trial_ended_at": None,
+        "current_billing_period_started_at": _iso(period.start_utc) if period else None,
+        "current_billing_period_ending_at": _iso(period.lago_to_datetime) if period else None,
+        "on_termination_credit_note": None,
+        "on_termination_invoice": None,
+        "payment_method": None,
+        "applied_invoice_custom_sections": [],
+        "consolidate_invoice": None,
+        "billing_entity_code": None,
+        "purchase_order_number": None,
+        "cancellation_reason": None,
+        "activated_at": None,
+        "activation_rules": [],
+    }
 
 
 def current_record(records: Sequence[Subscription]) -> Subscription | None:
@@ -130,6 +237,8 @@ def plan_subscription(
         start = request.subscription_at or now
         started = start <= now
         record = Subscription(
+            lago_id=record_lago_id(request.external_id, len(records)),
+            created_at=stamp_time(now),
             external_id=request.external_id,
             external_customer_id=request.external_customer_id,
             plan_code=plan.code,
@@ -162,6 +271,9 @@ def plan_subscription(
 
     old_plan = get_plan(current.plan_code)
     following = {
+        # A new record: its own id and creation time (Lago's plan change creates a record).
+        "lago_id": record_lago_id(request.external_id, len(records)),
+        "created_at": stamp_time(now),
         "plan_code": plan.code,
         "previous_plan_code": current.plan_code,
         "next_plan_code": None,
@@ -218,6 +330,52 @@ def terminate_records(
         records[index] = ended
         return records, ended
     raise NotFound("subscription")
+
+
+def update_record(
+    history: SubscriptionHistory, status: str | None, update: SubscriptionUpdate, now: datetime
+) -> tuple[list[Subscription] | None, Subscription]:
+    """Lago's subscription update, on the latest `status` record (None: the current record,
+    active or not yet started). Refuses what would rewrite the past: a start date of a record
+    that has started, an end date that is not after both its start and now."""
+    records = list(history.records)
+    if status is None:
+        target = current_record(records)
+    else:
+        target = next((r for r in reversed(records) if r.status == status), None)
+    if target is None:
+        raise NotFound("subscription")
+    index = next(i for i, r in enumerate(records) if r is target)
+    given = update.model_fields_set
+    errors: dict[str, list[str]] = {}
+    for name in ("external_id", "external_customer_id", "plan_code", "billing_time"):
+        value = getattr(update, name)
+        if name in given and value is not None and value != getattr(target, name):
+            errors[name] = ["value_is_immutable"]
+    changes: dict[str, Any] = {}
+    if "name" in given:
+        changes["name"] = update.name
+    if "subscription_at" in given and update.subscription_at is not None and update.subscription_at != target.subscription_at:
+        if target.started_at is not None or target.previous_plan_code is not None:
+            # Started (or the start of a scheduled downgrade, set by the billing period): fixed.
+            errors["subscription_at"] = ["value_is_immutable"]
+        else:
+            start = update.subscription_at
+            changes["subscription_at"] = start
+            if start <= now:  # as a create with a past date: active, backdated
+                changes.update(status="active", started_at=start)
+    if "ending_at" in given:
+        start = changes.get("subscription_at", target.subscription_at)
+        if update.ending_at is not None and (update.ending_at <= start or update.ending_at <= now):
+            errors["ending_at"] = ["invalid_ending_at"]
+        changes["ending_at"] = update.ending_at
+    if errors:
+        raise ValidationFailed(errors)
+    changes = {k: v for k, v in changes.items() if getattr(target, k) != v}
+    if not changes:
+        return None, target
+    records[index] = target.model_copy(update=changes)
+    return records, records[index]
 
 
 def apply_due_downgrades(records: Sequence[Subscription], at: datetime, zone: ZoneInfo) -> list[Subscription] | None:

@@ -1,16 +1,18 @@
 """The admin API over HTTP (Lago's routes and bodies); the rules live in `meterline.services.admin`.
 
-    POST/GET /api/v1/billable_metrics     GET /api/v1/billable_metrics/{code}
-    POST/GET /api/v1/plans                GET /api/v1/plans/{code}
-    POST/GET /api/v1/customers            GET /api/v1/customers/{external_id}
-    POST/GET /api/v1/subscriptions        GET/DELETE /api/v1/subscriptions/{external_id}
+    POST/GET /api/v1/billable_metrics     GET/PUT/DELETE /api/v1/billable_metrics/{code}
+    POST/GET /api/v1/plans                GET/PUT/DELETE /api/v1/plans/{code}
+    POST/GET /api/v1/customers            GET/DELETE     /api/v1/customers/{external_id}
+    POST/GET /api/v1/subscriptions        GET/PUT/DELETE /api/v1/subscriptions/{external_id}
 
 Requests and answers are wrapped in the resource's root key ({"plan": {...}}); lists answer
-{"plans": [...], "meta": {...}}. Creates answer 200, as Lago does.
+{"plans": [...], "meta": {...}}. Creates answer 200, as Lago does, and every answer is Lago's
+object (`to_lago_response()`: lago_id, timestamps, Lago's neutral values).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from flask import Request, Response
@@ -54,20 +56,34 @@ def admin_handler(runtime: AdminRuntime, request: Request) -> Response:
 
     if key == "":
         if request.method == "POST":
-            data = _unwrap(read_body(request, min(MAX_ADMIN_BODY, runtime.settings.max_body_bytes)), root)
-            return json_response(200, {root: _create(service, resource, data).to_lago()})
+            data = _body(runtime, request, root)
+            return _answer(service, resource, _CREATE[resource](service, data))
         if request.method == "GET":
             page, per_page = page_args(request)
             items, total = _list(service, resource, request, page, per_page)
-            return json_response(200, {resource: [i.to_lago() for i in items], "meta": pagination_meta(page, per_page, total)})
-        raise method_not_allowed()
+            return json_response(200, {resource: _lago(service, resource, items), "meta": pagination_meta(page, per_page, total)})
+        raise method_not_allowed(("GET", "POST"))
 
-    if request.method == "GET":
-        return json_response(200, {root: _get(service, resource, key, request).to_lago()})
-    if request.method == "DELETE" and resource == "subscriptions":
-        status = request.args.get("status") or "active"
-        return json_response(200, {root: service.terminate_subscription(key, status).to_lago()})
-    raise method_not_allowed()
+    route = _OBJECT_ROUTES.get((resource, request.method))
+    if route is None:
+        raise method_not_allowed([m for r, m in _OBJECT_ROUTES if r == resource])
+    data = _body(runtime, request, root) if request.method == "PUT" else None
+    return _answer(service, resource, route(service, key, data, request.args))
+
+
+def _body(runtime: AdminRuntime, request: Request, root: str) -> dict[str, Any]:
+    return _unwrap(read_body(request, min(MAX_ADMIN_BODY, runtime.settings.max_body_bytes)), root)
+
+
+def _lago(service: AdminService, resource: str, items: list[Any]) -> list[dict[str, Any]]:
+    """Lago's objects: subscriptions with their plans' amounts, the others by themselves."""
+    if resource == "subscriptions":
+        return service.subscriptions_to_lago(items)
+    return [i.to_lago_response() for i in items]
+
+
+def _answer(service: AdminService, resource: str, item: Any) -> Response:
+    return json_response(200, {ROOT_KEYS[resource]: _lago(service, resource, [item])[0]})
 
 
 def _unwrap(body: bytes, root: str) -> dict[str, Any]:
@@ -79,27 +95,39 @@ def _unwrap(body: bytes, root: str) -> dict[str, Any]:
     return data[root]
 
 
-def _create(service: AdminService, resource: str, data: dict[str, Any]):
-    if resource == "billable_metrics":
-        return service.create_billable_metric(data)
-    if resource == "plans":
-        return service.create_plan(data)
-    if resource == "customers":
-        return service.upsert_customer(data)
-    return service.create_subscription(data)
+_CREATE: dict[str, Callable[[AdminService, dict[str, Any]], Any]] = {
+    "billable_metrics": AdminService.create_billable_metric,
+    "plans": AdminService.create_plan,
+    "customers": AdminService.upsert_customer,  # Lago's POST /customers creates or updates
+    "subscriptions": AdminService.create_subscription,
+}
 
 
-def _get(service: AdminService, resource: str, key: str, request: Request):
-    if resource == "billable_metrics":
-        return service.get_billable_metric(key)
-    if resource == "plans":
-        return service.get_plan(key)
-    if resource == "customers":
-        return service.get_customer(key)
-    status = request.args.get("status") or "active"
-    if status not in SUBSCRIPTION_STATUSES:
+def _status(args: Mapping[str, str], allowed: Sequence[str], default: str | None) -> str | None:
+    status = args.get("status") or default
+    if status is not None and status not in allowed:
         raise ValidationFailed({"status": ["invalid_value"]})
-    return service.get_subscription(key, status)
+    return status
+
+
+# What one object's path answers, by (resource, method): f(service, key, body, query args).
+# Lago has no PUT for customers (POST /customers upserts). A subscription's `status` picks
+# the record: GET the latest in any status (default active), PUT the current record (active,
+# else not started) or the latest pending, DELETE terminates the active one or cancels a
+# pending one (AdminService.terminate_subscription checks which).
+_OBJECT_ROUTES: dict[tuple[str, str], Callable[[AdminService, str, Any, Mapping[str, str]], Any]] = {
+    ("billable_metrics", "GET"): lambda s, key, _, __: s.get_billable_metric(key),
+    ("billable_metrics", "PUT"): lambda s, key, data, _: s.update_billable_metric(key, data),
+    ("billable_metrics", "DELETE"): lambda s, key, _, __: s.delete_billable_metric(key),
+    ("plans", "GET"): lambda s, key, _, __: s.get_plan(key),
+    ("plans", "PUT"): lambda s, key, data, _: s.update_plan(key, data),
+    ("plans", "DELETE"): lambda s, key, _, __: s.delete_plan(key),
+    ("customers", "GET"): lambda s, key, _, __: s.get_customer(key),
+    ("customers", "DELETE"): lambda s, key, _, __: s.delete_customer(key),
+    ("subscriptions", "GET"): lambda s, key, _, args: s.get_subscription(key, _status(args, SUBSCRIPTION_STATUSES, "active")),
+    ("subscriptions", "PUT"): lambda s, key, data, args: s.update_subscription(key, _status(args, ("active", "pending"), None), data),
+    ("subscriptions", "DELETE"): lambda s, key, _, args: s.terminate_subscription(key, args.get("status") or "active"),
+}
 
 
 def _list(service: AdminService, resource: str, request: Request, page: int, per_page: int):

@@ -1,12 +1,20 @@
 """Lago's event API over HTTP: /api/v1/events, /events/batch and /events/{transaction_id}.
 
 POSTs go to the ingest service (validate, publish, answer); GETs read `events_deduped`.
+
+Logging: an accepted request logs one DEBUG line (its event count), off at the default level.
+Cloud Run's request log already has every request's status and latency, so an INFO line here
+would double the log volume of the hottest path for nothing new. Failures log one line each
+(a publish not confirmed in the ingest service, anything unexpected in `http.error_response`).
 """
 
 from __future__ import annotations
 
+import logging
+
 from flask import Request, Response
 
+from meterline import logs
 from meterline.core.errors import NotFound, ValidationFailed
 from meterline.entrypoints.http import (
     api_path,
@@ -19,6 +27,11 @@ from meterline.entrypoints.http import (
 )
 from meterline.runtime import IngestRuntime
 
+_log = logs.get("ingest")
+_COLLECTION = ("GET", "HEAD", "POST")
+_BATCH = ("POST",)
+_ONE_EVENT = ("GET", "HEAD")
+
 
 def events_handler(runtime: IngestRuntime, request: Request) -> Response:
     path = api_path(request)
@@ -26,17 +39,21 @@ def events_handler(runtime: IngestRuntime, request: Request) -> Response:
         raise route_not_found()
     runtime.auth.authenticate(request.headers.get("Authorization"))
     rest = path[len("events/") :] if path.startswith("events/") else ""
+    if "/" in rest:
+        raise route_not_found()
 
+    allowed = _COLLECTION if rest == "" else _BATCH if rest == "batch" else _ONE_EVENT
+    if request.method not in allowed:  # HEAD arrives here as GET (`guarded`)
+        raise method_not_allowed(allowed)
     if request.method == "POST":
+        body = read_body(request, runtime.settings.max_body_bytes)
         if rest == "":
-            body = read_body(request, runtime.settings.max_body_bytes)
-            return json_response(200, runtime.service.create(body))
-        if rest == "batch":
-            body = read_body(request, runtime.settings.max_body_bytes)
-            return json_response(200, runtime.service.create_batch(body))
-        raise method_not_allowed()
-    if request.method != "GET":
-        raise method_not_allowed()
+            answer = runtime.service.create(body)
+            logs.event(_log, "events accepted", logging.DEBUG, events=1)
+        else:
+            answer = runtime.service.create_batch(body)
+            logs.event(_log, "events accepted", logging.DEBUG, events=len(answer["events"]))
+        return json_response(200, answer)
 
     subscription = request.args.get("external_subscription_id")
     if not subscription:
@@ -45,8 +62,6 @@ def events_handler(runtime: IngestRuntime, request: Request) -> Response:
         page, per_page = page_args(request)
         events, total = runtime.events.list_events(subscription, per_page, (page - 1) * per_page)
         return json_response(200, {"events": [e.to_lago() for e in events], "meta": pagination_meta(page, per_page, total)})
-    if rest == "batch" or "/" in rest:
-        raise route_not_found()
     event = runtime.events.get_event(subscription, rest)
     if event is None:
         raise NotFound("event")

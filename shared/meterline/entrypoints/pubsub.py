@@ -20,7 +20,7 @@ from typing import Any
 from meterline import logs
 from meterline.core.clock import now_us, to_us
 from meterline.runtime import ProcessRuntime, process_runtime
-from meterline.services.process import PoisonMessage, ProcessResult
+from meterline.services.process import PoisonMessage, ProcessResult, log_processed
 
 _log = logs.get("process")
 
@@ -50,25 +50,35 @@ def _attribute(cloud_event: Any, name: str) -> Any:
 
 
 def handle_cloud_event(cloud_event: Any, runtime: ProcessRuntime | None = None) -> ProcessResult | None:
-    """Process one message; None when it was too old and went to the dead letters instead."""
+    """Process one message; None when it was too old and went to the dead letters instead.
+
+    Logs one line per message: INFO with the counts and the delay since publish, or, when it
+    raises, ERROR with the exception type and stack trace (`logs.failure`; the function's
+    error handler then answers 500 without a second line, and Pub/Sub delivers it again).
+    """
     rt = runtime or process_runtime()
     data = cloud_event.data
     message = (data.get("message") or {}) if isinstance(data, dict) else {}
     message_id = message.get("messageId")
     published = _published_us(message, cloud_event)
-    if published is not None:
-        age_s = (now_us() - published) / 1_000_000
-        if age_s > rt.settings.max_message_age_seconds:
-            rt.adapters.dead_letters.publish(
-                message_data(data), {"reason": "max_age_exceeded", "message_id": str(message_id)}
-            )
-            logs.event(
-                _log, "message older than the maximum age: dead-lettered and acknowledged", logging.WARNING,
-                message_id=message_id, age_seconds=round(age_s), max_age_seconds=rt.settings.max_message_age_seconds,
-            )
-            return None
+    started = now_us()
     try:
-        return rt.service.handle_message(message_data(data))
-    except PoisonMessage as exc:
-        logs.event(_log, "poison message; it will be dead-lettered after its retries", 50, message_id=message_id, reason=str(exc))
+        if published is not None:
+            age_s = (started - published) / 1_000_000
+            if age_s > rt.settings.max_message_age_seconds:
+                rt.adapters.dead_letters.publish(
+                    message_data(data), {"reason": "max_age_exceeded", "message_id": str(message_id)}
+                )
+                logs.event(
+                    _log, "message older than the maximum age: dead-lettered and acknowledged", logging.WARNING,
+                    message_id=message_id, age_seconds=round(age_s), max_age_seconds=rt.settings.max_message_age_seconds,
+                )
+                return None
+        result = rt.service.handle_message(message_data(data))
+    except Exception as exc:
+        what = ("poison message; it will be dead-lettered after its retries" if isinstance(exc, PoisonMessage)
+                else "message failed; Pub/Sub will deliver it again")
+        logs.failure(_log, what, exc, message_id=message_id)
         raise
+    log_processed(_log, result, message_id, published, started)
+    return result

@@ -1,17 +1,25 @@
 """`meterline serve`'s web app: every function's routes in one Flask app.
 
 The routes call the same handlers as the Cloud Functions, each with its own function's
-runtime, so what runs locally is what is deployed.
+runtime, so what runs locally is what is deployed. As under functions-framework, whose
+catch-all rule has no method list, every method reaches a handler, which answers 405 itself;
+what the router refuses (a path outside /api/v1/..., one holding a newline) is answered by
+`error_response` in Lago's JSON shape, as in the functions.
 """
 
 from __future__ import annotations
 
-from flask import Flask, request
+from flask import Flask, Request, request
+from werkzeug.routing import Rule
 
 from meterline.entrypoints.admin import ROOT_KEYS, admin_handler
 from meterline.entrypoints.events import events_handler
-from meterline.entrypoints.http import guarded, json_response
+from meterline.entrypoints.http import error_response, guarded, json_response, route_not_found
 from meterline.runtime import LocalRuntime
+
+
+def _no_route(runtime: None, request: Request):
+    raise route_not_found()
 
 
 def create_app(runtime: LocalRuntime) -> Flask:
@@ -21,17 +29,19 @@ def create_app(runtime: LocalRuntime) -> Flask:
         **{resource: (admin_handler, runtime.admin) for resource in ROOT_KEYS},
     }
     app = Flask("meterline")
+    app.register_error_handler(Exception, error_response)
 
-    @app.route("/api/v1/<path:rest>", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
     def api(rest: str):
-        route = routes.get(rest.split("/", 1)[0])
-        if route is None:
-            return json_response(404, {"status": 404, "error": "Not Found", "code": "route_not_found"})
-        handler, function_runtime = route
+        handler, function_runtime = routes.get(rest.split("/", 1)[0], (_no_route, None))
         return guarded(handler, request, function_runtime)
 
-    @app.get("/healthz")
+    # A werkzeug Rule without methods matches every method (Flask's route() would list them).
+    app.url_map.add(Rule("/api/v1/<path:rest>", endpoint="api"))
+    app.view_functions["api"] = api
+
     def healthz():
         return json_response(200, {"status": "ok"})
 
+    # GET and HEAD; OPTIONS is a JSON 405 like everywhere else, not Flask's empty answer.
+    app.add_url_rule("/healthz", view_func=healthz, methods=["GET"], provide_automatic_options=False)
     return app

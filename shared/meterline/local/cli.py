@@ -43,6 +43,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         with hold_warehouse(settings.data_dir, "meterline serve") as announce:
             runtime = build_runtime(settings)
+            # We hold the data dir, so no other worker can hold a lease: any lease left is a dead
+            # worker's (a kill -9), and its messages go again now instead of after their lease.
+            released, dead = runtime.queue.release_leases()
+            if released or dead:
+                print(f"meterline serve: took back {released} message(s) a previous run had leased"
+                      + (f"; {dead} dead-lettered after {settings.max_delivery_attempts} such stops" if dead else ""),
+                      file=sys.stderr)
             server = LocalServer(runtime, args.host, args.port)
             token = new_local_token()
             runtime.ingest.auth.trust(token, "meterline serve local token", now_us())
@@ -72,8 +79,70 @@ def cmd_api_keys_list(args: argparse.Namespace) -> int:
     from meterline.core.events import iso_ms
 
     keys = _adapters(args).api_keys.all()
-    rows = [{"name": r.name, "prefix": r.prefix + "…", "created_at": iso_ms(r.created_at_us)} for r in keys]
-    print(output.render(rows, ["name", "prefix", "created_at"], args.format))
+    rows = [
+        {"name": r.name, "prefix": r.prefix + "…", "created_at": iso_ms(r.created_at_us),
+         "revoked_at": iso_ms(r.revoked_at_us) if r.revoked_at_us is not None else None}
+        for r in keys
+    ]
+    print(output.render(rows, ["name", "prefix", "created_at", "revoked_at"], args.format))
+    return 0
+
+
+def cmd_api_keys_revoke(args: argparse.Namespace) -> int:
+    from meterline.core.clock import now_us
+    from meterline.services.auth import revoke_api_keys
+
+    settings = _settings(args)
+    what = f"prefix {args.prefix}" if args.prefix is not None else f"name '{args.name}'"
+    revoked, already = revoke_api_keys(_adapters(args).api_keys, now_us(), prefix=args.prefix, name=args.name)
+    for r in revoked:
+        print(f"revoked '{r.name}' ({r.prefix}…)")
+    for r in already:
+        print(f"'{r.name}' ({r.prefix}…) was already revoked")
+    if not revoked and not already:
+        print(f"meterline api-keys revoke: no API key with {what}; see `meterline api-keys list`", file=sys.stderr)
+        return 1
+    if revoked:
+        print(f"Keys cached by running functions stop working within {settings.api_key_cache_seconds:g} s "
+              "(METERLINE_API_KEY_CACHE_SECONDS); a function that has not checked them lately refuses them now.",
+              file=sys.stderr)
+    return 0
+
+
+def _age(us: int) -> str:
+    seconds = max(0, us // 1_000_000)
+    for unit, size, smaller, small_size in (("d", 86_400, "h", 3_600), ("h", 3_600, "m", 60), ("m", 60, "s", 1)):
+        if seconds >= size:
+            rest = (seconds % size) // small_size
+            return f"{seconds // size}{unit}" + (f" {rest}{smaller}" if rest else "")
+    return f"{seconds}s"
+
+
+def cmd_dead_letters_list(args: argparse.Namespace) -> int:
+    """The dead letters, without their payloads: id, reason, attempts, age, event count."""
+    from meterline.core.clock import now_us
+
+    now = now_us()
+    letters = _adapters(args).dead_letter_queue.all(args.limit)
+    rows = [
+        {"id": d.id, "reason": d.reason, "attempts": d.attempts, "age": _age(now - d.dead_at_us),
+         "events": d.events if d.events is not None else "undecodable"}
+        for d in letters
+    ]
+    print(output.render(rows, ["id", "reason", "attempts", "age", "events"], args.format))
+    print(f"{len(rows)} dead letter(s)" + (" (the oldest shown; raise --limit)" if len(rows) == args.limit else ""),
+          file=sys.stderr)
+    return 0
+
+
+def cmd_dead_letters_replay(args: argparse.Namespace) -> int:
+    """Put dead letters back on the events bus, once their cause is fixed."""
+    replayed = _adapters(args).dead_letter_queue.replay(None if args.all else args.ids)
+    print(f"replayed {len(replayed)} dead letter(s)" + (f": {', '.join(replayed)}" if replayed else ""))
+    missing = [] if args.all else sorted(set(args.ids) - set(replayed))
+    if missing:
+        print(f"meterline dead-letters replay: no dead letter {', '.join(missing)} (already replayed?)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -153,6 +222,26 @@ def build_parser() -> argparse.ArgumentParser:
     lst.add_argument("--data-dir", type=Path)
     lst.add_argument("--format", choices=output.FORMATS, default="table")
     lst.set_defaults(func=cmd_api_keys_list)
+    revoke = keys.add_parser("revoke", help="revoke keys by prefix or name; revoked keys stay listed as revoked")
+    which = revoke.add_mutually_exclusive_group(required=True)
+    which.add_argument("--prefix", help="the key's prefix as `api-keys list` shows it")
+    which.add_argument("--name", help="every key with this name")
+    revoke.add_argument("--data-dir", type=Path)
+    revoke.set_defaults(func=cmd_api_keys_revoke)
+
+    dead = sub.add_parser("dead-letters", help="messages that failed every attempt: list and replay them")
+    dead_sub = dead.add_subparsers(dest="dead_letters_command", required=True)
+    dead_list = dead_sub.add_parser("list", help="id, reason, attempts, age and event count (never payloads)")
+    dead_list.add_argument("--limit", type=int, default=1000)
+    dead_list.add_argument("--data-dir", type=Path)
+    dead_list.add_argument("--format", choices=output.FORMATS, default="table")
+    dead_list.set_defaults(func=cmd_dead_letters_list)
+    replay = dead_sub.add_parser("replay", help="put dead letters back on the events bus (after fixing their cause)")
+    chosen = replay.add_mutually_exclusive_group(required=True)
+    chosen.add_argument("--id", dest="ids", action="append", metavar="ID", help="a dead letter's id (repeatable)")
+    chosen.add_argument("--all", action="store_true", help="every dead letter")
+    replay.add_argument("--data-dir", type=Path)
+    replay.set_defaults(func=cmd_dead_letters_replay)
 
     events = sub.add_parser("events", help="read counted events").add_subparsers(dest="events_command", required=True)
     events_list = events.add_parser("list", help="one subscription's counted events, newest first")

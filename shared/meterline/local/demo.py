@@ -1,8 +1,12 @@
-"""`meterline demo`: an LLM gateway's day of traffic, posted through the real HTTP API.
+"""`meterline demo`: two months of an LLM gateway's traffic, counted exactly, then billed.
 
-It posts a realistic stream (batches and single events, client retries of whole requests,
-events repeated across requests, a buggy reuse of a transaction_id, a few invalid requests),
-lets the pipeline dedup and store it, then compares what was counted with the ground truth.
+It posts a realistic stream through the real HTTP API (batches and single events, client
+retries of whole requests, events repeated across requests, a buggy reuse of a
+transaction_id, an invalid batch), for three customers on the first customer's hybrid plan
+(seats, some added or removed mid-month, plus graduated input and output tokens). Then it
+runs the billing run at the start of each month, posts one event late, after its month's
+invoice was finalized, and shows the invoices: the late event is on the next invoice, as its
+own line. Tables on stdout; the invoices also go to CSV and JSON files whose paths it prints.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import urllib.error
 import urllib.request
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
@@ -22,13 +26,13 @@ import orjson
 
 from meterline.config import Settings
 from meterline.core.clock import now_us
+from meterline.core.money import from_minor_units
 from meterline.local import output
 from meterline.local.datadir import LOCK_FILE, hold_warehouse
 from meterline.local.server import LocalServer
 from meterline.runtime import LocalRuntime, build_runtime
 from meterline.services import catalog_apply
 from meterline.services.auth import create_api_key
-from meterline.services.usage import UsageService
 
 # The first customer's catalog (seats + graduated tokens), kept in git beside the code.
 CATALOG = Path(__file__).resolve().with_name("example_catalog.yaml")  # shipped in the package
@@ -57,9 +61,17 @@ def _post(url: str, key: str, body: dict) -> tuple[int, dict]:
         return err.code, orjson.loads(err.read())
 
 
-def generate(n_events: int, seed: int) -> list[dict]:
+def months(now: datetime) -> tuple[datetime, datetime, datetime]:
+    """The starts of the month before last, of last month and of this month (UTC)."""
+    this = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    last = (this - timedelta(days=1)).replace(day=1)
+    return (last - timedelta(days=1)).replace(day=1), last, this
+
+
+def generate(n_events: int, seed: int, first: datetime, end: datetime) -> list[dict]:
+    """Token events spread evenly over [first, end)."""
     rng = random.Random(seed)
-    start = int(time.time()) - 86_400
+    start, span = int(first.timestamp()), int((end - first).total_seconds())
     events = []
     for i in range(n_events):
         sub = rng.choices(SUBSCRIPTIONS, weights=(6, 3, 1))[0]
@@ -67,51 +79,75 @@ def generate(n_events: int, seed: int) -> list[dict]:
             "transaction_id": f"req_{seed}_{i:07d}_{rng.choice(('in', 'out'))}",
             "external_subscription_id": sub,
             "code": "tokens_consumed",
-            "timestamp": start + i * 86_400 // max(n_events, 1),
+            "timestamp": start + i * span // max(n_events, 1),
             "properties": {"value": rng.randint(20, 4000), "model": rng.choice(MODELS),
                            "token_type": rng.choice(("input", "output"))},
         })
     return events
 
 
-def seat_events(seed: int) -> list[dict]:
-    """Each customer's seats: some carried over from last month, some added this month."""
+def seat_events(seed: int, first: datetime, second: datetime) -> list[dict]:
+    """Each customer's seats: 2-5 from the first day; in the second month one customer adds
+    a seat and another removes one (prorated by day on the invoice)."""
     rng = random.Random(seed + 2)
-    now = int(time.time())
     events = []
-    for s, sub in enumerate(SUBSCRIPTIONS):
-        for u in range(rng.randint(2, 6)):
-            # Two thirds of the seats existed before this period; the rest were added lately.
-            at = now - 40 * 86_400 if rng.random() < 0.66 else now - rng.randint(1, 20) * 86_400
-            events.append({"transaction_id": f"seat_{seed}_{s}_{u}", "external_subscription_id": sub, "code": "seats",
-                           "timestamp": at, "properties": {"user_id": f"user_{u}@{sub}", "operation_type": "add"}})
+
+    def seat(sub: str, user: str, at: datetime, op: str) -> dict:
+        return {"transaction_id": f"seat_{seed}_{sub}_{user}_{op}", "external_subscription_id": sub, "code": "seats",
+                "timestamp": int(at.timestamp()), "properties": {"user_id": user, "operation_type": op}}
+
+    for sub in SUBSCRIPTIONS:
+        events += [seat(sub, f"user_{u}@{sub}", first, "add") for u in range(rng.randint(2, 5))]
+    events.append(seat(SUBSCRIPTIONS[0], f"new_hire@{SUBSCRIPTIONS[0]}", second + timedelta(days=10), "add"))
+    events.append(seat(SUBSCRIPTIONS[1], f"user_0@{SUBSCRIPTIONS[1]}", second + timedelta(days=20), "remove"))
     return events
 
 
-def price_preview(runtime: LocalRuntime, fmt: str) -> None:
-    """What each subscription owes so far this period on the example plan, through the same
-    admin API calls a client makes and the usage service billing uses."""
+def setup(runtime: LocalRuntime, url: str, key: str, first: datetime) -> None:
+    """The catalog from git, then customers and subscriptions through the admin API."""
     catalog = catalog_apply.load(CATALOG)
     store = runtime.adapters.catalog
     catalog_apply.apply(store, catalog, catalog_apply.plan_changes(store, catalog))
     (plan,) = catalog.plans
-    admin = runtime.admin.service
-    subscriptions = []
     for sub in SUBSCRIPTIONS:
-        customer = admin.upsert_customer({"external_id": sub.removeprefix("sub_"), "name": sub, "currency": "USD", "timezone": "UTC"})
-        subscriptions.append(admin.create_subscription({
-            "external_id": sub, "external_customer_id": customer.external_id, "plan_code": plan.code,
-            "subscription_at": "2026-01-01T00:00:00Z"}))
-    usage = UsageService(store, runtime.adapters.warehouse)
-    rows = []
-    for rated in usage.current(subscriptions, datetime.now(timezone.utc)):  # one query for every subscription
-        period, draft = rated.period, rated.draft
-        by_line = {f.display_name: f.amount for f in draft.fees}
-        rows.append({"subscription": rated.subscription.external_id, "period": f"{period.start_date}..{period.end_date}",
-                     **by_line, "total_usd": draft.amount})
-    columns = ["subscription", "period", *[k for k in rows[0] if k not in ("subscription", "period", "total_usd")], "total_usd"]
-    print(f"\nWhat each subscription owes so far on plan {plan.code!r} (meterline/local/example_catalog.yaml):")
-    print(output.render(rows, columns, fmt))
+        customer = sub.removeprefix("sub_")
+        for path, body in (
+            ("customers", {"customer": {"external_id": customer, "name": customer.title(), "currency": "USD", "timezone": "UTC"}}),
+            ("subscriptions", {"subscription": {"external_id": sub, "external_customer_id": customer,
+                                                "plan_code": plan.code, "subscription_at": first.isoformat()}}),
+        ):
+            status, answer = _post(f"{url}/api/v1/{path}", key, body)
+            if status != 200:
+                raise SystemExit(f"demo: {path}: unexpected {status} {answer}")
+
+
+def bill(runtime: LocalRuntime, as_of: datetime, fmt: str) -> None:
+    result = runtime.bill.billing.run(as_of)
+    print(f"billing run as of {as_of:%Y-%m-%d %H:%M} UTC: {result.drafted} drafted, {result.finalized} finalized"
+          + (f", FAILED: {result.failed}" if result.failed else ""))
+
+
+def show_invoices(runtime: LocalRuntime, data_dir: Path, fmt: str) -> None:
+    invoices = sorted(runtime.adapters.invoices.list()[0], key=lambda i: (i.period_start, i.subscription_external_id))
+    rows = [{"number": i.number, "subscription": i.subscription_external_id, "period": f"{i.period_start}..{i.period_end}",
+             "status": i.status, "lines": len(i.lines), "total_usd": from_minor_units(i.amount_cents, i.currency)}
+            for i in invoices]
+    lines = [{"number": i.number, "line": line.description, "units": line.units.normalize(),
+              "amount_usd": from_minor_units(line.amount_cents, i.currency)}
+             for i in invoices for line in i.lines]
+    print("\nInvoices")
+    print(output.render(rows, ["number", "subscription", "period", "status", "lines", "total_usd"], fmt))
+    print("\nInvoice lines")
+    print(output.render(lines, ["number", "line", "units", "amount_usd"], fmt))
+    files = {
+        data_dir / "invoices.csv": output.render(rows, list(rows[0]), "csv"),
+        data_dir / "invoice_lines.csv": output.render(lines, list(lines[0]), "csv"),
+        data_dir / "invoices.json": output.render(rows, list(rows[0]), "json"),
+        data_dir / "invoice_lines.json": output.render(lines, list(lines[0]), "json"),
+    }
+    for path, text in files.items():
+        path.write_text(text + "\n")
+    print("\nwritten: " + ", ".join(str(p) for p in files))
 
 
 def run(n_events: int = 3000, data_dir: Path = Path(".meterline/demo"), seed: int = 7, fmt: str = "table") -> int:
@@ -129,9 +165,11 @@ def _run(n_events: int, data_dir: Path, seed: int, fmt: str) -> int:
     key = create_api_key(runtime.adapters.api_keys, "demo-gateway", now_us())
     rng = random.Random(seed + 1)
     truth = Truth()
-    events = generate(n_events, seed)
+    first, second, this = months(datetime.now(timezone.utc))
+    events = generate(n_events, seed, first, this)
     progress = output.Progress("posting events", len(events))
     with LocalServer(runtime) as server:
+        setup(runtime, server.url, key, first)
         base = f"{server.url}/api/v1/events"
         i = 0
         while i < len(events):
@@ -161,7 +199,7 @@ def _run(n_events: int, data_dir: Path, seed: int, fmt: str) -> int:
                 truth.unique[e["external_subscription_id"]].setdefault(e["transaction_id"], e["properties"]["value"])
             progress.advance(min(size, len(events) - (i - size)))
         progress.finish()
-        status, answer = _post(f"{base}/batch", key, {"events": seat_events(seed)})
+        status, answer = _post(f"{base}/batch", key, {"events": seat_events(seed, first, second)})
         if status != 200:
             raise SystemExit(f"demo: unexpected {status} {answer}")
         # A client's mistakes are refused whole, with the field named; nothing is counted.
@@ -169,9 +207,21 @@ def _run(n_events: int, data_dir: Path, seed: int, fmt: str) -> int:
         status, answer = _post(f"{base}/batch", key, bad)
         truth.invalid_requests += 1
         print(f"an invalid batch is refused whole: {status} {orjson.dumps(answer['error_details']).decode()}")
-        deadline = time.monotonic() + 60
-        while runtime.queue.depth() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for_queue(runtime)
+        # The first month closes: its invoices, finalized after the one-hour grace period.
+        bill(runtime, second + timedelta(hours=2), fmt)
+        # A gateway that was offline sends one event of the first month now: it is counted,
+        # and billed on the next invoice as late usage, the finalized one left as it is.
+        late = {**events[len(events) // 4], "transaction_id": f"late_{seed}", "properties": {
+            "value": 1_000_000, "model": MODELS[0], "token_type": "output"}}
+        status, answer = _post(base, key, {"event": late})
+        if status != 200:
+            raise SystemExit(f"demo: unexpected {status} {answer}")
+        truth.posted[late["external_subscription_id"]] += 1
+        truth.unique[late["external_subscription_id"]][late["transaction_id"]] = 1_000_000
+        print(f"one late event for {late['external_subscription_id']} in {first:%B}, after its invoice was finalized")
+        wait_for_queue(runtime)
+        bill(runtime, this + timedelta(hours=2), fmt)
     counted = {
         t.external_subscription_id: {"events": t.events, "tokens": t.total}
         for t in runtime.adapters.warehouse.totals("tokens_consumed", "value")
@@ -193,5 +243,11 @@ def _run(n_events: int, data_dir: Path, seed: int, fmt: str) -> int:
     print(f"transaction_id reused with another payload: {truth.conflicts} sent, {rejected} in rejected_events")
     ok &= rejected == truth.conflicts
     print("every event counted exactly once" if ok else "MISMATCH: see the table above")
-    price_preview(runtime, fmt)
+    show_invoices(runtime, data_dir, fmt)
     return 0 if ok else 1
+
+
+def wait_for_queue(runtime: LocalRuntime, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while runtime.queue.depth() and time.monotonic() < deadline:
+        time.sleep(0.05)

@@ -11,8 +11,9 @@ import threading
 from dataclasses import dataclass
 
 from meterline import logs
-from meterline.adapters.embedded.sqlite import SqliteQueue
-from meterline.services.process import ProcessService
+from meterline.adapters.embedded.sqlite import QueuedMessage, SqliteQueue
+from meterline.core.clock import now_us
+from meterline.services.process import ProcessService, log_processed
 
 _log = logs.get("worker")
 
@@ -32,20 +33,32 @@ def drain_once(queue: SqliteQueue, service: ProcessService, batch: int = 50, lea
     stats = DrainStats()
     for message in queue.lease(batch, lease_seconds):
         stats.messages += 1
+        started = now_us()
         try:
             result = service.handle_message(message.data)
         except Exception as exc:  # any failure: give it back; the queue dead-letters it in the end
             stats.failed += 1
-            if queue.nack(message.id, f"{type(exc).__name__}: {exc}"):
-                stats.dead_lettered += 1
-                logs.event(_log, "message dead-lettered", 40, message_id=message.id, attempts=message.attempts)
+            dead = queue.nack(message.id, f"{type(exc).__name__}: {exc}")
+            stats.dead_lettered += dead
+            # One line per failed attempt, as the Pub/Sub function logs (with the stack trace).
+            logs.failure(_log, "message dead-lettered after its last attempt" if dead else
+                         "message failed; it will be delivered again", exc,
+                         message_id=message.id, attempts=message.attempts)
             continue
         # A crash here redelivers the message after its lease; dedup makes that harmless.
         queue.ack(message.id)
+        log_processed(_log, result, message.id, _published_us(message), started)
         stats.inserted += result.inserted
         stats.duplicates += result.duplicates
         stats.rejected += result.rejected
     return stats
+
+
+def _published_us(message: QueuedMessage) -> int | None:
+    # NOTE: the queue stores each message's publish time (time.time() seconds); the delay
+    # since publish is logged once `lease` returns it as `QueuedMessage.published_at`.
+    published_at = getattr(message, "published_at", None)
+    return None if published_at is None else int(published_at * 1_000_000)
 
 
 class QueueWorker(threading.Thread):

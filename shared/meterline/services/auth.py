@@ -2,6 +2,12 @@
 
 A key is 32 random bytes, so a fast hash is enough (there is nothing to brute-force, unlike
 a password); the cache keeps the store off the hot path of ingest.
+
+Revocation marks the stored key revoked (it stays listed, as revoked). A revoked key is
+refused like an unknown one as soon as a function asks the store about it, that is at once
+by a function that has not seen the key lately, and within `api_key_cache_seconds`
+(METERLINE_API_KEY_CACHE_SECONDS, 60 s) by one that verified it just before: the cache is
+the price of keeping the store off the hot path, and revoking tells the operator that bound.
 """
 
 from __future__ import annotations
@@ -28,6 +34,21 @@ def create_api_key(store: ApiKeyStore, name: str, now_us: int) -> str:
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     store.add(ApiKeyRecord(key_hash=hash_key(key), name=name, prefix=key[:10], created_at_us=now_us))
     return key
+
+
+def revoke_api_keys(
+    store: ApiKeyStore, now_us: int, *, prefix: str | None = None, name: str | None = None
+) -> tuple[list[ApiKeyRecord], list[ApiKeyRecord]]:
+    """Revoke every key with this prefix (as `api-keys list` shows it; a trailing "…" is
+    ignored) or this name. Returns (revoked now, already revoked before)."""
+    if (prefix is None) == (name is None):
+        raise ValueError("give a prefix or a name")
+    if prefix is not None:
+        prefix = prefix.rstrip("…")
+    matches = [r for r in store.all() if (r.prefix == prefix if prefix is not None else r.name == name)]
+    revoked = [r for r in matches if not r.revoked and store.revoke(r.key_hash, now_us)]
+    already = [r for r in matches if r not in revoked]
+    return revoked, already
 
 
 def bearer_token(header: str | None) -> str | None:
@@ -70,8 +91,8 @@ class ApiKeyAuthenticator:
             return cached[1]
         record = self._store.find(digest)
         # compare_digest: the store looked the hash up by value; this keeps the final check constant-time.
-        if record is None or not hmac.compare_digest(record.key_hash, digest):
-            raise Unauthenticated()
+        if record is None or record.revoked or not hmac.compare_digest(record.key_hash, digest):
+            raise Unauthenticated()  # a revoked key is refused exactly like an unknown one
         with self._lock:
             if len(self._cache) > 10_000:
                 self._cache.clear()

@@ -12,10 +12,10 @@ import duckdb
 from meterline.adapters import sql
 from meterline.core.events import Event
 from meterline.ports import Rejection
-from meterline.adapters.rows import DedupedReads, event_row, rejected_row
+from meterline.adapters.rows import DedupedReads, FinanceRecords, event_row, rejected_row
 
 
-class DuckDbWarehouse(DedupedReads):
+class DuckDbWarehouse(DedupedReads, FinanceRecords):
     """One DuckDB file (or `:memory:`). DuckDB allows one writing process; `meterline serve` is it."""
 
     def __init__(self, path: Path | str):
@@ -32,7 +32,9 @@ class DuckDbWarehouse(DedupedReads):
             body = sql.to_duckdb(sql.view_query(view, lambda table: f'"{table}"'))
             self._conn.execute(f'CREATE OR REPLACE VIEW "{view}" AS {body}')
 
-    def _insert(self, table: str, rows: list[dict[str, Any]]) -> None:
+    def _insert(self, table: str, rows: list[dict[str, Any]], row_ids: Sequence[str] = ()) -> None:
+        """Append rows in one transaction. `row_ids` (BigQuery's insertIds) mean nothing here:
+        every view removes what a repeated write adds."""
         if not rows:
             return
         columns = [f["name"] for f in sql.schema(table)]

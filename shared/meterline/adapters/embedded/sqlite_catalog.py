@@ -1,20 +1,20 @@
 """CatalogStore on SQLite: one table per kind, each row a Lago-shaped JSON document.
 
 The key columns (code, external_id, external_customer_id) are the only ones SQL looks at;
-the document is whatever the model's `to_lago()` gives, read back with `model_validate`, so
-a model change needs no migration of columns.
+the document is the model's `to_document()` (its `to_lago()` and its timestamps), read back
+with `from_document`, so a model change needs no migration of columns.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import TypeVar
 
 import orjson
-from pydantic import BaseModel
 
 from meterline.adapters.embedded.sqlite import SqliteDatabase
-from meterline.core.catalog import BillableMetric, Customer, Plan, Subscription
+from meterline.core.catalog import BillableMetric, Customer, Plan, Subscription, Stamped
 from meterline.core.subscriptions import SubscriptionHistory, history_customer
 from meterline.ports import AlreadyExists, StaleWrite
 
@@ -40,34 +40,42 @@ CREATE TABLE IF NOT EXISTS catalog_subscriptions (
 CREATE INDEX IF NOT EXISTS catalog_subscriptions_by_customer ON catalog_subscriptions (external_customer_id, external_id);
 """
 
-M = TypeVar("M", bound=BaseModel)
+S = TypeVar("S", bound=Stamped)
 
 
-def _dump(model: BaseModel) -> str:
-    return orjson.dumps(model.to_lago()).decode()  # type: ignore[attr-defined]
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _dump(model: Stamped) -> str:
+    return orjson.dumps(model.to_document()).decode()
 
 
 class SqliteCatalogStore:
-    def __init__(self, db: SqliteDatabase):
+    def __init__(self, db: SqliteDatabase, clock: Callable[[], datetime] = _utc_now):
         self._db = db
+        self._clock = clock  # stamps created_at / updated_at
         self._db.connect().executescript(_SCHEMA)
 
     # -- documents keyed by one column ------------------------------------------------------
 
-    def _put(self, table: str, key: str, model: BaseModel, create_only: bool) -> None:
+    def _put(self, table: str, column: str, key: str, model: S, create_only: bool) -> S:
+        # IMMEDIATE: the read of the stored stamps and the write are one atomic step.
         with self._db.write() as conn:
-            if create_only:
-                cur = conn.execute(f"INSERT INTO {table} VALUES (?, ?) ON CONFLICT DO NOTHING", (key, _dump(model)))
-                if cur.rowcount == 0:
-                    raise AlreadyExists(key)
-            else:
-                conn.execute(f"INSERT OR REPLACE INTO {table} VALUES (?, ?)", (key, _dump(model)))
+            row = conn.execute(f"SELECT doc FROM {table} WHERE {column} = ?", (key,)).fetchone()
+            if row is not None and create_only:
+                raise AlreadyExists(key)
+            stored = type(model).from_document(orjson.loads(row[0])) if row is not None else None
+            written = model.stamped_over(stored, self._clock())
+            if written is not stored:
+                conn.execute(f"INSERT OR REPLACE INTO {table} VALUES (?, ?)", (key, _dump(written)))
+        return written
 
-    def _get(self, table: str, column: str, key: str, model: type[M]) -> M | None:
+    def _get(self, table: str, column: str, key: str, model: type[S]) -> S | None:
         row = self._db.connect().execute(f"SELECT doc FROM {table} WHERE {column} = ?", (key,)).fetchone()
-        return model.model_validate(orjson.loads(row[0])) if row else None
+        return model.from_document(orjson.loads(row[0])) if row else None
 
-    def _list(self, table: str, column: str, model: type[M], offset: int, limit: int | None) -> tuple[list[M], int]:
+    def _list(self, table: str, column: str, model: type[S], offset: int, limit: int | None) -> tuple[list[S], int]:
         conn = self._db.connect()
         # One read transaction, so the page and the total agree.
         conn.execute("BEGIN")
@@ -78,10 +86,15 @@ class SqliteCatalogStore:
             ).fetchall()
         finally:
             conn.execute("COMMIT")
-        return [model.model_validate(orjson.loads(r[0])) for r in rows], total
+        return [model.from_document(orjson.loads(r[0])) for r in rows], total
 
-    def put_billable_metric(self, metric: BillableMetric, *, create_only: bool = False) -> None:
-        self._put("catalog_billable_metrics", metric.code, metric, create_only)
+    def _delete(self, table: str, column: str, key: str, model: type[S]) -> S | None:
+        with self._db.write() as conn:
+            row = conn.execute(f"DELETE FROM {table} WHERE {column} = ? RETURNING doc", (key,)).fetchone()
+        return model.from_document(orjson.loads(row[0])) if row else None
+
+    def put_billable_metric(self, metric: BillableMetric, *, create_only: bool = False) -> BillableMetric:
+        return self._put("catalog_billable_metrics", "code", metric.code, metric, create_only)
 
     def get_billable_metric(self, code: str) -> BillableMetric | None:
         return self._get("catalog_billable_metrics", "code", code, BillableMetric)
@@ -89,8 +102,11 @@ class SqliteCatalogStore:
     def list_billable_metrics(self, offset: int = 0, limit: int | None = None) -> tuple[list[BillableMetric], int]:
         return self._list("catalog_billable_metrics", "code", BillableMetric, offset, limit)
 
-    def put_plan(self, plan: Plan, *, create_only: bool = False) -> None:
-        self._put("catalog_plans", plan.code, plan, create_only)
+    def delete_billable_metric(self, code: str) -> BillableMetric | None:
+        return self._delete("catalog_billable_metrics", "code", code, BillableMetric)
+
+    def put_plan(self, plan: Plan, *, create_only: bool = False) -> Plan:
+        return self._put("catalog_plans", "code", plan.code, plan, create_only)
 
     def get_plan(self, code: str) -> Plan | None:
         return self._get("catalog_plans", "code", code, Plan)
@@ -98,14 +114,20 @@ class SqliteCatalogStore:
     def list_plans(self, offset: int = 0, limit: int | None = None) -> tuple[list[Plan], int]:
         return self._list("catalog_plans", "code", Plan, offset, limit)
 
-    def put_customer(self, customer: Customer) -> None:
-        self._put("catalog_customers", customer.external_id, customer, False)
+    def delete_plan(self, code: str) -> Plan | None:
+        return self._delete("catalog_plans", "code", code, Plan)
+
+    def put_customer(self, customer: Customer) -> Customer:
+        return self._put("catalog_customers", "external_id", customer.external_id, customer, False)
 
     def get_customer(self, external_id: str) -> Customer | None:
         return self._get("catalog_customers", "external_id", external_id, Customer)
 
     def list_customers(self, offset: int = 0, limit: int | None = None) -> tuple[list[Customer], int]:
         return self._list("catalog_customers", "external_id", Customer, offset, limit)
+
+    def delete_customer(self, external_id: str) -> Customer | None:
+        return self._delete("catalog_customers", "external_id", external_id, Customer)
 
     # -- subscription histories --------------------------------------------------------------
 

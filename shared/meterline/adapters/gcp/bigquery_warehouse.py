@@ -1,4 +1,8 @@
-"""The warehouse on BigQuery: streaming inserts with insertId, reads through the views."""
+"""The warehouse on BigQuery: streaming inserts with insertId, reads through the views.
+
+The finance writes (`record_invoice`, `record_payment`) are `rows.FinanceRecords`, shared with
+DuckDB; their insertIds are the invoice id and version (and line ref), or the payment event id.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from typing import Any
 from meterline.adapters import sql
 from meterline.core.events import Event
 from meterline.ports import Rejection
-from meterline.adapters.rows import DedupedReads, event_row, rejected_row
+from meterline.adapters.rows import DedupedReads, FinanceRecords, event_row, rejected_row
 
 
 class InsertFailed(Exception):
@@ -45,7 +49,7 @@ def _param(name: str | None, value: Any):
     return bigquery.ScalarQueryParameter(name, _scalar_type(value), value)
 
 
-class BigQueryWarehouse(DedupedReads):
+class BigQueryWarehouse(DedupedReads, FinanceRecords):
     def __init__(self, client, project: str, dataset: str):
         self._client = client
         self._project = project
@@ -70,6 +74,8 @@ class BigQueryWarehouse(DedupedReads):
             self._client.query(f"CREATE OR REPLACE VIEW `{self.table(view)}` AS {body}").result()
 
     def _insert(self, table: str, rows: list[dict[str, Any]], row_ids: list[str]) -> None:
+        if not rows:
+            return  # BigQuery refuses a request with no rows (an invoice may have no lines)
         errors = self._client.insert_rows_json(self.table(table), rows, row_ids=row_ids)
         if errors:
             raise InsertFailed(f"{len(errors)} rows refused by {table}")
@@ -80,14 +86,14 @@ class BigQueryWarehouse(DedupedReads):
         self._insert(
             "events",
             [event_row(e, processed_at_us) for e in events],
-            [f"{e.external_subscription_id}\x1f{e.transaction_id}" for e in events],
+            [e.key_text for e in events],
         )
 
     def insert_rejected(self, rejections: Sequence[Rejection], rejected_at_us: int) -> None:
         self._insert(
             "rejected_events",
             [rejected_row(r, rejected_at_us) for r in rejections],
-            [f"{r.event.external_subscription_id}\x1f{r.event.transaction_id}\x1f{r.event.payload_hash()}" for r in rejections],
+            [f"{r.event.key_text}\x00{r.event.payload_hash()}" for r in rejections],
         )
 
     def _query(self, bigquery_sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:

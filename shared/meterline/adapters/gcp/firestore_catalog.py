@@ -4,22 +4,23 @@ Document ids are the SHA-256 of the key: Lago codes are free text, and a raw cod
 '/' or be '.', '..' or '__x__', which Firestore refuses as ids. The key is kept in a field
 (`code` or `external_id`) for ordering and reading.
 
-The Lago-shaped model is stored as a JSON string (`doc`), not as Firestore maps: Firestore
-refuses arrays nested in arrays and integers past 64 bits, both of which a free-form field
-such as a customer's billing_configuration may hold, and a JSON string round-trips exactly
-the text the SQLite adapter stores. Nothing queries inside the document.
+The Lago-shaped model is stored as a JSON string (`doc`: `to_document()`, the definition and
+its timestamps), not as Firestore maps: Firestore refuses arrays nested in arrays and integers
+past 64 bits, both of which a free-form field such as a customer's billing_configuration may
+hold, and a JSON string round-trips exactly the text the SQLite adapter stores. Nothing
+queries inside the document.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import orjson
-from pydantic import BaseModel
 
-from meterline.core.catalog import BillableMetric, Customer, Plan, Subscription
+from meterline.core.catalog import BillableMetric, Customer, Plan, Stamped, Subscription
 from meterline.core.subscriptions import SubscriptionHistory, history_customer
 from meterline.ports import AlreadyExists, StaleWrite
 
@@ -28,20 +29,25 @@ PLANS = "meterline_plans"
 CUSTOMERS = "meterline_customers"
 SUBSCRIPTIONS = "meterline_subscriptions"
 
-M = TypeVar("M", bound=BaseModel)
+S = TypeVar("S", bound=Stamped)
 
 
 def doc_id(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def _dump(model: BaseModel) -> str:
-    return orjson.dumps(model.to_lago()).decode()  # type: ignore[attr-defined]
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _dump(model: Stamped) -> str:
+    return orjson.dumps(model.to_document()).decode()
 
 
 class FirestoreCatalogStore:
-    def __init__(self, client):
+    def __init__(self, client, clock: Callable[[], datetime] = _utc_now):
         self._client = client
+        self._clock = clock  # stamps created_at / updated_at
         self._metrics = client.collection(BILLABLE_METRICS)
         self._plans = client.collection(PLANS)
         self._customers = client.collection(CUSTOMERS)
@@ -49,26 +55,39 @@ class FirestoreCatalogStore:
 
     # -- documents keyed by one field --------------------------------------------------------
 
-    def _put(self, collection, field: str, key: str, model: BaseModel, create_only: bool) -> None:
+    def _put(self, collection, field: str, key: str, model: S, create_only: bool) -> S:
         from google.api_core import exceptions
+        from google.cloud import firestore
 
         ref = collection.document(doc_id(key))
-        data = {field: key, "doc": _dump(model)}
-        if not create_only:
-            ref.set(data)
-            return
-        try:
-            ref.create(data)  # fails if the document exists, atomically on the server
-        except exceptions.AlreadyExists:
-            raise AlreadyExists(key) from None
+        if create_only:
+            written = model.stamped_over(None, self._clock())
+            try:
+                ref.create({field: key, "doc": _dump(written)})  # fails if it exists, atomically on the server
+            except exceptions.AlreadyExists:
+                raise AlreadyExists(key) from None
+            return written
+
+        @firestore.transactional
+        def upsert(transaction) -> S:
+            # The stored stamps are read in the transaction that writes: a concurrent put
+            # makes Firestore run this again on the newer document.
+            snap = ref.get(transaction=transaction)
+            stored = type(model).from_document(orjson.loads(snap.get("doc"))) if snap.exists else None
+            written = model.stamped_over(stored, self._clock())
+            if written is not stored:
+                transaction.set(ref, {field: key, "doc": _dump(written)})
+            return written
+
+        return upsert(self._client.transaction(max_attempts=5))
 
     @staticmethod
-    def _get(collection, key: str, model: type[M]) -> M | None:
+    def _get(collection, key: str, model: type[S]) -> S | None:
         snap = collection.document(doc_id(key)).get()
-        return model.model_validate(orjson.loads(snap.get("doc"))) if snap.exists else None
+        return model.from_document(orjson.loads(snap.get("doc"))) if snap.exists else None
 
     @staticmethod
-    def _list(collection, field: str, model: type[M], offset: int, limit: int | None) -> tuple[list[M], int]:
+    def _list(collection, field: str, model: type[S], offset: int, limit: int | None) -> tuple[list[S], int]:
         total = collection.count().get()[0][0].value
         query = collection.order_by(field)
         if offset:
@@ -77,10 +96,25 @@ class FirestoreCatalogStore:
             query = query.offset(offset)
         if limit is not None:
             query = query.limit(limit)
-        return [model.model_validate(orjson.loads(s.get("doc"))) for s in query.stream()], total
+        return [model.from_document(orjson.loads(s.get("doc"))) for s in query.stream()], total
 
-    def put_billable_metric(self, metric: BillableMetric, *, create_only: bool = False) -> None:
-        self._put(self._metrics, "code", metric.code, metric, create_only)
+    def _delete(self, collection, key: str, model: type[S]) -> S | None:
+        from google.cloud import firestore
+
+        ref = collection.document(doc_id(key))
+
+        @firestore.transactional
+        def delete(transaction) -> S | None:
+            snap = ref.get(transaction=transaction)
+            if not snap.exists:
+                return None
+            transaction.delete(ref)
+            return model.from_document(orjson.loads(snap.get("doc")))
+
+        return delete(self._client.transaction(max_attempts=5))
+
+    def put_billable_metric(self, metric: BillableMetric, *, create_only: bool = False) -> BillableMetric:
+        return self._put(self._metrics, "code", metric.code, metric, create_only)
 
     def get_billable_metric(self, code: str) -> BillableMetric | None:
         return self._get(self._metrics, code, BillableMetric)
@@ -88,8 +122,11 @@ class FirestoreCatalogStore:
     def list_billable_metrics(self, offset: int = 0, limit: int | None = None) -> tuple[list[BillableMetric], int]:
         return self._list(self._metrics, "code", BillableMetric, offset, limit)
 
-    def put_plan(self, plan: Plan, *, create_only: bool = False) -> None:
-        self._put(self._plans, "code", plan.code, plan, create_only)
+    def delete_billable_metric(self, code: str) -> BillableMetric | None:
+        return self._delete(self._metrics, code, BillableMetric)
+
+    def put_plan(self, plan: Plan, *, create_only: bool = False) -> Plan:
+        return self._put(self._plans, "code", plan.code, plan, create_only)
 
     def get_plan(self, code: str) -> Plan | None:
         return self._get(self._plans, code, Plan)
@@ -97,14 +134,20 @@ class FirestoreCatalogStore:
     def list_plans(self, offset: int = 0, limit: int | None = None) -> tuple[list[Plan], int]:
         return self._list(self._plans, "code", Plan, offset, limit)
 
-    def put_customer(self, customer: Customer) -> None:
-        self._put(self._customers, "external_id", customer.external_id, customer, False)
+    def delete_plan(self, code: str) -> Plan | None:
+        return self._delete(self._plans, code, Plan)
+
+    def put_customer(self, customer: Customer) -> Customer:
+        return self._put(self._customers, "external_id", customer.external_id, customer, False)
 
     def get_customer(self, external_id: str) -> Customer | None:
         return self._get(self._customers, external_id, Customer)
 
     def list_customers(self, offset: int = 0, limit: int | None = None) -> tuple[list[Customer], int]:
         return self._list(self._customers, "external_id", Customer, offset, limit)
+
+    def delete_customer(self, external_id: str) -> Customer | None:
+        return self._delete(self._customers, external_id, Customer)
 
     # -- subscription histories --------------------------------------------------------------
 

@@ -23,7 +23,7 @@ RETENTION = timedelta(days=400)
 
 def doc_id(event: Event) -> str:
     # Ids may hold any bytes; a hash keeps document ids short, valid and evenly spread.
-    return hashlib.sha256(f"{event.external_subscription_id}\x00{event.transaction_id}".encode()).hexdigest()
+    return hashlib.sha256(event.key_text.encode()).hexdigest()
 
 
 class FirestoreDedupStore:
@@ -31,7 +31,11 @@ class FirestoreDedupStore:
         self._client = client
         self._collection = client.collection(collection)
 
-    def claim(self, events: Sequence[Event]) -> list[Claim]:
+    def claim(
+        self, events: Sequence[Event], *, stale_after_s: float = float("inf"), take_over: bool = False
+    ) -> list[Claim]:
+        """See `ports.DedupStore.claim`. Claim times are this client's clock; the staleness
+        window (minutes) is far wider than any skew between function instances."""
         from google.cloud import firestore
 
         if not events:
@@ -61,12 +65,19 @@ class FirestoreDedupStore:
                     claims.append(Claim.NEW)
                     continue
                 data = snap.to_dict()
-                if data["payload_hash"] != digest:
-                    claims.append(Claim.CONFLICT)
-                elif data["state"] == "done":
-                    claims.append(Claim.DUPLICATE)
-                else:
+                if data["state"] == "done":
+                    claims.append(Claim.DUPLICATE if data["payload_hash"] == digest else Claim.CONFLICT)
+                elif data["payload_hash"] == digest:
+                    # An attempt is alive: refresh the claim, so no other payload can take it over.
+                    transaction.update(ref, {"claimed_at": now})
                     claims.append(Claim.RETRY)
+                elif (now - data["claimed_at"]).total_seconds() < stale_after_s:
+                    claims.append(Claim.CONFLICT)
+                elif take_over:
+                    transaction.update(ref, {"payload_hash": digest, "claimed_at": now, "expire_at": now + RETENTION})
+                    claims.append(Claim.NEW)
+                else:
+                    claims.append(Claim.STALE)
             return claims
 
         return claim_all(self._client.transaction(max_attempts=10))

@@ -36,18 +36,25 @@ _DUCKDB_TYPES = {
 
 class Table(NamedTuple):
     name: str  # its schema is `<name>.json`
-    partition_field: str  # partitioned by day on this TIMESTAMP column
+    partition_field: str  # partitioned by day on this TIMESTAMP or DATE column
     clustering: tuple[str, ...]
 
 
 # Partition by day on the event time and cluster by subscription (then code): a billing query
 # scans one period's partitions and the billed subscriptions' blocks ($6.25/TiB scanned).
+# The finance tables are append-only histories (one row per stored invoice version, one per
+# payment event), partitioned by the invoice's issuing date (every version of an invoice lands
+# in one partition, and finance asks "what was issued in March") or the payment's time, and
+# clustered by customer.
 TABLES = (
     Table("events", "timestamp", ("external_subscription_id", "code")),
     Table("rejected_events", "rejected_at", ("external_subscription_id",)),
+    Table("invoices", "issuing_date", ("customer_external_id", "invoice_id")),
+    Table("invoice_lines", "issuing_date", ("customer_external_id", "invoice_id")),
+    Table("payments", "recorded_at", ("customer_external_id", "invoice_id")),
 )
 # Each view's query is `<name>.sql`, with `{table}` placeholders for the tables it reads.
-VIEWS = ("events_deduped", "rejected_events_deduped")
+VIEWS = ("events_deduped", "rejected_events_deduped", "invoices_latest", "invoice_lines_latest", "payments_deduped")
 
 _SAFE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")
 

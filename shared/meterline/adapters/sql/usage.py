@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from meterline.adapters.sql import json_path, literal
 from meterline.core.clock import to_us
+from meterline.core.numbers import STORED_NUMBER_SQL_PATTERN
 
 if TYPE_CHECKING:
     from meterline.services.usage_query import QueryCharge, UsageQuery, UsageWindow
@@ -50,7 +51,13 @@ _DEDUPED_SCAN = """
   )
   WHERE row_rank = 1"""
 
-# NOTE: NUMERIC(38, 9) is BigQuery's NUMERIC spelled out. Plain NUMERIC would be as exact on
+# NOTE: a value is a number to a metric only in Meterline's numeric domain (`core.numbers`:
+# |x| < 10^18, at most 9 decimals), tested on its text before the cast. Ingest refuses any other
+# where a metric reads it, but a value sent before its metric existed (or while ingest could
+# not read the catalog) was stored unchecked: like "abc", it counts for nothing, and it can
+# neither be rounded into a sum nor make one overflow, for this subscription or any other.
+#
+# NUMERIC(38, 9) is BigQuery's NUMERIC spelled out. Plain NUMERIC would be as exact on
 # BigQuery, but a transpiler reads it as DECIMAL(18, 3) (bqemulator does), and quantities
 # with more than three decimals would be truncated without a word.
 _STATEMENT = """
@@ -81,6 +88,12 @@ matched AS (
     ON c.plan_code = w.plan_code
    AND c.metric_code = e.code
   WHERE e.carry_over OR e.timestamp >= w.start_at
+),
+numbered AS (
+  SELECT
+    *,
+    SAFE_CAST(IF(REGEXP_CONTAINS(value_text, {number_pattern}), value_text, NULL) AS NUMERIC(38, 9)) AS value_number
+  FROM matched
 )
 SELECT
   window_id,
@@ -88,14 +101,14 @@ SELECT
   bucket,
   row_key,
   COUNT(*) AS events_count,
-  SUM(SAFE_CAST(value_text AS NUMERIC(38, 9))) AS sum_value,
-  MAX(SAFE_CAST(value_text AS NUMERIC(38, 9))) AS max_value,
+  SUM(value_number) AS sum_value,
+  MAX(value_number) AS max_value,
   COUNT(DISTINCT value_text) AS unique_count,
-  MAX_BY(SAFE_CAST(value_text AS NUMERIC(38, 9)), timestamp) AS latest_value,
+  MAX_BY(value_number, timestamp) AS latest_value,
   MIN(value_text) AS row_value,
   MIN(operation_type) AS row_operation,
   MIN(timestamp) AS row_timestamp
-FROM matched
+FROM numbered
 GROUP BY window_id, charge_ref, bucket, row_key
 """
 
@@ -163,7 +176,8 @@ def _value(query: UsageQuery) -> str:
 
 def statement(query: UsageQuery) -> str:
     """The BigQuery-dialect SQL for this query's catalog (any windows)."""
-    return _STATEMENT.format(scans=_scans(query), bucket=_bucket(query), row_key=_row_key(query), value=_value(query))
+    return _STATEMENT.format(scans=_scans(query), bucket=_bucket(query), row_key=_row_key(query), value=_value(query),
+                             number_pattern=literal(STORED_NUMBER_SQL_PATTERN))
 
 
 def params(query: UsageQuery, windows: Sequence[UsageWindow]) -> dict[str, Any]:

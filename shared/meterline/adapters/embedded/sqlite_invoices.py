@@ -1,0 +1,153 @@
+"""InvoiceStore and ProcessedEvents on SQLite (the embedded backend).
+
+An invoice is one row (`rows.invoice_record`, as Firestore keeps it): its whole JSON document
+(exact Decimals, microsecond datetimes) plus the columns that SQL filters and sorts on,
+rewritten from the invoice on every write. Numbers come from a counter row per customer,
+bumped in the same IMMEDIATE transaction that finalizes the invoice: a number is given once,
+and a crash either keeps both writes or neither.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import date, datetime
+from typing import Any
+
+from meterline.adapters.embedded.sqlite import SqliteDatabase
+from meterline.adapters.rows import invoice_from_document, invoice_record
+from meterline.core.clock import now_us
+from meterline.core.invoices import Invoice, invoice_number
+from meterline.ports import StaleWrite
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS billing_invoices (
+  id TEXT PRIMARY KEY,
+  customer_external_id TEXT NOT NULL,
+  subscription_external_id TEXT NOT NULL,
+  status TEXT NOT NULL,
+  issuing_date TEXT NOT NULL,  -- ISO date: text order is date order
+  provider_invoice_id TEXT,
+  version INTEGER NOT NULL,
+  doc TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS billing_invoices_by_customer ON billing_invoices (customer_external_id, issuing_date);
+CREATE INDEX IF NOT EXISTS billing_invoices_by_subscription ON billing_invoices (subscription_external_id, issuing_date);
+CREATE INDEX IF NOT EXISTS billing_invoices_by_date ON billing_invoices (issuing_date, id);
+CREATE INDEX IF NOT EXISTS billing_invoices_by_provider_id ON billing_invoices (provider_invoice_id)
+  WHERE provider_invoice_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS billing_invoice_counters (
+  customer_external_id TEXT PRIMARY KEY,
+  last_sequence INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS billing_processed_events (
+  event_id TEXT PRIMARY KEY,
+  seen_at_us INTEGER NOT NULL
+) WITHOUT ROWID;
+"""
+
+_COLUMNS = ("id", "customer_external_id", "subscription_external_id", "status", "issuing_date",
+            "provider_invoice_id", "version", "doc")  # the keys of `rows.invoice_record`
+_INTO = f"INTO billing_invoices ({', '.join(_COLUMNS)}) VALUES ({', '.join(f':{c}' for c in _COLUMNS)})"
+
+
+def _insert_if_absent(db: SqliteDatabase, statement: str, params: Any) -> bool:
+    """Run an INSERT ... ON CONFLICT DO NOTHING; True if it inserted its row."""
+    with db.write() as conn:
+        return conn.execute(statement, params).rowcount == 1
+
+
+def _write(conn: sqlite3.Connection, invoice: Invoice) -> Invoice:
+    """Inside a write transaction: if the stored version is still `invoice.version`, store the
+    next one and return the invoice with it; raise StaleWrite otherwise."""
+    row = conn.execute("SELECT version FROM billing_invoices WHERE id = ?", (invoice.id,)).fetchone()
+    if row is None or row[0] != invoice.version:
+        raise StaleWrite(invoice.id)
+    conn.execute(f"REPLACE {_INTO}", invoice_record(invoice, invoice.version + 1))
+    return replace(invoice, version=invoice.version + 1)
+
+
+class SqliteInvoiceStore:
+    def __init__(self, db: SqliteDatabase):
+        self._db = db
+        self._db.connect().executescript(_SCHEMA)
+
+    def create(self, invoice: Invoice) -> bool:
+        return _insert_if_absent(self._db, f"INSERT {_INTO} ON CONFLICT DO NOTHING", invoice_record(invoice, 1))
+
+    def get(self, invoice_id: str) -> Invoice | None:
+        row = self._db.connect().execute("SELECT doc FROM billing_invoices WHERE id = ?", (invoice_id,)).fetchone()
+        return invoice_from_document(row[0]) if row else None
+
+    def update(self, invoice: Invoice) -> Invoice:
+        with self._db.write() as conn:
+            return _write(conn, invoice)
+
+    def finalize(self, invoice: Invoice, at: datetime) -> Invoice:
+        # One IMMEDIATE transaction for the counter and the invoice: a refused move (ValueError
+        # from `moved`) or a stale version raises, and the rollback takes the number back.
+        with self._db.write() as conn:
+            sequence = conn.execute(
+                "INSERT INTO billing_invoice_counters VALUES (?, 1) ON CONFLICT (customer_external_id) "
+                "DO UPDATE SET last_sequence = last_sequence + 1 RETURNING last_sequence",
+                (invoice.customer_external_id,),
+            ).fetchone()[0]
+            number = invoice_number(invoice.customer_external_id, sequence)
+            return _write(conn, invoice.moved("finalized", at, number=number, sequential_id=sequence))
+
+    def list(
+        self,
+        *,
+        customer_external_id: str | None = None,
+        subscription_external_id: str | None = None,
+        statuses: Sequence[str] | None = None,
+        issuing_date_from: date | None = None,
+        issuing_date_to: date | None = None,
+        offset: int = 0,
+        limit: int | None = None,
+    ) -> tuple[list[Invoice], int]:
+        where, params = ["1"], []
+        for clause, value in (
+            ("customer_external_id = ?", customer_external_id),
+            ("subscription_external_id = ?", subscription_external_id),
+            ("issuing_date >= ?", issuing_date_from and issuing_date_from.isoformat()),
+            ("issuing_date <= ?", issuing_date_to and issuing_date_to.isoformat()),
+        ):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        if statuses is not None:
+            where.append(f"status IN ({', '.join('?' * len(statuses))})")
+            params.extend(statuses)
+        condition = " AND ".join(where)
+        conn = self._db.connect()
+        # The total rides on every row of the page (one statement, so page and total agree);
+        # only a page past the end needs a count of its own.
+        rows = conn.execute(
+            f"SELECT doc, COUNT(*) OVER () FROM billing_invoices WHERE {condition} "
+            "ORDER BY issuing_date DESC, id LIMIT ? OFFSET ?",
+            (*params, -1 if limit is None else limit, offset),
+        ).fetchall()
+        if rows:
+            return [invoice_from_document(r[0]) for r in rows], rows[0][1]
+        return [], conn.execute(f"SELECT COUNT(*) FROM billing_invoices WHERE {condition}", params).fetchone()[0]
+
+    def find_by_provider_id(self, provider_invoice_id: str) -> Invoice | None:
+        row = self._db.connect().execute(
+            "SELECT doc FROM billing_invoices WHERE provider_invoice_id = ? ORDER BY id LIMIT 1", (provider_invoice_id,)
+        ).fetchone()
+        return invoice_from_document(row[0]) if row else None
+
+
+class SqliteProcessedEvents:
+    """Webhook event ids, kept for good: the embedded backend sees few, and SQLite has no TTL."""
+
+    def __init__(self, db: SqliteDatabase):
+        self._db = db
+        self._db.connect().executescript(_SCHEMA)
+
+    def first_time(self, event_id: str) -> bool:
+        return _insert_if_absent(
+            self._db, "INSERT INTO billing_processed_events VALUES (?, ?) ON CONFLICT DO NOTHING", (event_id, now_us())
+        )

@@ -1,0 +1,245 @@
+"""Invoices: one per (subscription, period), its lines, and the rules of its life. Pure.
+
+An invoice is made from rating's `InvoiceDraft` (the fees, each rounded once) and lives
+through these states; a state never moves backwards, so a late or repeated webhook cannot
+undo a payment:
+
+    draft ──(grace period over)──▶ finalized ──▶ paid
+      │                              │  ▲
+      │                              ▼  │ (a retried charge succeeds)
+      │                          payment_failed
+      └──────────▶ voided ◀──────────┘        (paid is final; voided is final)
+
+While it is a draft (until the period's end plus the customer's grace period) a billing run
+refreshes its lines from the usage so far. Finalized, it never changes again: usage that
+arrives later is billed on the subscription's next invoice as "late usage" lines, priced as
+in its own period (`late_lines`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import date, datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Literal, get_args
+
+from meterline.core.money import MONEY_CONTEXT, currency_exponent, round_money
+from meterline.core.pricing.fee import Fee
+
+__all__ = [
+    "INVOICE_STATUSES",
+    "Invoice",
+    "InvoiceLine",
+    "InvoiceStatus",
+    "can_move",
+    "invoice_id",
+    "invoice_number",
+    "late_lines",
+    "lines_from_fees",
+    "payment_status",
+]
+
+InvoiceStatus = Literal["draft", "finalized", "paid", "payment_failed", "voided"]
+INVOICE_STATUSES: tuple[InvoiceStatus, ...] = get_args(InvoiceStatus)
+
+# Which state may follow which. Anything else is refused (a webhook that arrives late or twice
+# is then a no-op, never a step back).
+_NEXT: dict[str, frozenset[str]] = {
+    "draft": frozenset({"finalized", "voided"}),
+    "finalized": frozenset({"paid", "payment_failed", "voided"}),
+    "payment_failed": frozenset({"paid", "voided"}),
+    "paid": frozenset(),
+    "voided": frozenset(),
+}
+
+_SIX_PLACES = Decimal("0.000001")
+_INVOICE_NS = uuid.UUID("3b7e4c1a-5d2f-4e8b-9a6c-0f1e2d3c4b5a")
+
+
+def can_move(current: InvoiceStatus, new: InvoiceStatus) -> bool:
+    """Whether `current` may become `new` (the same state again is not a move)."""
+    return new in _NEXT[current]
+
+
+def payment_status(status: InvoiceStatus) -> Literal["pending", "succeeded", "failed"]:
+    """Lago's payment_status for one of our states."""
+    if status == "paid":
+        return "succeeded"
+    if status == "payment_failed":
+        return "failed"
+    return "pending"
+
+
+def invoice_id(subscription_external_id: str, period_start: date, period_end: date) -> str:
+    """The invoice's stable id (Lago's lago_id): the same on every run, every backend, so a
+    rerun finds the invoice it made instead of making another."""
+    return str(uuid.uuid5(_INVOICE_NS, f"{subscription_external_id}\x00{period_start}\x00{period_end}"))
+
+
+def invoice_number(customer_external_id: str, sequence: int) -> str:
+    """Lago-like: a prefix per customer, then the customer's own sequence (never reused).
+    The prefix is a short hash of the customer's id: stable, and ids may hold any character."""
+    prefix = hashlib.sha256(customer_external_id.encode()).hexdigest()[:8].upper()
+    return f"ML-{prefix}-{sequence:04d}"
+
+
+@dataclass(frozen=True)
+class InvoiceLine:
+    """One fee on an invoice. `ref` is the fee's stable key (FeeRef.key): the Stripe
+    idempotency key and metadata of the line derive from it."""
+
+    ref: str
+    kind: str  # subscription | charge | true_up | late_usage
+    description: str
+    units: Decimal
+    precise_amount: Decimal  # major units, unrounded
+    amount_cents: int  # rounded once
+    charge_ref: str | None = None
+    filter_key: str | None = None
+    plan_code: str | None = None
+    from_datetime: datetime | None = None
+    to_datetime: datetime | None = None
+    events_count: int | None = None
+    late_for: str | None = None  # late usage: the ref of the finalized line it adds to
+
+
+@dataclass(frozen=True)
+class Invoice:
+    id: str
+    customer_external_id: str
+    subscription_external_id: str
+    currency: str
+    period_start: date
+    period_end: date  # inclusive, the customer's local date
+    from_utc: datetime
+    to_utc: datetime  # exclusive
+    issuing_date: date
+    grace_until: datetime  # stays a draft until then
+    status: InvoiceStatus = "draft"
+    lines: tuple[InvoiceLine, ...] = ()
+    number: str | None = None  # given at finalization, sequential per customer
+    sequential_id: int | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    finalized_at: datetime | None = None
+    paid_at: datetime | None = None
+    # The payment provider's side (Stripe): filled in step by step, so a crash resumes.
+    provider_customer_id: str | None = None
+    provider_invoice_id: str | None = None
+    hosted_invoice_url: str | None = None
+    collection_method: Literal["charge_automatically", "send_invoice"] = "charge_automatically"
+    days_until_due: int | None = None  # send_invoice only
+    # How far the provider has got: None, then "invoice" (created with its items), "finalized"
+    # (totals compared), "collected" (charged or sent). A run resumes from here.
+    provider_step: str | None = None
+    flag: str | None = None  # why it is held (e.g. "provider_total_mismatch"); None when fine
+    version: int = 0  # the store's optimistic version
+
+    @property
+    def amount_cents(self) -> int:
+        """The total: the sum of the lines' rounded amounts, never rounded again."""
+        return sum(line.amount_cents for line in self.lines)
+
+    @property
+    def payment_status(self) -> str:
+        return payment_status(self.status)
+
+    def moved(self, status: InvoiceStatus, at: datetime, **changes) -> Invoice:
+        """This invoice in `status`; raises ValueError if the move would go backwards."""
+        if not can_move(self.status, status):
+            raise ValueError(f"invoice {self.id}: {self.status} cannot become {status}")
+        stamps = {"finalized": "finalized_at", "paid": "paid_at"}
+        if status in stamps:
+            changes.setdefault(stamps[status], at)
+        return replace(self, status=status, updated_at=at, **changes)
+
+
+def _shown(value: Decimal) -> str:
+    """A number as a reader sees it: exact up to six decimals, else rounded there and marked
+    (prorated seats are thirds and sevenths; the line's amount stays exact)."""
+    if value == value.quantize(_SIX_PLACES, rounding=ROUND_HALF_UP):
+        return format(value.normalize(), "f")
+    return "≈" + format(value.quantize(_SIX_PLACES, rounding=ROUND_HALF_UP).normalize(), "f")
+
+
+def _tier_text(fee: Fee) -> str:
+    """The tier breakdown, for the line's description on the invoice the customer reads."""
+    parts = []
+    for d in fee.details:
+        if d.kind == "tier" and (d.units or d.flat_amount):
+            upper = "∞" if d.to_value is None else _shown(d.to_value)
+            text = f"{_shown(d.units)} × {_shown(d.per_unit_amount)}"
+            if d.flat_amount:
+                text += f" + {_shown(d.flat_amount)}"
+            parts.append(f"[{_shown(d.from_value)}–{upper}] {text}")
+    return "; ".join(parts)
+
+
+def lines_from_fees(fees: Iterable[Fee]) -> tuple[InvoiceLine, ...]:
+    lines = []
+    for fee in fees:
+        tiers = _tier_text(fee)
+        lines.append(InvoiceLine(
+            ref=fee.ref.key,
+            kind=fee.ref.kind,
+            description=f"{fee.display_name} ({tiers})" if tiers else fee.display_name,
+            units=fee.units,
+            precise_amount=fee.precise_amount,
+            amount_cents=fee.amount_cents,
+            charge_ref=fee.ref.charge_ref,
+            filter_key=fee.ref.filter_key,
+            plan_code=fee.ref.plan_code,
+            from_datetime=fee.from_datetime,
+            to_datetime=fee.to_datetime,
+            events_count=fee.events_count,
+        ))
+    return tuple(lines)
+
+
+def late_lines(
+    finalized: Invoice, billed_later: Sequence[InvoiceLine], rerated: Sequence[Fee], on: str
+) -> tuple[InvoiceLine, ...]:
+    """Usage that reached `finalized`'s period after it was finalized, as lines for the
+    invoice `on` (another period's): one per charge line whose re-rated amount grew.
+
+    `rerated` are the fees of the same period rated again now, with every event; `billed_later`
+    are the late lines already put on other invoices for this period. Each new line carries
+    the difference, so graduated tiers continue from the units already billed (pricing all the
+    units and subtracting what was billed is the same as pricing the late units on top), and
+    the amounts billed for the period add up to the rounding of its whole precise amount.
+    """
+    currency = finalized.currency
+    billed: dict[str, tuple[Decimal, Decimal, int]] = {}
+    for line in (*finalized.lines, *billed_later):
+        key = line.late_for or line.ref
+        units, precise, cents = billed.get(key, (Decimal(0), Decimal(0), 0))
+        billed[key] = (units + line.units, precise + line.precise_amount, cents + line.amount_cents)
+    out = []
+    period_text = f"{finalized.period_start}..{finalized.period_end}"
+    for fee in rerated:
+        if fee.ref.kind != "charge":
+            continue  # base fees and true-ups do not change with usage arriving late
+        units, precise, cents = billed.get(fee.ref.key, (Decimal(0), Decimal(0), 0))
+        with_late = round_money(fee.precise_amount, currency)
+        delta_cents = int(with_late.scaleb(currency_exponent(currency), MONEY_CONTEXT)) - cents
+        delta_units = fee.units - units
+        if delta_units <= 0 and delta_cents <= 0:
+            continue
+        out.append(InvoiceLine(
+            ref=f"late|{on}|{fee.ref.key}",
+            kind="late_usage",
+            description=f"Late usage for {period_text}: {fee.display_name}",
+            units=delta_units,
+            precise_amount=fee.precise_amount - precise,
+            amount_cents=delta_cents,
+            charge_ref=fee.ref.charge_ref,
+            filter_key=fee.ref.filter_key,
+            plan_code=fee.ref.plan_code,
+            from_datetime=fee.from_datetime,
+            to_datetime=fee.to_datetime,
+            late_for=fee.ref.key,
+        ))
+    return tuple(out)

@@ -1,0 +1,383 @@
+"""The billing run: every closed period becomes one exact invoice, collected once.
+
+    BillingService(...).run(as_of)   # Cloud Scheduler calls the `bill` function; also `meterline bill`
+
+For each subscription (external_id) it finds the periods that have ended by `as_of` and are
+not finalized yet, applies the downgrades that were due at their boundary, rates every
+(record, period) with the usage service (ONE usage query for the whole run), and moves each
+invoice one step further:
+
+  1. absent   -> a draft (create-if-absent: two runs at once create one)
+  2. draft    -> its lines refreshed from the usage so far, until the period's end plus the
+                 customer's grace period; then finalized, with the customer's next number
+  3. finalized-> synced to the payment provider, step by step (customer, invoice and items,
+                 finalize and compare the totals to the cent, collect); `provider_step` records
+                 each step, so a crash between two resumes at the next run
+Late usage (events of an already finalized period) is billed on the draft of a later period
+as "late usage" lines (`core.invoices.late_lines`).
+
+What a crash at each step costs (every step is idempotent; nothing is lost):
+
+  | crash                                   | next run                                    | cost |
+  | before the draft is created             | creates it                                  | none |
+  | after create, before a refresh/finalize | refreshes or finalizes it (versioned write) | none |
+  | inside finalize (one store transaction) | all or nothing: finalizes it then            | none |
+  | between two provider calls              | repeats them; each is idempotent on our ids | none |
+  | after collect, before storing the step  | collect again: the provider's idempotency   | none |
+  |                                         | key returns the first result                |      |
+
+One subscription's failure (bad data, a provider error) is logged and counted; the others are
+billed, and the failed one is tried again by the next run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+from meterline import logs
+from meterline.core.catalog import Customer, Plan, Subscription
+from meterline.core.invoices import Invoice, InvoiceLine, invoice_id, late_lines, lines_from_fees
+from meterline.core.pricing.periods import BillingSchedule, Period, period_containing
+from meterline.core.subscriptions import apply_due_downgrades
+from meterline.ports import CatalogStore, InvoiceStore, PaymentProvider, StaleWrite, Warehouse
+from meterline.services.usage import UsageService
+
+_log = logs.get("billing")
+
+# How many periods back a run looks for periods that were never invoiced (a scheduler that
+# did not run for a while), and for finalized periods that received late usage.
+CATCH_UP_PERIODS = 3
+
+
+@dataclass
+class BillingResult:
+    """What one run did, for the function's answer and the CLI's table."""
+
+    as_of: datetime
+    drafted: int = 0
+    refreshed: int = 0
+    finalized: int = 0
+    collected: int = 0
+    flagged: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # subscription external_id -> error type
+    complete: bool = True  # False when the time budget ran out; the next run continues
+    invoices: list[Invoice] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        return {
+            "as_of": self.as_of.isoformat(),
+            "drafted": self.drafted,
+            "refreshed": self.refreshed,
+            "finalized": self.finalized,
+            "collected": self.collected,
+            "flagged": self.flagged,
+            "failed": self.failed,
+            "complete": self.complete,
+        }
+
+
+@dataclass(frozen=True)
+class BillingTerms:
+    grace: timedelta
+    collection_method: str
+    days_until_due: int | None
+
+
+def billing_terms(customer: Customer, default_grace: timedelta) -> BillingTerms:
+    """The customer's grace period and how their invoices are collected.
+
+    Lago's fields: `billing_configuration.invoice_grace_period` (days; 0 allowed) and
+    `net_payment_term` (days until due). Meterline's own: `billing_configuration.
+    collection_method` ("charge_automatically", the default, or "send_invoice")."""
+    config = customer.billing_configuration or {}
+    days = config.get("invoice_grace_period")
+    grace = default_grace if days is None else timedelta(days=float(days))
+    method = config.get("collection_method") or "charge_automatically"
+    if method not in ("charge_automatically", "send_invoice"):
+        raise ValueError(f"customer {customer.external_id}: unknown collection_method {method!r}")
+    due = customer.net_payment_term if method == "send_invoice" else None
+    return BillingTerms(grace, method, 30 if method == "send_invoice" and due is None else due)
+
+
+@dataclass
+class _Group:
+    """One invoice's worth: the records of one external_id in one period (an upgrade leaves two)."""
+
+    external_id: str
+    period: Period
+    customer: Customer
+    currency: str
+    records: list[Subscription] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        return invoice_id(self.external_id, self.period.start_date, self.period.end_date)
+
+
+class BillingService:
+    def __init__(
+        self,
+        catalog: CatalogStore,
+        usage: UsageService,
+        invoices: InvoiceStore,
+        warehouse: Warehouse | None = None,
+        payments: PaymentProvider | None = None,
+        default_grace: timedelta = timedelta(hours=1),
+        time_budget_s: float = float("inf"),
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self._catalog = catalog
+        self._usage = usage
+        self._invoices = invoices
+        self._warehouse = warehouse
+        self._payments = payments
+        self._default_grace = default_grace
+        self._budget = time_budget_s
+        self._clock = clock
+
+    # -- the run -------------------------------------------------------------------------------
+
+    def run(self, as_of: datetime, progress: Callable[[int, int], None] | None = None) -> BillingResult:
+        started = self._clock()
+        result = BillingResult(as_of)
+        records = self._apply_due_downgrades(self._catalog.list_subscriptions(), as_of, result)
+        plans: dict[str, Plan] = {}
+        customers: dict[str, Customer] = {}
+        groups: dict[str, _Group] = {}
+        previous: dict[str, list[_Group]] = defaultdict(list)  # finalized earlier periods, for late usage
+        for record in records:
+            try:
+                customer = customers.get(record.external_customer_id) or self._need(
+                    self._catalog.get_customer(record.external_customer_id), "customer", record)
+                plan = plans.get(record.plan_code) or self._need(self._catalog.get_plan(record.plan_code), "plan", record)
+            except LookupError as exc:
+                result.failed[record.external_id] = str(exc)
+                continue
+            customers[customer.external_id], plans[plan.code] = customer, plan
+            currency = customer.currency or plan.amount_currency
+            for period, state in self._periods_to_bill(record, plan, customer, as_of):
+                if state == "open":
+                    key = invoice_id(record.external_id, period.start_date, period.end_date)
+                    groups.setdefault(key, _Group(record.external_id, period, customer, currency)).records.append(record)
+                else:  # a finalized period: re-rated for its late usage
+                    previous[record.external_id].append(_Group(record.external_id, period, customer, currency, [record]))
+
+        items = [(r, g.period) for g in groups.values() for r in g.records]
+        items += [(r, g.period) for gs in previous.values() for g in gs for r in g.records]
+        rated = self._usage.rate(items) if items else []
+        # The fees of each (record, period), by the record's identity (two records of one
+        # external_id may share a plan and a period after a re-subscription).
+        fees_of = {(id(rec), period.start_date): r.draft.fees for (rec, period), r in zip(items, rated, strict=True)}
+
+        ordered = sorted(groups.values(), key=lambda g: (g.external_id, g.period.start_date))
+        for done, group in enumerate(ordered, 1):
+            if self._clock() - started > self._budget:
+                result.complete = False  # the next scheduled run continues where this one stopped
+                break
+            if group.external_id in result.failed:
+                continue
+            try:
+                fees = [f for rec in group.records for f in fees_of[(id(rec), group.period.start_date)]]
+                late = self._late_lines(group, previous.get(group.external_id, []), fees_of)
+                invoice = self._advance(group, fees, late, as_of, result)
+                if invoice is not None:
+                    result.invoices.append(invoice)
+            except Exception as exc:  # noqa: BLE001 - one subscription never blocks the others
+                result.failed[group.external_id] = type(exc).__name__
+                logs.event(_log, "billing failed for one subscription; the next run retries it", logging.ERROR,
+                           subscription=group.external_id, invoice_id=group.id, error=type(exc).__name__, exc_info=True)
+            if progress is not None:
+                progress(done, len(ordered))
+        logs.event(_log, "billing run", logging.INFO, **{k: v for k, v in result.summary().items() if k != "as_of"},
+                   seconds=round(self._clock() - started, 3))
+        return result
+
+    # -- which periods ---------------------------------------------------------------------------
+
+    def _periods_to_bill(self, record: Subscription, plan: Plan, customer: Customer, as_of: datetime):
+        """(period, "open" | "finalized") of this record, newest first: the periods that have
+        ended by `as_of` and still need work (walking back at most CATCH_UP_PERIODS, for a
+        scheduler that did not run for a while), and the finalized ones in that window, whose
+        late usage the open invoice carries."""
+        if record.status not in ("active", "terminated") or record.started_at is None or record.started_at > as_of:
+            return []
+        schedule = BillingSchedule.of(record, plan, customer)
+        ended = record.terminated_at is not None and record.terminated_at <= as_of
+        if ended and record.next_plan_code is None:
+            # A real termination closes its last period at once: the final invoice.
+            period = period_containing(schedule, record.terminated_at - timedelta(microseconds=1))
+        else:
+            # A record switched by a plan change is billed with its period, beside the new record.
+            current = period_containing(schedule, as_of)
+            period = period_containing(schedule, current.start_utc - timedelta(microseconds=1))
+        out = []
+        for _ in range(CATCH_UP_PERIODS):
+            if period.end_utc <= record.started_at:
+                break
+            if not (ended and period.start_utc >= record.terminated_at):
+                existing = self._invoices.get(invoice_id(record.external_id, period.start_date, period.end_date))
+                out.append((period, "open" if self._needs_work(existing) else "finalized"))
+            period = period_containing(schedule, period.start_utc - timedelta(microseconds=1))
+        return out
+
+    def _needs_work(self, invoice: Invoice | None) -> bool:
+        if invoice is None or invoice.status == "draft":
+            return True
+        # Finalized here but not yet through the provider's steps (a crash, a provider outage).
+        return (self._payments is not None and invoice.status == "finalized" and invoice.flag is None
+                and invoice.provider_step != "collected")
+
+    # -- rating ----------------------------------------------------------------------------------
+
+    def _late_lines(self, group: _Group, earlier: Sequence[_Group], fees_of) -> tuple[InvoiceLine, ...]:
+        """Late usage of this subscription's finalized periods before `group`'s, for its draft."""
+        out: list[InvoiceLine] = []
+        for old in earlier:
+            if old.period.start_date >= group.period.start_date:
+                continue
+            finalized = self._invoices.get(old.id)
+            if finalized is None or finalized.status == "draft":
+                continue
+            billed_later = [
+                line for inv in self._invoices_between(group.external_id, old.period, group.period)
+                for line in inv.lines if line.late_for is not None
+            ]
+            fees = [f for rec in old.records for f in fees_of[(id(rec), old.period.start_date)]]
+            lines = late_lines(finalized, billed_later, fees, on=group.id)
+            out.extend(lines)
+        return tuple(out)
+
+    def _invoices_between(self, external_id: str, old: Period, new: Period) -> list[Invoice]:
+        """The finalized invoices of `external_id` for periods after `old` and before `new`."""
+        found, _ = self._invoices.list(subscription_external_id=external_id)
+        return [i for i in found if old.end_date < i.period_start and i.period_end < new.start_date and i.status != "draft"]
+
+    # -- one invoice, one step -----------------------------------------------------------------
+
+    def _advance(self, group: _Group, fees, late: Sequence[InvoiceLine], as_of: datetime, result: BillingResult) -> Invoice | None:
+        terms = billing_terms(group.customer, self._default_grace)
+        lines = lines_from_fees(fees) + tuple(late)
+        invoice = self._invoices.get(group.id)
+        if invoice is None:
+            invoice = self._draft(group, lines, terms, as_of)
+            if self._invoices.create(invoice):
+                result.drafted += 1
+                invoice = self._invoices.get(group.id)
+                self._record(invoice, as_of)
+            else:
+                invoice = self._invoices.get(group.id)  # another run made it first
+            assert invoice is not None
+        if invoice.status == "draft":
+            if invoice.lines != lines:
+                invoice = self._invoices.update(replace(invoice, lines=lines, updated_at=as_of))
+                result.refreshed += 1
+                self._record(invoice, as_of)
+            if as_of < invoice.grace_until:
+                return invoice
+            invoice = self._invoices.finalize(invoice, as_of)
+            result.finalized += 1
+            self._record(invoice, as_of)
+        if invoice.status == "finalized" and self._payments is not None and invoice.flag is None:
+            invoice = self._collect(invoice, group.customer, as_of, result)
+        return invoice
+
+    def _draft(self, group: _Group, lines, terms: BillingTerms, as_of: datetime) -> Invoice:
+        period = group.period
+        # A final invoice (every record of the period really terminated in it) closes at the
+        # termination; any other at the period's end.
+        final = [r.terminated_at for r in group.records
+                 if r.terminated_at and r.next_plan_code is None and period.contains(r.terminated_at)]
+        ends = max(final) if final and len(final) == len(group.records) else period.end_utc
+        return Invoice(
+            id=group.id,
+            customer_external_id=group.customer.external_id,
+            subscription_external_id=group.external_id,
+            currency=group.currency,
+            period_start=period.start_date,
+            period_end=period.end_date,
+            from_utc=period.start_utc,
+            to_utc=period.end_utc,
+            issuing_date=period.end_date + timedelta(days=1) if ends == period.end_utc else ends.date(),
+            grace_until=ends + terms.grace,
+            lines=lines,
+            created_at=as_of,
+            updated_at=as_of,
+            collection_method=terms.collection_method,  # type: ignore[arg-type]
+            days_until_due=terms.days_until_due,
+        )
+
+    # -- the payment provider ------------------------------------------------------------------
+
+    def _collect(self, invoice: Invoice, customer: Customer, as_of: datetime, result: BillingResult) -> Invoice:
+        payments = self._payments
+        assert payments is not None
+        if invoice.provider_step is None:
+            customer_id = invoice.provider_customer_id or payments.ensure_customer(
+                customer.external_id, customer.name, customer.email)
+            remote = payments.ensure_invoice(replace(invoice, provider_customer_id=customer_id), customer_id, invoice.days_until_due)
+            invoice = self._invoices.update(replace(
+                invoice, provider_customer_id=customer_id, provider_invoice_id=remote.id, provider_step="invoice", updated_at=as_of))
+        if invoice.provider_step == "invoice":
+            remote = payments.finalize(invoice)
+            flag = None if remote.total_cents == invoice.amount_cents else "provider_total_mismatch"
+            invoice = self._invoices.update(replace(
+                invoice, provider_step="finalized", hosted_invoice_url=remote.hosted_invoice_url, flag=flag, updated_at=as_of))
+            if flag is not None:
+                # NOTE: never collect an amount we did not compute; a person looks at it.
+                result.flagged.append(invoice.id)
+                logs.event(_log, "provider total differs from ours; not collected", logging.ERROR,
+                           invoice_id=invoice.id, ours=invoice.amount_cents, theirs=remote.total_cents)
+                self._record(invoice, as_of)
+                return invoice
+        if invoice.provider_step == "finalized":
+            remote = payments.collect(invoice)
+            # "paid" (charged), "payment_failed" (declined: the provider retries or the customer
+            # pays by hand; its webhook says so), or "open" (sent, awaiting payment).
+            status = remote.status if remote.status in ("paid", "payment_failed") else None
+            changes = {"provider_step": "collected", "updated_at": as_of}
+            if status is not None and invoice.status != status:
+                invoice = self._invoices.update(invoice.moved(status, as_of, **changes))
+            else:
+                invoice = self._invoices.update(replace(invoice, **changes))
+            result.collected += 1
+            self._record(invoice, as_of)
+        return invoice
+
+    # -- bookkeeping -----------------------------------------------------------------------------
+
+    def _apply_due_downgrades(self, records: list[Subscription], as_of: datetime, result: BillingResult) -> list[Subscription]:
+        """Switch every downgrade due by `as_of` at its boundary, in the catalog; the records
+        to bill are the catalog's afterwards."""
+        due = {r.external_id for r in records if r.status == "active" and r.next_plan_code and r.downgrade_plan_date}
+        if not due:
+            return records
+        for external_id in sorted(due):
+            try:
+                history = self._catalog.get_subscription_history(external_id)
+                customer = self._catalog.get_customer(history.records[0].external_customer_id)
+                if customer is None:
+                    continue
+                switched = apply_due_downgrades(list(history.records), as_of, customer.zone)
+                if switched is not None:
+                    self._catalog.put_subscription_history(external_id, switched, version=history.version)
+            except StaleWrite:
+                continue  # the admin API or another run changed it: the next run sees the result
+            except Exception as exc:  # noqa: BLE001
+                result.failed[external_id] = type(exc).__name__
+        return self._catalog.list_subscriptions()
+
+    def _record(self, invoice: Invoice | None, as_of: datetime) -> None:
+        """The finance tables' history (BigQuery / DuckDB): one row per state change."""
+        if invoice is not None and self._warehouse is not None and hasattr(self._warehouse, "record_invoice"):
+            self._warehouse.record_invoice(invoice, int(as_of.timestamp() * 1_000_000))
+
+    @staticmethod
+    def _need(found, what: str, record: Subscription):
+        if found is None:
+            raise LookupError(f"{what} of subscription {record.external_id} not found")
+        return found

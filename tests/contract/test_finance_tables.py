@@ -1,0 +1,169 @@
+"""The finance tables (`invoices`, `invoice_lines`, `payments`) and their views, on DuckDB and on
+bqemulator: the same rows in, the same current state out."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+
+from meterline.core.clock import to_us
+from meterline.core.invoices import Invoice
+from meterline.ports import Payment, Warehouse
+from tests.contract.test_invoice_store import AT, invoice, line
+
+US = to_us(AT)
+
+
+@pytest.fixture(params=["duckdb", pytest.param("bigquery", marks=pytest.mark.servers)])
+def warehouse(request, tmp_path) -> Warehouse:
+    if request.param == "duckdb":
+        from meterline.adapters.embedded.duckdb_warehouse import DuckDbWarehouse
+
+        return DuckDbWarehouse(tmp_path / "w.duckdb")
+
+    from google.api_core.client_options import ClientOptions
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import bigquery
+
+    from meterline.adapters.gcp.bigquery_warehouse import BigQueryWarehouse
+
+    emulator = request.getfixturevalue("bigquery_emulator")
+    client = bigquery.Client(
+        project="test", credentials=AnonymousCredentials(), client_options=ClientOptions(api_endpoint=emulator.url)
+    )
+    bq = BigQueryWarehouse(client, "test", f"ds_{uuid.uuid4().hex[:8]}")  # a dataset per test: its reset
+    bq.ensure_schema()
+    return bq
+
+
+def query(warehouse, bigquery_sql: str, **params) -> list[dict]:
+    # The port has no reads of these tables (finance queries them directly); the adapters' own
+    # typed-read helper runs the same BigQuery SQL on both engines.
+    return warehouse._query(bigquery_sql, params)
+
+
+def history(draft: Invoice) -> list[Invoice]:
+    """draft (v1) -> draft refreshed with one line fewer (v2) -> finalized (v3) -> paid (v4)."""
+    refreshed = dataclasses.replace(draft, version=2, lines=draft.lines[:1])
+    finalized = dataclasses.replace(
+        refreshed.moved("finalized", AT, number="ML-1-0001", sequential_id=1, provider_invoice_id="in_1"), version=3
+    )
+    paid = dataclasses.replace(finalized.moved("paid", AT + timedelta(days=2)), version=4)
+    return [draft, refreshed, finalized, paid]
+
+
+@pytest.fixture
+def recorded(warehouse) -> list[Invoice]:
+    draft = invoice(
+        version=1,
+        lines=(
+            line("charge|tokens", 123457, units=Decimal("123456789.123456789"), precise_amount=Decimal("1234.567890123")),
+            line("subscription|base", 4900, kind="subscription", units=Decimal(1), precise_amount=Decimal("49")),
+        ),
+    )
+    states = history(draft)
+    for i, state in enumerate(states):
+        warehouse.record_invoice(state, US + i)
+    warehouse.record_invoice(states[-1], US + 10)  # recorded twice (a crash, a rerun): kept once
+    warehouse.record_invoice(states[1], US + 11)  # an older version recorded late: not current
+    return states
+
+
+def test_invoices_latest_is_one_row_in_the_last_state_with_exact_totals(warehouse, recorded):
+    paid = recorded[-1]
+    rows = query(warehouse, "SELECT * FROM invoices_latest")
+    assert len(rows) == 1
+    row = rows[0]
+    assert (row["invoice_id"], row["version"], row["status"], row["payment_status"]) == (paid.id, 4, "paid", "succeeded")
+    assert (row["number"], row["sequential_id"], row["provider_invoice_id"]) == ("ML-1-0001", 1, "in_1")
+    assert row["amount_cents"] == 123457 and row["amount"] == Decimal("1234.57")
+    assert row["precise_amount"] == Decimal("1234.567890123")
+    assert (row["period_start"], row["period_end"], row["issuing_date"]) == (paid.period_start, paid.period_end, paid.issuing_date)
+    assert to_us(row["paid_at"]) == to_us(paid.paid_at) and to_us(row["finalized_at"]) == US
+    assert to_us(row["from_utc"]) == to_us(paid.from_utc) and to_us(row["recorded_at"]) == US + 3  # the first copy of v4
+    assert row["lines_count"] == 1 and row["customer_external_id"] == "cus-1"
+
+
+def test_the_history_keeps_every_state(warehouse, recorded):
+    rows = query(warehouse, "SELECT version, status, amount_cents FROM invoices ORDER BY version, recorded_at")
+    assert [(r["version"], r["status"], r["amount_cents"]) for r in rows] == [
+        (1, "draft", 128357), (2, "draft", 123457), (2, "draft", 123457), (3, "finalized", 123457),
+        (4, "paid", 123457), (4, "paid", 123457),
+    ]
+
+
+def test_invoice_lines_latest_are_the_current_versions_lines(warehouse, recorded):
+    rows = query(warehouse, "SELECT * FROM invoice_lines_latest ORDER BY position")
+    (only,) = recorded[-1].lines
+    assert len(rows) == 1  # the base-fee line of version 1 is gone, and the duplicate is kept once
+    row = rows[0]
+    assert (row["invoice_id"], row["version"], row["position"], row["line_ref"]) == (recorded[-1].id, 4, 0, only.ref)
+    assert (row["kind"], row["description"], row["currency"]) == (only.kind, only.description, "USD")
+    assert row["units"] == Decimal("123456789.123456789") and row["precise_amount"] == Decimal("1234.567890123")
+    assert row["amount_cents"] == 123457 and row["amount"] == Decimal("1234.57")
+    assert (row["charge_ref"], row["filter_key"], row["plan_code"], row["events_count"]) == ("ch_1", "model=gpt-4", "hybrid", 42)
+    assert to_us(row["from_datetime"]) == to_us(only.from_datetime) and to_us(row["to_datetime"]) == to_us(only.to_datetime)
+    # The sum of the current lines is the current total.
+    (total,) = query(warehouse, "SELECT SUM(amount_cents) AS cents FROM invoice_lines_latest WHERE invoice_id = @id",
+                     id=recorded[-1].id)
+    assert total["cents"] == 123457
+
+
+def test_a_crash_between_the_lines_and_the_invoice_row_leaves_the_last_state(warehouse, recorded, monkeypatch):
+    voided = dataclasses.replace(recorded[-1], version=5, status="voided", lines=recorded[0].lines)
+    insert = warehouse._insert
+
+    def crash_on_the_invoice_row(table, rows, row_ids):
+        if table == "invoices":
+            raise RuntimeError("crash")
+        insert(table, rows, row_ids)
+
+    monkeypatch.setattr(warehouse, "_insert", crash_on_the_invoice_row)
+    with pytest.raises(RuntimeError):
+        warehouse.record_invoice(voided, US + 20)
+    # Version 5's lines are written, its invoices row is not: both views still show version 4.
+    assert [r["version"] for r in query(warehouse, "SELECT version FROM invoice_lines_latest")] == [4]
+    assert [r["version"] for r in query(warehouse, "SELECT version FROM invoices_latest")] == [4]
+    monkeypatch.undo()
+    warehouse.record_invoice(voided, US + 21)  # the rerun records it again
+    assert sorted(r["line_ref"] for r in query(warehouse, "SELECT line_ref FROM invoice_lines_latest WHERE version = 5")) == [
+        "charge|tokens", "subscription|base"
+    ]
+
+
+def test_payments_are_kept_once_per_provider_event(warehouse):
+    for _ in range(2):  # Stripe delivers at least once
+        warehouse.record_payment(Payment("inv-1", "cus-1", "evt_1", "succeeded", 123457, "USD", US))
+    warehouse.record_payment(Payment("inv-2", "cus-2", "evt_2", "failed", 1000, "JPY", US + 1))
+    rows = query(warehouse, "SELECT * FROM payments_deduped ORDER BY provider_event_id")
+    assert [(r["invoice_id"], r["customer_external_id"], r["status"], r["amount_cents"], r["amount"], r["currency"])
+            for r in rows] == [
+        ("inv-1", "cus-1", "succeeded", 123457, Decimal("1234.57"), "USD"),
+        ("inv-2", "cus-2", "failed", 1000, Decimal("1000"), "JPY"),
+    ]
+    assert to_us(rows[0]["recorded_at"]) == US
+
+
+def test_an_amount_out_of_numeric_range_is_refused_before_any_insert(warehouse):
+    huge = invoice(version=1, lines=(line(units=Decimal("1e30")),))
+    with pytest.raises(ValueError):
+        warehouse.record_invoice(huge, US)
+    assert query(warehouse, "SELECT COUNT(*) AS n FROM invoice_lines")[0]["n"] == 0
+
+
+def test_more_than_nine_decimals_round_half_up_the_same_on_both_engines(warehouse):
+    warehouse.record_invoice(invoice(version=1, lines=(
+        line("a", units=Decimal("1234567.123456789012"), precise_amount=Decimal("0.0000000005")),
+        line("b", units=Decimal("-0.0000000005"), precise_amount=Decimal("12.3400000004999")),
+    )), US)
+    rows = query(warehouse, "SELECT line_ref, units, precise_amount FROM invoice_lines_latest ORDER BY line_ref")
+    assert [(r["units"], r["precise_amount"]) for r in rows] == [
+        (Decimal("1234567.123456789"), Decimal("0.000000001")),
+        (Decimal("-0.000000001"), Decimal("12.34")),
+    ]
+    (total,) = query(warehouse, "SELECT precise_amount FROM invoices_latest")
+    assert total["precise_amount"] == Decimal("12.340000001")  # the exact sum, then rounded once

@@ -1,0 +1,181 @@
+"""The billing run on the embedded adapters (SQLite invoice store, DuckDB warehouse), with no
+payment provider: a closed period becomes one exact invoice, whatever the reruns.
+
+The Stripe side of the run has its own tests against localstripe (tests/contract).
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta, timezone
+
+import orjson
+import pytest
+
+from meterline.core.clock import now_us
+from meterline.core.events import parse_batch_body
+from meterline.core.messages import encode_message
+from meterline.services import catalog_apply
+from meterline.services.billing import BillingService
+from meterline.services.usage import UsageService
+from tests.contract.test_pricing_pipeline import EVENTS, EXPECTED, NOV, tokens
+from tests.support import REPO_ROOT, embedded_runtime
+
+EXAMPLE = REPO_ROOT / "shared/meterline/local/example_catalog.yaml"
+DEC = datetime(2026, 12, 1, tzinfo=timezone.utc)
+JAN = datetime(2027, 1, 1, tzinfo=timezone.utc)
+HOUR = timedelta(hours=1)
+
+
+class Billing:
+    """An embedded runtime with the example catalog, one customer on the hybrid plan since
+    November 1 (so that November is its first period), and November's events from the pricing
+    pipeline test."""
+
+    def __init__(self, tmp_path, customer: dict | None = None):
+        from meterline.adapters.embedded.sqlite_invoices import SqliteInvoiceStore
+
+        self.runtime = embedded_runtime(tmp_path)
+        adapters = self.runtime.adapters
+        catalog = catalog_apply.load(EXAMPLE)
+        catalog_apply.apply(adapters.catalog, catalog, catalog_apply.plan_changes(adapters.catalog, catalog))
+        self.plan = catalog.plans[0]
+        self.admin = self.runtime.admin.service
+        self.admin.upsert_customer({"external_id": "acme", "name": "Acme", "currency": "USD", "timezone": "UTC", **(customer or {})})
+        self.admin.create_subscription({"external_id": "sub_acme", "external_customer_id": "acme",
+                                        "plan_code": self.plan.code, "subscription_at": "2026-11-01T00:00:00Z"})
+        self.invoices = SqliteInvoiceStore(adapters.db)
+        self.post(EVENTS)
+
+    def post(self, events: list[dict]) -> None:
+        batch = parse_batch_body(orjson.dumps({"events": events}), now_us())
+        self.runtime.process.service.handle_message(encode_message(batch))
+
+    def service(self, **kwargs) -> BillingService:
+        adapters = self.runtime.adapters
+        return BillingService(adapters.catalog, UsageService(adapters.catalog, adapters.warehouse), self.invoices,
+                              adapters.warehouse, **kwargs)
+
+    def run(self, as_of: datetime):
+        return self.service().run(as_of)
+
+    def all(self):
+        return self.invoices.list()[0]
+
+
+def amounts(invoice) -> dict[str, int]:
+    lines = {}
+    for line in invoice.lines:
+        key = f"{line.charge_ref or line.kind}:{line.filter_key}"
+        lines[key] = lines.get(key, 0) + line.amount_cents
+    return {"total": invoice.amount_cents, **lines}
+
+
+@pytest.fixture
+def billing(tmp_path) -> Billing:
+    return Billing(tmp_path)
+
+
+def test_a_closed_month_becomes_a_draft_then_one_exact_finalized_invoice(billing):
+    result = billing.run(DEC + HOUR / 2)  # inside the default one-hour grace period
+    assert (result.drafted, result.finalized) == (1, 0)
+    (draft,) = billing.all()
+    assert draft.status == "draft" and draft.number is None
+    assert (draft.period_start, draft.period_end) == (NOV.date(), (DEC - timedelta(days=1)).date())
+    assert amounts(draft) == EXPECTED  # the pricing pipeline's invoice, to the cent
+
+    result = billing.run(DEC + HOUR + timedelta(seconds=1))
+    assert result.finalized == 1
+    (invoice,) = billing.all()
+    assert invoice.status == "finalized" and invoice.sequential_id == 1 and invoice.number.endswith("-0001")
+    assert amounts(invoice) == EXPECTED
+    assert sum(line.amount_cents for line in invoice.lines) == invoice.amount_cents == 26900
+
+
+def test_events_in_the_grace_period_are_counted_on_the_draft(billing):
+    billing.run(DEC + HOUR / 4)
+    billing.post([tokens("grace-1", int((NOV + timedelta(days=29)).timestamp()), 1_000_000, "input")])
+    result = billing.run(DEC + HOUR / 2)
+    assert result.refreshed == 1
+    billing.run(DEC + 2 * HOUR)
+    (invoice,) = billing.all()
+    assert invoice.status == "finalized"
+    assert amounts(invoice)["tokens_consumed:token_type=input"] == EXPECTED["tokens_consumed:token_type=input"] + 300
+
+
+def test_reruns_and_concurrent_runs_make_one_invoice_and_one_number(billing):
+    for _ in range(3):
+        billing.run(DEC + 2 * HOUR)
+    runs = [threading.Thread(target=billing.run, args=(DEC + 3 * HOUR,)) for _ in range(2)]
+    for t in runs:
+        t.start()
+    for t in runs:
+        t.join()
+    (invoice,) = billing.all()
+    assert invoice.sequential_id == 1 and amounts(invoice) == EXPECTED
+
+
+def test_late_usage_goes_on_the_next_invoice_priced_in_its_own_period(billing):
+    billing.run(DEC + 2 * HOUR)
+    (november,) = billing.all()
+    # November had 12M output tokens (10M at 0.000015, then 0.0000125): 1M more, arriving
+    # after November was finalized, costs 12.50 (the second tier), not 15.00.
+    billing.post([tokens("late-1", int((NOV + timedelta(days=20)).timestamp()), 1_000_000, "output")])
+    billing.run(JAN + 2 * HOUR)
+    invoices = {i.period_start: i for i in billing.all()}
+    assert invoices[NOV.date()] == november  # a finalized invoice never changes
+    december = invoices[DEC.date()]
+    (late,) = [line for line in december.lines if line.kind == "late_usage"]
+    assert late.amount_cents == 1250 and "Late usage for 2026-11-01..2026-11-30" in late.description
+    # Billed once: the next run neither repeats it on January's draft nor changes December.
+    billing.run(datetime(2027, 2, 1, 2, tzinfo=timezone.utc))
+    assert {i.period_start: i for i in billing.all()}[DEC.date()] == december
+    january = {i.period_start: i for i in billing.all()}[JAN.date()]
+    assert not [line for line in january.lines if line.kind == "late_usage"]
+
+
+def test_a_scheduled_downgrade_takes_effect_at_the_period_boundary(billing):
+    solo = billing.plan.model_copy(update={"code": "solo", "name": "Solo", "amount_cents": 900, "charges": ()})
+    billing.runtime.adapters.catalog.put_plan(solo)
+    with_clock = billing.admin.__class__(billing.runtime.adapters.catalog, clock=lambda: NOV + timedelta(days=10))
+    with_clock.create_subscription({"external_id": "sub_acme", "external_customer_id": "acme", "plan_code": "solo"})
+    billing.run(JAN + 2 * HOUR)
+    invoices = {i.period_start: i for i in billing.all()}
+    assert amounts(invoices[NOV.date()]) == EXPECTED  # November on the old plan, in full
+    december = invoices[DEC.date()]
+    assert {line.plan_code for line in december.lines} == {"solo"}
+    assert december.amount_cents == 900  # the new plan's base fee, no usage charges
+
+
+def test_a_terminated_subscription_gets_its_final_invoice(billing):
+    terminate = billing.admin.__class__(billing.runtime.adapters.catalog, clock=lambda: DEC + timedelta(days=15))
+    billing.run(DEC + 2 * HOUR)
+    terminate.terminate_subscription("sub_acme")
+    billing.run(DEC + timedelta(days=15, hours=2))
+    december = {i.period_start: i for i in billing.all()}[DEC.date()]
+    assert december.status == "finalized"
+    base = [line for line in december.lines if line.kind == "subscription"][0]
+    assert base.amount_cents == round(4900 * 15 / 31)  # Dec 1-15 of 31 days, in arrears
+
+
+def test_a_zero_grace_period_finalizes_at_the_period_end(tmp_path):
+    billing = Billing(tmp_path, {"billing_configuration": {"invoice_grace_period": 0}})
+    billing.run(DEC)
+    (invoice,) = billing.all()
+    assert invoice.status == "finalized"
+
+
+def test_one_subscription_that_cannot_be_billed_does_not_block_the_others(billing):
+    billing.admin.upsert_customer({"external_id": "globex", "currency": "USD"})
+    billing.admin.create_subscription({"external_id": "sub_globex", "external_customer_id": "globex",
+                                       "plan_code": billing.plan.code, "subscription_at": "2026-11-01T00:00:00Z"})
+    broken = billing.plan.model_copy(update={"code": "gone"})
+    store = billing.runtime.adapters.catalog
+    history = store.get_subscription_history("sub_globex")
+    store.put_subscription_history("sub_globex", [history.records[0].model_copy(update={"plan_code": "gone"})],
+                                   version=history.version)
+    assert broken  # the plan "gone" is not in the catalog
+    result = billing.run(DEC + 2 * HOUR)
+    assert set(result.failed) == {"sub_globex"}
+    (invoice,) = billing.all()
+    assert invoice.subscription_external_id == "sub_acme" and invoice.status == "finalized"

@@ -1,0 +1,355 @@
+"""The `stripe_webhook` function through functions-framework's test client, over in-memory fakes
+of the invoice store, the processed event ids and the finance tables.
+
+Deliveries are signed here with HMAC-SHA256 as Stripe documents it (`t=...,v1=hex(hmac(secret,
+"{t}.{body}"))`), independently of stripe-python, which the function uses to verify them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import io
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from types import SimpleNamespace
+
+import functions_framework
+import orjson
+import pytest
+
+from meterline import logs
+from meterline.config import Settings
+from meterline.core.invoices import Invoice, InvoiceLine
+from meterline.entrypoints.stripe_webhook import StripeWebhookRuntime, set_stripe_webhook_runtime
+from meterline.ports import StaleWrite
+from tests.support import REPO_ROOT
+
+SECRET = "whsec_test_secret"
+TOLERANCE = 300
+AT = datetime(2026, 12, 1, 1, tzinfo=timezone.utc)
+
+
+# -- fakes of the ports ----------------------------------------------------------------------
+
+
+class MemoryInvoices:
+    """InvoiceStore, the parts the webhook uses (get, update with its version check,
+    find_by_provider_id). `stale_once` makes the next update lose to a concurrent writer."""
+
+    def __init__(self, *invoices: Invoice):
+        self.rows = {i.id: replace(i, version=1) for i in invoices}
+        self.stale_once = False
+
+    def get(self, invoice_id: str) -> Invoice | None:
+        return self.rows.get(invoice_id)
+
+    def update(self, invoice: Invoice) -> Invoice:
+        stored = self.rows[invoice.id]
+        if self.stale_once:
+            self.stale_once = False
+            self.rows[invoice.id] = replace(stored, version=stored.version + 1)  # another writer won
+            raise StaleWrite(invoice.id)
+        if stored.version != invoice.version:
+            raise StaleWrite(invoice.id)
+        self.rows[invoice.id] = replace(invoice, version=invoice.version + 1)
+        return self.rows[invoice.id]
+
+    def find_by_provider_id(self, provider_invoice_id: str) -> Invoice | None:
+        return next((i for i in self.rows.values() if i.provider_invoice_id == provider_invoice_id), None)
+
+
+class MemoryProcessed:
+    """ProcessedEvents. `fail_next_record` simulates a crash right before the id is recorded."""
+
+    def __init__(self):
+        self.ids: set[str] = set()
+        self.fail_next_record = False
+
+    def seen(self, event_id: str) -> bool:
+        return event_id in self.ids
+
+    def first_time(self, event_id: str) -> bool:
+        if self.fail_next_record:
+            self.fail_next_record = False
+            raise RuntimeError("crash before the event id is recorded")
+        new = event_id not in self.ids
+        self.ids.add(event_id)
+        return new
+
+
+class Finance:
+    """The Warehouse port's finance writes."""
+
+    def __init__(self):
+        self.invoices: list[tuple[str, int, str]] = []  # (id, version, status)
+        self.payments: list = []
+
+    def record_invoice(self, invoice: Invoice, recorded_at_us: int) -> None:
+        self.invoices.append((invoice.id, invoice.version, invoice.status))
+
+    def record_payment(self, payment) -> None:
+        self.payments.append(payment)
+
+
+def invoice(id_: str = "inv_ours", status: str = "finalized", **changes) -> Invoice:
+    line = InvoiceLine(ref="sub|pro|2026-11-01|2026-11-30|charge|tokens", kind="charge",
+                       description="Tokens ([0–1000] 1000 × 0.01)", units=Decimal(1000),
+                       precise_amount=Decimal("10"), amount_cents=1000)
+    base = Invoice(
+        id=id_, customer_external_id="acme", subscription_external_id="sub", currency="USD",
+        period_start=date(2026, 11, 1), period_end=date(2026, 11, 30),
+        from_utc=datetime(2026, 11, 1, tzinfo=timezone.utc), to_utc=datetime(2026, 12, 1, tzinfo=timezone.utc),
+        issuing_date=date(2026, 12, 1), grace_until=AT, status=status, lines=(line,), number="ML-1-0001",  # type: ignore[arg-type]
+        provider_invoice_id="in_123", provider_step="collected",
+    )
+    return replace(base, **changes)
+
+
+# -- the function under test -------------------------------------------------------------------
+
+
+class Webhook:
+    def __init__(self, *invoices: Invoice):
+        self.invoices = MemoryInvoices(*invoices)
+        self.processed = MemoryProcessed()
+        self.finance = Finance()
+        adapters = SimpleNamespace(
+            settings=Settings(stripe_webhook_secret=SECRET, stripe_webhook_tolerance_seconds=TOLERANCE),
+            invoices=self.invoices, processed_events=self.processed, warehouse=self.finance,
+        )
+        self.runtime = StripeWebhookRuntime(adapters)  # type: ignore[arg-type]
+        self.client = functions_framework.create_app(
+            "stripe_webhook", str(REPO_ROOT / "functions/stripe_webhook/main.py")).test_client()
+
+    def deliver(self, body: bytes, signature: str | None):
+        headers = {"Content-Type": "application/json"}
+        if signature is not None:
+            headers["Stripe-Signature"] = signature
+        return self.client.post("/", data=body, headers=headers)
+
+    def send(self, event: dict, *, at: int | None = None, secret: str = SECRET):
+        body = orjson.dumps(event)
+        return self.deliver(body, sign(body, secret, at))
+
+    def status(self, id_: str = "inv_ours") -> str:
+        return self.invoices.rows[id_].status
+
+
+@pytest.fixture
+def webhook() -> Iterator[Webhook]:
+    hook = Webhook(invoice())
+    set_stripe_webhook_runtime(hook.runtime)
+    try:
+        yield hook
+    finally:
+        set_stripe_webhook_runtime(None)
+
+
+def sign(body: bytes, secret: str, at: int | None = None) -> str:
+    t = int(time.time()) if at is None else at
+    digest = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={t},v1={digest}"
+
+
+_counter = iter(range(1, 1_000_000))
+
+
+def event(kind: str, *, id_: str | None = None, invoice_id: str | None = "inv_ours", provider_id: str = "in_123",
+          status: str = "paid", created: int = 1_796_000_000, **fields) -> dict:
+    obj = {"object": "invoice", "id": provider_id, "status": status, "currency": "usd", "total": 1000,
+           "amount_due": 1000, "amount_paid": 1000 if status == "paid" else 0,
+           "metadata": {"meterline_invoice_id": invoice_id} if invoice_id else {}, **fields}
+    return {"id": id_ or f"evt_{next(_counter)}", "object": "event", "type": kind, "created": created,
+            "data": {"object": obj}}
+
+
+def body_of(response) -> dict:
+    return orjson.loads(response.data)
+
+
+# -- signatures ----------------------------------------------------------------------------------
+
+
+def test_a_signed_payment_succeeded_makes_the_finalized_invoice_paid(webhook):
+    response = webhook.send(event("invoice.payment_succeeded", created=1_796_000_123))
+    assert response.status_code == 200
+    assert body_of(response) == {"received": True, "outcome": "applied", "invoice_id": "inv_ours"}
+    paid = webhook.invoices.rows["inv_ours"]
+    assert paid.status == "paid" and paid.paid_at == datetime.fromtimestamp(1_796_000_123, tz=timezone.utc)
+    (payment,) = webhook.finance.payments
+    assert (payment.status, payment.amount_cents, payment.currency, payment.provider_event_id) == (
+        "succeeded", 1000, "USD", next(iter(webhook.processed.ids)))
+    assert webhook.finance.invoices == [("inv_ours", 2, "paid")]
+
+
+def _nothing_changed(webhook: Webhook) -> None:
+    assert webhook.status() == "finalized"
+    assert webhook.processed.ids == set() and webhook.finance.payments == [] and webhook.finance.invoices == []
+
+
+@pytest.mark.parametrize("case", ["tampered", "wrong_secret", "stale", "missing", "garbage", "no_v1"])
+def test_a_bad_signature_is_a_400_and_changes_nothing(webhook, case):
+    body = orjson.dumps(event("invoice.payment_succeeded"))
+    signature = {
+        "tampered": sign(body.replace(b"1000", b"1"), SECRET),  # signed another body
+        "wrong_secret": sign(body, "whsec_someone_else"),
+        "stale": sign(body, SECRET, int(time.time()) - TOLERANCE - 5),
+        "missing": None,
+        "garbage": "not a signature",
+        "no_v1": f"t={int(time.time())},v0=abc",
+    }[case]
+    response = webhook.deliver(body, signature)
+    assert response.status_code == 400
+    assert body_of(response)["code"] == "invalid_signature"
+    _nothing_changed(webhook)
+
+
+def test_a_signature_inside_the_tolerance_is_accepted(webhook):
+    response = webhook.send(event("invoice.paid"), at=int(time.time()) - TOLERANCE + 30)
+    assert response.status_code == 200 and webhook.status() == "paid"
+
+
+def test_a_signed_body_that_is_not_an_event_is_a_400(webhook):
+    body = b'["not", "an", "event"]'
+    assert webhook.deliver(body, sign(body, SECRET)).status_code == 400
+    _nothing_changed(webhook)
+
+
+def test_only_post_is_answered(webhook):
+    assert webhook.client.get("/").status_code == 405
+
+
+# -- idempotency and order -----------------------------------------------------------------------
+
+
+def test_a_repeated_event_id_is_handled_once(webhook):
+    evt = event("invoice.payment_succeeded", id_="evt_twice")
+    assert body_of(webhook.send(evt))["outcome"] == "applied"
+    again = webhook.send(evt)
+    assert again.status_code == 200 and body_of(again)["outcome"] == "duplicate"
+    assert len(webhook.finance.payments) == 1 and len(webhook.finance.invoices) == 1
+    assert webhook.invoices.rows["inv_ours"].version == 2  # written once
+
+
+def test_payment_succeeded_before_finalized_stays_paid(webhook):
+    webhook.send(event("invoice.payment_succeeded"))
+    late = webhook.send(event("invoice.finalized", status="open", hosted_invoice_url="https://pay.example/in_123"))
+    assert late.status_code == 200
+    stored = webhook.invoices.rows["inv_ours"]
+    # Not a step back; but the hosted page the late event carries is kept.
+    assert stored.status == "paid" and stored.hosted_invoice_url == "https://pay.example/in_123"
+
+
+def test_payment_failed_after_paid_stays_paid(webhook):
+    webhook.send(event("invoice.paid"))
+    response = webhook.send(event("invoice.payment_failed", status="open"))
+    assert response.status_code == 200 and body_of(response)["outcome"] == "unchanged"
+    assert webhook.status() == "paid"
+
+
+def test_a_failed_payment_then_a_successful_retry(webhook):
+    webhook.send(event("invoice.payment_failed", status="open"))
+    assert webhook.status() == "payment_failed"
+    webhook.send(event("invoice.payment_succeeded"))
+    assert webhook.status() == "paid"
+    assert [p.status for p in webhook.finance.payments] == ["failed", "succeeded"]
+
+
+def test_voided(webhook):
+    webhook.send(event("invoice.voided", status="void"))
+    assert webhook.status() == "voided"
+    webhook.send(event("invoice.paid"))
+    assert webhook.status() == "voided"  # voided is final
+
+
+def test_an_event_ahead_of_a_draft_waits_for_the_billing_run():
+    """Finalization (and its number) is the billing run's: a payment event for an invoice that
+    is still a draft here is answered 503, so Stripe delivers it again, and nothing is recorded."""
+    hook = Webhook(invoice(status="draft", provider_step=None))
+    set_stripe_webhook_runtime(hook.runtime)
+    try:
+        evt = event("invoice.payment_succeeded", id_="evt_early")
+        response = hook.send(evt)
+        assert response.status_code == 503 and response.headers["Retry-After"] == "60"
+        assert hook.status() == "draft" and hook.processed.ids == set()
+        # The run finalizes; Stripe's redelivery then applies.
+        stored = hook.invoices.rows["inv_ours"]
+        hook.invoices.rows["inv_ours"] = replace(stored, status="finalized")
+        assert hook.send(evt).status_code == 200 and hook.status() == "paid"
+    finally:
+        set_stripe_webhook_runtime(None)
+
+
+def test_a_crash_before_the_event_id_is_recorded_costs_a_redelivery_never_a_loss(webhook):
+    evt = event("invoice.payment_succeeded", id_="evt_crash")
+    webhook.processed.fail_next_record = True
+    first = webhook.send(evt)
+    assert first.status_code == 500  # Stripe delivers it again
+    assert webhook.status() == "paid"  # the state change was stored before the crash
+    again = webhook.send(evt)
+    assert again.status_code == 200 and body_of(again)["outcome"] == "unchanged"
+    assert webhook.processed.ids == {"evt_crash"}
+    # The finance rows were written twice with the same keys (event id; invoice version): the
+    # views keep one copy of each.
+    assert {p.provider_event_id for p in webhook.finance.payments} == {"evt_crash"}
+    assert set(webhook.finance.invoices) == {("inv_ours", 2, "paid")}
+
+
+def test_a_concurrent_write_is_read_again_and_decided_again(webhook):
+    webhook.invoices.stale_once = True
+    assert webhook.send(event("invoice.paid")).status_code == 200
+    assert webhook.status() == "paid"
+
+
+# -- finding the invoice, and events we do not act on ------------------------------------------
+
+
+def test_without_our_metadata_the_invoice_is_found_by_the_provider_id(webhook):
+    response = webhook.send(event("invoice.paid", invoice_id=None, provider_id="in_123"))
+    assert body_of(response) == {"received": True, "outcome": "applied", "invoice_id": "inv_ours"}
+    assert webhook.status() == "paid"
+
+
+def test_an_invoice_that_is_not_ours_is_answered_200_and_changes_nothing(webhook):
+    response = webhook.send(event("invoice.paid", invoice_id=None, provider_id="in_other"))
+    assert response.status_code == 200 and body_of(response)["outcome"] == "unknown_invoice"
+    assert webhook.status() == "finalized" and webhook.finance.payments == []
+
+
+@contextlib.contextmanager
+def captured_logs() -> Iterator[io.StringIO]:
+    logs.configure()
+    buffer = io.StringIO()
+    previous = logs._handler.setStream(buffer)  # type: ignore[union-attr]
+    try:
+        yield buffer
+    finally:
+        logs._handler.setStream(previous)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("kind, obj", [
+    ("customer.created", {"object": "customer", "id": "cus_1"}),
+    ("invoice.upcoming", {"object": "invoice", "id": "in_123", "metadata": {"meterline_invoice_id": "inv_ours"}}),
+])
+def test_an_unknown_type_is_logged_once_and_answered_200(webhook, kind, obj):
+    with captured_logs() as out:
+        response = webhook.send({"id": "evt_unknown", "object": "event", "type": kind, "created": 1_796_000_000,
+                                 "data": {"object": obj}})
+    assert response.status_code == 200 and body_of(response)["outcome"] == "ignored"
+    lines = [orjson.loads(line) for line in out.getvalue().splitlines()]
+    ignored = [line for line in lines if line.get("event_type") == kind]
+    assert len(ignored) == 1 and ignored[0]["event_id"] == "evt_unknown"
+    _nothing_changed(webhook)
+
+
+def test_the_function_refuses_to_start_without_a_webhook_secret():
+    from meterline.config import ConfigError
+
+    runtime = StripeWebhookRuntime(SimpleNamespace(settings=Settings()))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="METERLINE_STRIPE_WEBHOOK_SECRET"):
+        runtime.warm()
