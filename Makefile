@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo serve test test-fast bench servers clean
+.PHONY: help venv demo serve test test-fast fuzz bench servers clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ test: servers ## run the whole suite, starting the emulators, bqemulator and loc
 
 test-fast: $(STAMP) ## run only the tests that need no local server
 	$(PY) -m pytest -q -m "not servers"
+
+fuzz: $(STAMP) ## fuzz every API route and method with 10,000 hypothesis cases per property (make test runs 150)
+	METERLINE_FUZZ_EXAMPLES=$${METERLINE_FUZZ_EXAMPLES:-10000} $(PY) -m pytest -q tests/fuzz
 
 bench: servers ## run the benchmarks and print their figures
 	$(PY) bench/run.py

@@ -184,7 +184,8 @@ def standalone_invoices() -> None:
                metadata=None, description=None, **rest):
         if subscription is not None:
             return original(cls, customer=customer, subscription=subscription, metadata=metadata,
-                            description=description, **rest)
+                            description=description, pending_invoice_items_behavior=pending_invoice_items_behavior,
+                            **rest)
         if rest:
             raise _user_error(400, "Received unknown parameters: " + ", ".join(sorted(rest)))
         method = collection_method or "charge_automatically"

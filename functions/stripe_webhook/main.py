@@ -3,7 +3,8 @@
 import functions_framework
 
 from meterline.entrypoints.http import error_response, guarded
-from meterline.entrypoints.stripe_webhook import stripe_webhook_handler, stripe_webhook_runtime
+from meterline.entrypoints.stripe_webhook import stripe_webhook_handler
+from meterline.runtime import stripe_webhook_runtime
 
 # The framework's own errors in JSON; and Flask never prints a plain-text traceback
 # (`error_response` logs one JSON line). A 5xx makes Stripe deliver the event again.

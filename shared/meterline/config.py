@@ -91,6 +91,22 @@ class Settings(BaseSettings):
         300, gt=0, description="a webhook whose signed timestamp is older than this is refused (Stripe's default, 5 min)"
     )
 
+    # Customer portal (functions/portal): signed links to a customer's live usage page.
+    portal_signing_key: SecretStr | None = Field(
+        None,
+        description="HMAC-SHA256 key that signs portal links (at least 32 characters); on GCP from Secret Manager, "
+        "mounted as this variable. Unset when embedded: one is generated into <data dir>/portal_signing_key (0600) "
+        "and kept, so links survive restarts; unset on GCP: the portal function refuses to start",
+    )
+    portal_link_seconds: float = Field(
+        3600, gt=0, le=30 * 86_400, description="how long a portal link is valid after POST .../portal_url"
+    )
+    portal_base_url: str | None = Field(
+        None,
+        description="the portal's public base URL (links are <base>/portal/customers/<id>?token=...); "
+        "unset: the URL the portal_url request came to",
+    )
+
     @model_validator(mode="after")
     def _gcp_needs_a_project(self) -> Settings:
         if self.backend == "gcp" and not self.google_cloud_project:

@@ -146,6 +146,10 @@ class Warehouse(Protocol):
         version again is harmless: the views keep one copy, the highest version is current."""
         ...
 
+    def record_invoices(self, invoices: Sequence[Invoice], recorded_at_us: int) -> None:
+        """`record_invoice` for many invoices in one write per table (a billing run's chunk)."""
+        ...
+
     def record_payment(self, payment: Payment) -> None:
         """Append one `payments` row for a payment provider's event (insertId: its id)."""
         ...

@@ -306,6 +306,11 @@ class AdminRuntime(_FunctionRuntime):
 
         return AdminService(self.adapters.catalog, on_metrics_changed=self._on_metrics_changed)
 
+    @property
+    def invoices(self) -> InvoiceStore:
+        """The invoices API's reads (built on the first GET /invoices)."""
+        return self.adapters.invoices
+
     def warm(self) -> None:
         self.auth, self.service  # noqa: B018
 
@@ -335,6 +340,32 @@ class BillRuntime(_FunctionRuntime):
         self.billing  # noqa: B018
 
 
+class StripeWebhookRuntime(_FunctionRuntime):
+    """Cloud Function `stripe_webhook`: the signature check, the invoice store, the processed
+    event ids and the finance tables. No API keys (Stripe signs instead) and no Stripe client:
+    the webhook never calls Stripe back. Needs METERLINE_STRIPE_WEBHOOK_SECRET."""
+
+    @once
+    def webhooks(self):
+        from meterline.adapters.stripe.webhooks import StripeWebhooks
+        from meterline.config import ConfigError
+
+        secret = self.settings.stripe_webhook_secret
+        if secret is None or not secret.get_secret_value():
+            raise ConfigError("the stripe_webhook function needs METERLINE_STRIPE_WEBHOOK_SECRET")
+        return StripeWebhooks(secret.get_secret_value(), self.settings.stripe_webhook_tolerance_seconds)
+
+    @once
+    def payments(self):
+        from meterline.services.payments import PaymentEvents
+
+        a = self.adapters
+        return PaymentEvents(a.invoices, a.processed_events, a.warehouse)
+
+    def warm(self) -> None:
+        self.webhooks, self.payments  # noqa: B018 - fail fast on a missing secret, at cold start
+
+
 class LocalRuntime:
     """Every function over one set of adapters, in one process (`meterline serve`, the demo,
     the tests). The adapters are shared, so is one API-key cache."""
@@ -348,6 +379,7 @@ class LocalRuntime:
         self.admin.__dict__["auth"] = self.ingest.auth  # one cache: a revoked key leaves both at once
         self.bill = BillRuntime(adapters)
         self.bill.__dict__["auth"] = self.ingest.auth
+        self.stripe_webhook = StripeWebhookRuntime(adapters)
 
     @property
     def queue(self):
@@ -368,6 +400,7 @@ _FACTORIES: dict[str, Callable[[Adapters], Any]] = {
     "process": ProcessRuntime,
     "admin": AdminRuntime,
     "bill": BillRuntime,
+    "stripe_webhook": StripeWebhookRuntime,
 }
 
 
@@ -402,9 +435,23 @@ def bill_runtime() -> BillRuntime:
     return _get("bill")
 
 
+def stripe_webhook_runtime() -> StripeWebhookRuntime:
+    return _get("stripe_webhook")
+
+
 def set_runtime(runtime: LocalRuntime | None) -> None:
     """Install a local runtime as every function's (tests); None resets to lazy building."""
     with _lock:
         _runtimes.clear()
         if runtime is not None:
-            _runtimes.update(ingest=runtime.ingest, process=runtime.process, admin=runtime.admin, bill=runtime.bill)
+            _runtimes.update(ingest=runtime.ingest, process=runtime.process, admin=runtime.admin, bill=runtime.bill,
+                             stripe_webhook=runtime.stripe_webhook)
+
+
+def set_function_runtime(kind: str, runtime: Any | None) -> None:
+    """Install one function's runtime (a test with adapters of its own); None forgets it."""
+    with _lock:
+        if runtime is None:
+            _runtimes.pop(kind, None)
+        else:
+            _runtimes[kind] = runtime

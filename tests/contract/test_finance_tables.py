@@ -167,3 +167,20 @@ def test_more_than_nine_decimals_round_half_up_the_same_on_both_engines(warehous
     ]
     (total,) = query(warehouse, "SELECT precise_amount FROM invoices_latest")
     assert total["precise_amount"] == Decimal("12.340000001")  # the exact sum, then rounded once
+
+
+def test_a_chunk_of_invoices_is_recorded_in_one_call(warehouse):
+    # Three invoices of 250 lines (Stripe's most): 750 line rows, more than one BigQuery request holds.
+    invoices = [
+        invoice(f"sub-{n}", f"cus-{n % 2}", version=1,
+                lines=tuple(line(f"charge|{i}", n * 1000 + i) for i in range(250)))
+        for n in range(3)
+    ]
+    warehouse.record_invoices(invoices, US)
+    heads = query(warehouse, "SELECT invoice_id, amount_cents, lines_count FROM invoices_latest ORDER BY invoice_id")
+    assert [(r["invoice_id"], r["amount_cents"], r["lines_count"]) for r in heads] == sorted(
+        (i.id, i.amount_cents, 250) for i in invoices
+    )
+    (lines,) = query(warehouse, "SELECT COUNT(*) AS n, SUM(amount_cents) AS cents FROM invoice_lines_latest")
+    assert (lines["n"], lines["cents"]) == (750, sum(i.amount_cents for i in invoices))
+    warehouse.record_invoices([], US)  # nothing to write: no request

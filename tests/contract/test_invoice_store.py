@@ -300,7 +300,10 @@ def test_find_by_provider_id(store, listed):
 
 def test_processed_events_first_time_then_never(stores):
     processed = stores[1]
+    assert processed.seen("evt_1") is False
+    assert processed.seen("evt_1") is False  # asking records nothing
     assert processed.first_time("evt_1") is True
+    assert processed.seen("evt_1") is True
     assert processed.first_time("evt_1") is False
     assert processed.first_time("evt_2") is True
     assert processed.first_time("evt/with.odd..chars") is True

@@ -17,6 +17,7 @@ import typing
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -148,8 +149,10 @@ class Harness:
 
 
 @pytest.fixture
-def harness(stripe_server) -> Harness:
-    return Harness(stripe_server)
+def harness(stripe_server) -> Iterator[Harness]:
+    harness = Harness(stripe_server)
+    yield harness
+    assert_stripe_shapes(harness.recorder)  # every request of every test matches Stripe's shapes
 
 
 def make_invoice(id_: str = "inv_1", lines: int = 3, **changes) -> Invoice:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from datetime import datetime, timezone
@@ -144,3 +145,26 @@ def test_a_body_without_floats_is_decoded_once(monkeypatch):
          "properties": {"tokens": "12.5", "model": "gpt-4.1", "n": 3, "meta": {"ok": True}}} for i in range(100)
     ]}).encode()
     assert len(parse_batch_body(body, 7)) == 100
+
+
+# The same, at the numeric domain's edges, with a metric reading "v": integers beyond 64 bits
+# (orjson reads them as floats), fractions past nine places, exponents, and deep properties.
+EDGE_NUMBERS = (st.integers(-(2**70), 2**70) | st.sampled_from([10**18 - 1, 10**18, 2**63, -(2**63) - 1])
+                | st.decimals(allow_nan=False, allow_infinity=False)
+                | st.decimals(min_value=-(10**19), max_value=10**19, places=11))
+EDGE_FIELDS = st.fixed_dictionaries(
+    {"transaction_id": st.text(min_size=1, max_size=4) | st.integers(0, 2**70), "external_subscription_id": st.just("s"),
+     "code": st.just("tokens")},
+    optional={
+        "precise_total_amount_cents": EDGE_NUMBERS,
+        "properties": st.fixed_dictionaries({"v": EDGE_NUMBERS}, optional={"deep": st.integers(1, 40).map(
+            lambda n: functools.reduce(lambda inner, _: {"a": inner}, range(n), 1)), "big": EDGE_NUMBERS}),
+    },
+)
+READS_V = {"tokens": "v"}.get
+
+
+@given(st.lists(EDGE_FIELDS, min_size=1, max_size=3))
+def test_the_fast_path_judges_the_numeric_domain_as_the_exact_decoder_does(batch):
+    body = dump({"events": batch}).encode()
+    assert _outcome(parse_batch_body, body, 7, READS_V) == _outcome(parse_batch, decode_json(body), 7, READS_V)

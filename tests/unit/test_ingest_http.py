@@ -79,6 +79,24 @@ CASES = [
     ("batch with one bad event", "/api/v1/events/batch",
      {"events": [GOOD, ev(transaction_id="t2", timestamp="bad"), ev(transaction_id="t3", code=...)]}, 422,
      {**UNPROCESSABLE, "error_details": {"1": {"timestamp": ["invalid_format"]}, "2": {"code": ["value_is_mandatory"]}}}),
+    # The numeric domain and what can be stored at all (tests/unit/test_numeric_domain.py has every edge).
+    ("amount beyond the warehouse", "/api/v1/events", {"event": ev(precise_total_amount_cents="1" + "0" * 30)}, 422,
+     {**UNPROCESSABLE, "error_details": {"precise_total_amount_cents": ["value_is_out_of_range"]}}),
+    ("amount with ten places", "/api/v1/events", {"event": ev(precise_total_amount_cents="1.0000000005")}, 422,
+     {**UNPROCESSABLE, "error_details": {"precise_total_amount_cents": ["value_is_too_precise"]}}),
+    ("property int beyond 64 bits", "/api/v1/events", b'{"event": {"transaction_id": "t", "external_subscription_id": "s", '
+     b'"code": "c", "properties": {"n": 18446744073709551616}}}', 422,
+     {**UNPROCESSABLE, "error_details": {"properties": ["value_is_out_of_range"]}}),
+    ("NaN is not JSON", "/api/v1/events", b'{"event": {"transaction_id": "t", "external_subscription_id": "s", '
+     b'"code": "c", "properties": {"n": NaN}}}', 400,
+     {"status": 400, "error": "BadRequest: the body is not valid JSON", "code": "bad_request", "error_details": {"body": ["invalid_json"]}}),
+    ("transaction_id with a slash", "/api/v1/events", {"event": ev(transaction_id="a/b")}, 422,
+     {**UNPROCESSABLE, "error_details": {"transaction_id": ["invalid_format"]}}),
+    ("transaction_id with a newline", "/api/v1/events", {"event": ev(transaction_id="a\nb")}, 422,
+     {**UNPROCESSABLE, "error_details": {"transaction_id": ["invalid_format"]}}),
+    ("lone surrogate in a batch", "/api/v1/events/batch", b'{"events": [{"transaction_id": "t", "external_subscription_id": "s", '
+     b'"code": "c"}, {"transaction_id": "t\\ud800", "external_subscription_id": "s", "code": "c"}]}', 422,
+     {**UNPROCESSABLE, "error_details": {"1": {"transaction_id": ["invalid_format"]}}}),
 ]
 
 

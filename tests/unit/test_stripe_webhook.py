@@ -1,5 +1,6 @@
-"""The `stripe_webhook` function through functions-framework's test client, over in-memory fakes
-of the invoice store, the processed event ids and the finance tables.
+"""The `stripe_webhook` function through functions-framework's test client, over the invoice store
+and the processed event ids as in-memory fakes of their ports and as the real SQLite adapters
+(every test runs on both), and a fake of the finance tables.
 
 Deliveries are signed here with HMAC-SHA256 as Stripe documents it (`t=...,v1=hex(hmac(secret,
 "{t}.{body}"))`), independently of stripe-python, which the function uses to verify them.
@@ -25,7 +26,7 @@ import pytest
 from meterline import logs
 from meterline.config import Settings
 from meterline.core.invoices import Invoice, InvoiceLine
-from meterline.entrypoints.stripe_webhook import StripeWebhookRuntime, set_stripe_webhook_runtime
+from meterline.runtime import StripeWebhookRuntime, set_function_runtime
 from meterline.ports import StaleWrite
 from tests.support import REPO_ROOT
 
@@ -38,23 +39,21 @@ AT = datetime(2026, 12, 1, 1, tzinfo=timezone.utc)
 
 
 class MemoryInvoices:
-    """InvoiceStore, the parts the webhook uses (get, update with its version check,
-    find_by_provider_id). `stale_once` makes the next update lose to a concurrent writer."""
+    """InvoiceStore, the parts the webhook uses: get, update with its version check,
+    find_by_provider_id (and create, to set a test up)."""
 
-    def __init__(self, *invoices: Invoice):
-        self.rows = {i.id: replace(i, version=1) for i in invoices}
-        self.stale_once = False
+    def __init__(self):
+        self.rows: dict[str, Invoice] = {}
+
+    def create(self, invoice: Invoice) -> bool:
+        self.rows[invoice.id] = replace(invoice, version=1)
+        return True
 
     def get(self, invoice_id: str) -> Invoice | None:
         return self.rows.get(invoice_id)
 
     def update(self, invoice: Invoice) -> Invoice:
-        stored = self.rows[invoice.id]
-        if self.stale_once:
-            self.stale_once = False
-            self.rows[invoice.id] = replace(stored, version=stored.version + 1)  # another writer won
-            raise StaleWrite(invoice.id)
-        if stored.version != invoice.version:
+        if self.rows[invoice.id].version != invoice.version:
             raise StaleWrite(invoice.id)
         self.rows[invoice.id] = replace(invoice, version=invoice.version + 1)
         return self.rows[invoice.id]
@@ -64,22 +63,51 @@ class MemoryInvoices:
 
 
 class MemoryProcessed:
-    """ProcessedEvents. `fail_next_record` simulates a crash right before the id is recorded."""
-
     def __init__(self):
         self.ids: set[str] = set()
-        self.fail_next_record = False
 
     def seen(self, event_id: str) -> bool:
         return event_id in self.ids
 
     def first_time(self, event_id: str) -> bool:
-        if self.fail_next_record:
-            self.fail_next_record = False
-            raise RuntimeError("crash before the event id is recorded")
         new = event_id not in self.ids
         self.ids.add(event_id)
         return new
+
+
+class WithRival:
+    """An invoice store where, once, another writer (a billing run) updates the invoice just
+    before the webhook's own update, which then meets a stale version."""
+
+    def __init__(self, inner):
+        self._inner = inner
+        self.rival_once = False
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def update(self, invoice: Invoice) -> Invoice:
+        if self.rival_once:
+            self.rival_once = False
+            self._inner.update(self._inner.get(invoice.id))
+        return self._inner.update(invoice)
+
+
+class WithCrash:
+    """Processed event ids whose next `first_time` dies before recording (a crashed process)."""
+
+    def __init__(self, inner):
+        self._inner = inner
+        self.crash_once = False
+
+    def seen(self, event_id: str) -> bool:
+        return self._inner.seen(event_id)
+
+    def first_time(self, event_id: str) -> bool:
+        if self.crash_once:
+            self.crash_once = False
+            raise RuntimeError("crash before the event id is recorded")
+        return self._inner.first_time(event_id)
 
 
 class Finance:
@@ -114,9 +142,19 @@ def invoice(id_: str = "inv_ours", status: str = "finalized", **changes) -> Invo
 
 
 class Webhook:
-    def __init__(self, *invoices: Invoice):
-        self.invoices = MemoryInvoices(*invoices)
-        self.processed = MemoryProcessed()
+    def __init__(self, backend: str, tmp_path, *invoices: Invoice):
+        if backend == "sqlite":
+            from meterline.adapters.embedded.sqlite import SqliteDatabase
+            from meterline.adapters.embedded.sqlite_invoices import SqliteInvoiceStore, SqliteProcessedEvents
+
+            db = SqliteDatabase(tmp_path / "meterline.sqlite")
+            store, processed = SqliteInvoiceStore(db), SqliteProcessedEvents(db)
+        else:
+            store, processed = MemoryInvoices(), MemoryProcessed()
+        for inv in invoices:
+            assert store.create(inv)
+        self.invoices = WithRival(store)
+        self.processed = WithCrash(processed)
         self.finance = Finance()
         adapters = SimpleNamespace(
             settings=Settings(stripe_webhook_secret=SECRET, stripe_webhook_tolerance_seconds=TOLERANCE),
@@ -136,18 +174,33 @@ class Webhook:
         body = orjson.dumps(event)
         return self.deliver(body, sign(body, secret, at))
 
+    def stored(self, id_: str = "inv_ours") -> Invoice:
+        found = self.invoices.get(id_)
+        assert found is not None
+        return found
+
     def status(self, id_: str = "inv_ours") -> str:
-        return self.invoices.rows[id_].status
+        return self.stored(id_).status
 
 
-@pytest.fixture
-def webhook() -> Iterator[Webhook]:
-    hook = Webhook(invoice())
-    set_stripe_webhook_runtime(hook.runtime)
+@contextlib.contextmanager
+def installed(hook: Webhook) -> Iterator[Webhook]:
+    set_function_runtime("stripe_webhook", hook.runtime)
     try:
         yield hook
     finally:
-        set_stripe_webhook_runtime(None)
+        set_function_runtime("stripe_webhook", None)
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def backend(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def webhook(backend, tmp_path) -> Iterator[Webhook]:
+    with installed(Webhook(backend, tmp_path, invoice())) as hook:
+        yield hook
 
 
 def sign(body: bytes, secret: str, at: int | None = None) -> str:
@@ -179,22 +232,24 @@ def test_a_signed_payment_succeeded_makes_the_finalized_invoice_paid(webhook):
     response = webhook.send(event("invoice.payment_succeeded", created=1_796_000_123))
     assert response.status_code == 200
     assert body_of(response) == {"received": True, "outcome": "applied", "invoice_id": "inv_ours"}
-    paid = webhook.invoices.rows["inv_ours"]
+    paid = webhook.stored()
     assert paid.status == "paid" and paid.paid_at == datetime.fromtimestamp(1_796_000_123, tz=timezone.utc)
     (payment,) = webhook.finance.payments
-    assert (payment.status, payment.amount_cents, payment.currency, payment.provider_event_id) == (
-        "succeeded", 1000, "USD", next(iter(webhook.processed.ids)))
+    assert (payment.status, payment.amount_cents, payment.currency) == ("succeeded", 1000, "USD")
+    assert webhook.processed.seen(payment.provider_event_id)
     assert webhook.finance.invoices == [("inv_ours", 2, "paid")]
 
 
-def _nothing_changed(webhook: Webhook) -> None:
-    assert webhook.status() == "finalized"
-    assert webhook.processed.ids == set() and webhook.finance.payments == [] and webhook.finance.invoices == []
+def _nothing_changed(webhook: Webhook, event_id: str) -> None:
+    assert webhook.status() == "finalized" and webhook.stored().version == 1
+    assert not webhook.processed.seen(event_id)
+    assert webhook.finance.payments == [] and webhook.finance.invoices == []
 
 
 @pytest.mark.parametrize("case", ["tampered", "wrong_secret", "stale", "missing", "garbage", "no_v1"])
 def test_a_bad_signature_is_a_400_and_changes_nothing(webhook, case):
-    body = orjson.dumps(event("invoice.payment_succeeded"))
+    evt = event("invoice.payment_succeeded")
+    body = orjson.dumps(evt)
     signature = {
         "tampered": sign(body.replace(b"1000", b"1"), SECRET),  # signed another body
         "wrong_secret": sign(body, "whsec_someone_else"),
@@ -206,7 +261,7 @@ def test_a_bad_signature_is_a_400_and_changes_nothing(webhook, case):
     response = webhook.deliver(body, signature)
     assert response.status_code == 400
     assert body_of(response)["code"] == "invalid_signature"
-    _nothing_changed(webhook)
+    _nothing_changed(webhook, evt["id"])
 
 
 def test_a_signature_inside_the_tolerance_is_accepted(webhook):
@@ -217,7 +272,7 @@ def test_a_signature_inside_the_tolerance_is_accepted(webhook):
 def test_a_signed_body_that_is_not_an_event_is_a_400(webhook):
     body = b'["not", "an", "event"]'
     assert webhook.deliver(body, sign(body, SECRET)).status_code == 400
-    _nothing_changed(webhook)
+    assert webhook.status() == "finalized" and webhook.finance.invoices == []
 
 
 def test_only_post_is_answered(webhook):
@@ -233,14 +288,14 @@ def test_a_repeated_event_id_is_handled_once(webhook):
     again = webhook.send(evt)
     assert again.status_code == 200 and body_of(again)["outcome"] == "duplicate"
     assert len(webhook.finance.payments) == 1 and len(webhook.finance.invoices) == 1
-    assert webhook.invoices.rows["inv_ours"].version == 2  # written once
+    assert webhook.stored().version == 2  # written once
 
 
 def test_payment_succeeded_before_finalized_stays_paid(webhook):
     webhook.send(event("invoice.payment_succeeded"))
     late = webhook.send(event("invoice.finalized", status="open", hosted_invoice_url="https://pay.example/in_123"))
     assert late.status_code == 200
-    stored = webhook.invoices.rows["inv_ours"]
+    stored = webhook.stored()
     # Not a step back; but the hosted page the late event carries is kept.
     assert stored.status == "paid" and stored.hosted_invoice_url == "https://pay.example/in_123"
 
@@ -267,33 +322,28 @@ def test_voided(webhook):
     assert webhook.status() == "voided"  # voided is final
 
 
-def test_an_event_ahead_of_a_draft_waits_for_the_billing_run():
+def test_an_event_ahead_of_a_draft_waits_for_the_billing_run(backend, tmp_path):
     """Finalization (and its number) is the billing run's: a payment event for an invoice that
     is still a draft here is answered 503, so Stripe delivers it again, and nothing is recorded."""
-    hook = Webhook(invoice(status="draft", provider_step=None))
-    set_stripe_webhook_runtime(hook.runtime)
-    try:
+    with installed(Webhook(backend, tmp_path, invoice(status="draft", provider_step=None))) as hook:
         evt = event("invoice.payment_succeeded", id_="evt_early")
         response = hook.send(evt)
         assert response.status_code == 503 and response.headers["Retry-After"] == "60"
-        assert hook.status() == "draft" and hook.processed.ids == set()
+        assert hook.status() == "draft" and not hook.processed.seen("evt_early")
         # The run finalizes; Stripe's redelivery then applies.
-        stored = hook.invoices.rows["inv_ours"]
-        hook.invoices.rows["inv_ours"] = replace(stored, status="finalized")
+        hook.invoices.update(replace(hook.stored(), status="finalized"))
         assert hook.send(evt).status_code == 200 and hook.status() == "paid"
-    finally:
-        set_stripe_webhook_runtime(None)
 
 
 def test_a_crash_before_the_event_id_is_recorded_costs_a_redelivery_never_a_loss(webhook):
     evt = event("invoice.payment_succeeded", id_="evt_crash")
-    webhook.processed.fail_next_record = True
+    webhook.processed.crash_once = True
     first = webhook.send(evt)
     assert first.status_code == 500  # Stripe delivers it again
     assert webhook.status() == "paid"  # the state change was stored before the crash
     again = webhook.send(evt)
     assert again.status_code == 200 and body_of(again)["outcome"] == "unchanged"
-    assert webhook.processed.ids == {"evt_crash"}
+    assert webhook.processed.seen("evt_crash")
     # The finance rows were written twice with the same keys (event id; invoice version): the
     # views keep one copy of each.
     assert {p.provider_event_id for p in webhook.finance.payments} == {"evt_crash"}
@@ -301,9 +351,9 @@ def test_a_crash_before_the_event_id_is_recorded_costs_a_redelivery_never_a_loss
 
 
 def test_a_concurrent_write_is_read_again_and_decided_again(webhook):
-    webhook.invoices.stale_once = True
+    webhook.invoices.rival_once = True
     assert webhook.send(event("invoice.paid")).status_code == 200
-    assert webhook.status() == "paid"
+    assert webhook.status() == "paid" and webhook.stored().version == 3  # the rival's write, then ours
 
 
 # -- finding the invoice, and events we do not act on ------------------------------------------
@@ -344,7 +394,7 @@ def test_an_unknown_type_is_logged_once_and_answered_200(webhook, kind, obj):
     lines = [orjson.loads(line) for line in out.getvalue().splitlines()]
     ignored = [line for line in lines if line.get("event_type") == kind]
     assert len(ignored) == 1 and ignored[0]["event_id"] == "evt_unknown"
-    _nothing_changed(webhook)
+    _nothing_changed(webhook, "evt_unknown")
 
 
 def test_the_function_refuses_to_start_without_a_webhook_secret():

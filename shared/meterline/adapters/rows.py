@@ -80,7 +80,8 @@ class DedupedReads:
 
     def usage_rows(self, query: UsageQuery, windows: Sequence[UsageWindow]) -> list[UsageRow]:
         # The statement's columns are UsageRow's fields, in its types on both engines.
-        return [UsageRow(**row) for row in self._query(usage.statement(query), usage.params(query, windows))]
+        statement = usage.statement(query, narrow=usage.narrow(windows))
+        return [UsageRow(**row) for row in self._query(statement, usage.params(query, windows))]
 
     def totals(self, code: str, field: str) -> list[SubscriptionTotal]:
         rows = self._query(
@@ -285,13 +286,18 @@ class FinanceRecords:
         raise NotImplementedError
 
     def record_invoice(self, invoice: Invoice, recorded_at_us: int) -> None:
-        key = f"{invoice.id}\x00{invoice.version}"
-        lines = invoice_line_rows(invoice, recorded_at_us)
-        # Lines first, then the invoice row: a crash between the two leaves lines that no
-        # `invoices` row names, which `invoice_lines_latest` ignores; recording the same version
+        self.record_invoices([invoice], recorded_at_us)
+
+    def record_invoices(self, invoices: Sequence[Invoice], recorded_at_us: int) -> None:
+        # Every row is built before anything is written: a value that does not fit (ValueError)
+        # writes nothing.
+        heads = [invoice_row(invoice, recorded_at_us) for invoice in invoices]
+        lines = [row for invoice in invoices for row in invoice_line_rows(invoice, recorded_at_us)]
+        # Lines first, then the invoice rows: a crash between the two leaves lines that no
+        # `invoices` row names, which `invoice_lines_latest` ignores; recording the same versions
         # again writes both (the views keep one copy of each).
-        self._insert("invoice_lines", lines, [f"{key}\x00{row['line_ref']}" for row in lines])
-        self._insert("invoices", [invoice_row(invoice, recorded_at_us)], [key])
+        self._insert("invoice_lines", lines, [f"{r['invoice_id']}\x00{r['version']}\x00{r['line_ref']}" for r in lines])
+        self._insert("invoices", heads, [f"{r['invoice_id']}\x00{r['version']}" for r in heads])
 
     def record_payment(self, payment: Payment) -> None:
         row = {

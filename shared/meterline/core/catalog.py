@@ -73,13 +73,17 @@ __all__ = [
     "Plan",
     "StandardProperties",
     "Subscription",
+    "Stamp",
     "Stamped",
     "SubscriptionStatus",
+    "UNKNOWN_TIME",
     "VolumeProperties",
     "VolumeRange",
     "filter_key",
+    "iso_ms",
     "lago_error_details",
     "lago_id",
+    "stamp_time",
 ]
 
 # The catalog's vocabularies, each written once (pricing's registry of charge models is

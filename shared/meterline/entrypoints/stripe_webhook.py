@@ -18,7 +18,6 @@ The logic is `services.payments.PaymentEvents`; reading Stripe's format is
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 
 from flask import Request, Response
@@ -26,7 +25,7 @@ from flask import Request, Response
 from meterline import logs
 from meterline.entrypoints.http import HttpError, json_response, method_not_allowed, read_body
 from meterline.ports import InvalidSignature
-from meterline.runtime import _FunctionRuntime, adapters_for, once
+from meterline.runtime import StripeWebhookRuntime
 
 _log = logs.get("stripe_webhook")
 
@@ -55,59 +54,3 @@ def stripe_webhook_handler(runtime: StripeWebhookRuntime, request: Request) -> R
     if result.invoice_id is not None:
         body_out["invoice_id"] = result.invoice_id
     return json_response(200, body_out)
-
-
-# -- composition -------------------------------------------------------------------------------
-# What the `stripe_webhook` function builds. It belongs beside the other runtimes in runtime.py
-# (the lead wires it there: `_FACTORIES["stripe_webhook"]`, and LocalRuntime.stripe_webhook for
-# `meterline serve`); until then `stripe_webhook_runtime()` below builds it once per process.
-
-
-class StripeWebhookRuntime(_FunctionRuntime):
-    """Cloud Function `stripe_webhook`: the signature check, the invoice store, the processed
-    event ids and the finance tables. No API keys (Stripe signs instead) and no Stripe client:
-    the webhook never calls Stripe back. Needs METERLINE_STRIPE_WEBHOOK_SECRET."""
-
-    @once
-    def webhooks(self):
-        from meterline.adapters.stripe.webhooks import StripeWebhooks
-        from meterline.config import ConfigError
-
-        secret = self.settings.stripe_webhook_secret
-        if secret is None or not secret.get_secret_value():
-            raise ConfigError("the stripe_webhook function needs METERLINE_STRIPE_WEBHOOK_SECRET")
-        return StripeWebhooks(secret.get_secret_value(), self.settings.stripe_webhook_tolerance_seconds)
-
-    @once
-    def payments(self):
-        from meterline.services.payments import PaymentEvents
-
-        a = self.adapters
-        return PaymentEvents(a.invoices, a.processed_events, a.warehouse)
-
-    def warm(self) -> None:
-        self.webhooks, self.payments  # noqa: B018 - fail fast on a missing secret, at cold start
-
-
-_runtime: StripeWebhookRuntime | None = None
-_runtime_lock = threading.Lock()
-
-
-def stripe_webhook_runtime() -> StripeWebhookRuntime:
-    global _runtime
-    if _runtime is None:
-        with _runtime_lock:
-            if _runtime is None:
-                from meterline.config import get_settings
-
-                runtime = StripeWebhookRuntime(adapters_for(get_settings()))
-                runtime.warm()
-                _runtime = runtime
-    return _runtime
-
-
-def set_stripe_webhook_runtime(runtime: StripeWebhookRuntime | None) -> None:
-    """Install a runtime for the function (tests); None resets to lazy building."""
-    global _runtime
-    with _runtime_lock:
-        _runtime = runtime

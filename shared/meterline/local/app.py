@@ -13,7 +13,10 @@ from flask import Flask, Request, request
 from werkzeug.routing import Rule
 
 from meterline.entrypoints.admin import ROOT_KEYS, admin_handler
+from meterline.entrypoints.bill import bill_handler
 from meterline.entrypoints.events import events_handler
+from meterline.entrypoints.invoices import invoices_handler
+from meterline.entrypoints.stripe_webhook import stripe_webhook_handler
 from meterline.entrypoints.http import error_response, guarded, json_response, route_not_found
 from meterline.runtime import LocalRuntime
 
@@ -27,8 +30,16 @@ def create_app(runtime: LocalRuntime) -> Flask:
     routes = {
         "events": (events_handler, runtime.ingest),
         **{resource: (admin_handler, runtime.admin) for resource in ROOT_KEYS},
+        "invoices": (invoices_handler, runtime.admin),
+        # The bill function: on Google Cloud the scheduler's OIDC token; here an API key.
+        "billing_runs": (lambda rt, req: bill_handler(rt, req, authenticate=True), runtime.bill),
+        # Stripe's webhook: signed by Stripe, no API key (needs METERLINE_STRIPE_WEBHOOK_SECRET).
+        "stripe_webhook": (stripe_webhook_handler, runtime.stripe_webhook),
     }
     app = Flask("meterline")
+    # No 308 redirect to a "cleaned" path (`/api/v1//events`): an HTML answer no client reads,
+    # and a path that is not a route is a JSON 404 like any other.
+    app.url_map.merge_slashes = False
     app.register_error_handler(Exception, error_response)
 
     def api(rest: str):

@@ -186,6 +186,57 @@ def _events_from_server(server, subscription: str, page: int, per_page: int) -> 
     return body["events"], int(body["meta"]["total_count"])
 
 
+def cmd_bill(args: argparse.Namespace) -> int:
+    """A billing run as of --as-of (default now): through the running server if one holds the
+    data dir, else here, holding the warehouse for the run."""
+    from datetime import datetime, timezone
+
+    from meterline.local.datadir import DataDirBusy, hold_warehouse, running_server
+    from meterline.runtime import BillRuntime
+
+    settings = _settings(args)
+    as_of = (datetime.fromisoformat(args.as_of.replace("Z", "+00:00")) if args.as_of else datetime.now(timezone.utc))
+    if as_of.tzinfo is None:
+        print("meterline bill: --as-of needs a timezone (e.g. 2026-12-01T02:00:00Z)", file=sys.stderr)
+        return 2
+    server = running_server(settings.data_dir) if settings.backend == "embedded" else None
+    if server is not None:
+        request = urllib.request.Request(
+            f"{server.url}/api/v1/billing_runs", data=orjson.dumps({"as_of": as_of.isoformat()}), method="POST",
+            headers={"Authorization": f"Bearer {server.token}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=600) as response:
+            summary = orjson.loads(response.read())["billing_run"]
+        invoices = None
+    else:
+        try:
+            with hold_warehouse(settings.data_dir, "meterline bill") if settings.backend == "embedded" else _nothing():
+                runtime = BillRuntime(_adapters(args))
+                progress = output.Progress("billing", 1)
+
+                def advance(done: int, total: int) -> None:
+                    progress.total, progress.done = max(total, 1), done - 1
+                    progress.advance()
+
+                result = runtime.billing.run(as_of, progress=advance)
+                progress.finish()
+        except DataDirBusy as exc:
+            print(f"meterline bill: {exc}; try again when it ends", file=sys.stderr)
+            return 2
+        summary, invoices = result.summary(), result.invoices
+    print(output.render([{k: v if not isinstance(v, (list, dict)) else len(v) for k, v in summary.items()}],
+                        ["as_of", "drafted", "refreshed", "finalized", "collected", "flagged", "failed", "complete"], args.format))
+    if invoices:
+        from meterline.core.money import from_minor_units
+
+        rows = [{"number": i.number or "(draft)", "subscription": i.subscription_external_id,
+                 "period": f"{i.period_start}..{i.period_end}", "status": i.status,
+                 "total": from_minor_units(i.amount_cents, i.currency), "currency": i.currency} for i in invoices]
+        print(output.render(rows, ["number", "subscription", "period", "status", "total", "currency"], args.format))
+    for subscription, error in summary["failed"].items():
+        print(f"failed: {subscription}: {error} (retried by the next run)", file=sys.stderr)
+    return 1 if summary["failed"] else 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from meterline.local import demo
     from meterline.local.datadir import DataDirBusy
@@ -259,6 +310,12 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("--data-dir", type=Path)
     apply.add_argument("--format", choices=output.FORMATS, default="table")
     apply.set_defaults(func=cmd_catalog_apply)
+
+    bill = sub.add_parser("bill", help="run billing: invoice every period that has ended (idempotent)")
+    bill.add_argument("--as-of", help="bill up to this instant (ISO-8601 with a timezone); default now")
+    bill.add_argument("--data-dir", type=Path)
+    bill.add_argument("--format", choices=output.FORMATS, default="table")
+    bill.set_defaults(func=cmd_bill)
 
     demo = sub.add_parser("demo", help="post a realistic LLM-gateway stream and show what was counted")
     demo.add_argument("--events", type=int, default=3000)

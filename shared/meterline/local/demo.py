@@ -11,6 +11,7 @@ own line. Tables on stdout; the invoices also go to CSV and JSON files whose pat
 
 from __future__ import annotations
 
+import logging
 import random
 import shutil
 import time
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import orjson
 
+from meterline import logs
 from meterline.config import Settings
 from meterline.core.clock import now_us
 from meterline.core.money import from_minor_units
@@ -161,6 +163,7 @@ def run(n_events: int = 3000, data_dir: Path = Path(".meterline/demo"), seed: in
 
 
 def _run(n_events: int, data_dir: Path, seed: int, fmt: str) -> int:
+    logs.set_level(logging.WARNING)  # the demo draws its own progress; the workers' INFO lines would break it
     runtime = build_runtime(Settings(backend="embedded", data_dir=data_dir))
     key = create_api_key(runtime.adapters.api_keys, "demo-gateway", now_us())
     rng = random.Random(seed + 1)

@@ -55,10 +55,8 @@ def drain_once(queue: SqliteQueue, service: ProcessService, batch: int = 50, lea
 
 
 def _published_us(message: QueuedMessage) -> int | None:
-    # NOTE: the queue stores each message's publish time (time.time() seconds); the delay
-    # since publish is logged once `lease` returns it as `QueuedMessage.published_at`.
-    published_at = getattr(message, "published_at", None)
-    return None if published_at is None else int(published_at * 1_000_000)
+    """The queue's publish time (epoch seconds, as stored) in microseconds."""
+    return None if message.published_at is None else int(message.published_at * 1_000_000)
 
 
 class QueueWorker(threading.Thread):

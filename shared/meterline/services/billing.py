@@ -52,6 +52,7 @@ _log = logs.get("billing")
 # How many periods back a run looks for periods that were never invoiced (a scheduler that
 # did not run for a while), and for finalized periods that received late usage.
 CATCH_UP_PERIODS = 3
+RECORD_CHUNK = 500  # finance-table rows are written this many invoices at a time
 
 
 @dataclass
@@ -139,6 +140,7 @@ class BillingService:
         self._default_grace = default_grace
         self._budget = time_budget_s
         self._clock = clock
+        self._unrecorded: list[Invoice] = []
 
     # -- the run -------------------------------------------------------------------------------
 
@@ -193,6 +195,7 @@ class BillingService:
                            subscription=group.external_id, invoice_id=group.id, error=type(exc).__name__, exc_info=True)
             if progress is not None:
                 progress(done, len(ordered))
+        self._flush(as_of)
         logs.event(_log, "billing run", logging.INFO, **{k: v for k, v in result.summary().items() if k != "as_of"},
                    seconds=round(self._clock() - started, 3))
         return result
@@ -372,9 +375,21 @@ class BillingService:
         return self._catalog.list_subscriptions()
 
     def _record(self, invoice: Invoice | None, as_of: datetime) -> None:
-        """The finance tables' history (BigQuery / DuckDB): one row per state change."""
-        if invoice is not None and self._warehouse is not None and hasattr(self._warehouse, "record_invoice"):
-            self._warehouse.record_invoice(invoice, int(as_of.timestamp() * 1_000_000))
+        """Queue a state change for the finance tables (BigQuery / DuckDB history), written in
+        chunks: one warehouse write per chunk, not per invoice."""
+        if invoice is None or self._warehouse is None:
+            return
+        self._unrecorded.append(invoice)
+        if len(self._unrecorded) >= RECORD_CHUNK:
+            self._flush(as_of)
+
+    def _flush(self, as_of: datetime) -> None:
+        # NOTE: a crash before a flush leaves up to RECORD_CHUNK state changes out of the
+        # finance history (never out of the invoice store, which is the truth); the next
+        # change of those invoices writes their full state again.
+        if self._unrecorded and self._warehouse is not None:
+            self._warehouse.record_invoices(self._unrecorded, int(as_of.timestamp() * 1_000_000))
+        self._unrecorded = []
 
     @staticmethod
     def _need(found, what: str, record: Subscription):

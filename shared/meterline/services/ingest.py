@@ -40,5 +40,5 @@ class IngestService:
         try:
             self._bus.publish(encode_message(events), {"count": str(len(events))})
         except PublishFailed as exc:
-            logs.event(_log, "publish failed", 40, events=len(events), error=type(exc.__cause__ or exc).__name__)
+            logs.failure(_log, "publish failed; answered 503, the client retries", exc, events=len(events))
             raise Unavailable() from exc

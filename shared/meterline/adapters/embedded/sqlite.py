@@ -106,6 +106,7 @@ class QueuedMessage:
     id: int
     data: bytes
     attempts: int
+    published_at: float | None = None  # epoch seconds, for the "delay since publish" log line
 
 
 class SqliteQueue:
@@ -133,10 +134,10 @@ class SqliteQueue:
             rows = conn.execute(
                 "UPDATE queue SET attempts = attempts + 1, leased_until = ? WHERE id IN "
                 "(SELECT id FROM queue WHERE leased_until <= ? ORDER BY id LIMIT ?) "
-                "RETURNING id, data, attempts",
+                "RETURNING id, data, attempts, published_at",
                 (now + lease_seconds, now, max_messages),
             ).fetchall()
-        return sorted((QueuedMessage(r[0], r[1], r[2]) for r in rows), key=lambda m: m.id)
+        return sorted((QueuedMessage(r[0], r[1], r[2], r[3]) for r in rows), key=lambda m: m.id)
 
     def ack(self, message_id: int) -> None:
         with self._db.write() as conn:

@@ -147,6 +147,12 @@ class SqliteProcessedEvents:
         self._db = db
         self._db.connect().executescript(_SCHEMA)
 
+    def seen(self, event_id: str) -> bool:
+        return (
+            self._db.connect().execute("SELECT 1 FROM billing_processed_events WHERE event_id = ?", (event_id,)).fetchone()
+            is not None
+        )
+
     def first_time(self, event_id: str) -> bool:
         return _insert_if_absent(
             self._db, "INSERT INTO billing_processed_events VALUES (?, ?) ON CONFLICT DO NOTHING", (event_id, now_us())

@@ -17,6 +17,11 @@ from meterline.ports import Rejection
 from meterline.adapters.rows import DedupedReads, FinanceRecords, event_row, rejected_row
 
 
+# BigQuery's advice for streaming inserts: at most 500 rows per request (10 MB is the hard
+# limit). Events come 100 to a message; a billing run records its invoices and lines in chunks.
+ROWS_PER_REQUEST = 500
+
+
 class InsertFailed(Exception):
     """BigQuery refused some rows; the message is retried (rows are validated before, so this is ours)."""
 
@@ -74,11 +79,13 @@ class BigQueryWarehouse(DedupedReads, FinanceRecords):
             self._client.query(f"CREATE OR REPLACE VIEW `{self.table(view)}` AS {body}").result()
 
     def _insert(self, table: str, rows: list[dict[str, Any]], row_ids: list[str]) -> None:
-        if not rows:
-            return  # BigQuery refuses a request with no rows (an invoice may have no lines)
-        errors = self._client.insert_rows_json(self.table(table), rows, row_ids=row_ids)
-        if errors:
-            raise InsertFailed(f"{len(errors)} rows refused by {table}")
+        # Slices of at most ROWS_PER_REQUEST (none when there are no rows: BigQuery refuses an
+        # empty request, and an invoice may have no lines).
+        for start in range(0, len(rows), ROWS_PER_REQUEST):
+            end = start + ROWS_PER_REQUEST
+            errors = self._client.insert_rows_json(self.table(table), rows[start:end], row_ids=row_ids[start:end])
+            if errors:
+                raise InsertFailed(f"{len(errors)} rows refused by {table}")
 
     def insert_events(self, events: Sequence[Event], processed_at_us: int) -> None:
         # insertId = the dedup key: BigQuery drops a repeat within about a minute (best effort);

@@ -147,13 +147,17 @@ class FirestoreProcessedEvents:
     def __init__(self, client):
         self._events = client.collection(PROCESSED_EVENTS)
 
+    def seen(self, event_id: str) -> bool:
+        return self._events.document(doc_id(event_id)).get().exists
+
     def first_time(self, event_id: str) -> bool:
         from google.api_core import exceptions
 
         now = datetime.now(timezone.utc)
         data = {"event_id": event_id, "seen_at": now, "expire_at": now + PROCESSED_RETENTION}
         try:
-            # Stripe's ids are short and safe, but the id is hashed anyway (any text is valid).
+            # Fails if the document exists, atomically on the server. Stripe's ids are short and
+            # safe, but the id is hashed anyway (any text then makes a valid document id).
             self._events.document(doc_id(event_id)).create(data)
         except exceptions.AlreadyExists:
             return False
