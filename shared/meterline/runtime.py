@@ -366,6 +366,27 @@ class StripeWebhookRuntime(_FunctionRuntime):
         self.webhooks, self.payments  # noqa: B018 - fail fast on a missing secret, at cold start
 
 
+class PortalRuntime(_FunctionRuntime):
+    """Cloud Function `portal`: current usage (API key) and the customer's signed usage page.
+    Needs METERLINE_PORTAL_SIGNING_KEY on GCP (embedded: generated into the data dir)."""
+
+    @once
+    def service(self):
+        from datetime import timedelta
+
+        from meterline.services.portal import LinkSigner, PortalService, signing_key
+        from meterline.services.usage import UsageService
+
+        s = self.settings
+        secret = s.portal_signing_key.get_secret_value() if s.portal_signing_key else None
+        signer = LinkSigner(signing_key(secret, s.backend, s.data_dir), timedelta(seconds=s.portal_link_seconds))
+        a = self.adapters
+        return PortalService(a.catalog, UsageService(a.catalog, a.warehouse), a.warehouse, a.invoices, signer)
+
+    def warm(self) -> None:
+        self.auth, self.service  # noqa: B018 - an unset signing key on GCP fails here, at cold start
+
+
 class LocalRuntime:
     """Every function over one set of adapters, in one process (`meterline serve`, the demo,
     the tests). The adapters are shared, so is one API-key cache."""
@@ -380,6 +401,8 @@ class LocalRuntime:
         self.bill = BillRuntime(adapters)
         self.bill.__dict__["auth"] = self.ingest.auth
         self.stripe_webhook = StripeWebhookRuntime(adapters)
+        self.portal = PortalRuntime(adapters)
+        self.portal.__dict__["auth"] = self.ingest.auth
 
     @property
     def queue(self):
@@ -401,6 +424,7 @@ _FACTORIES: dict[str, Callable[[Adapters], Any]] = {
     "admin": AdminRuntime,
     "bill": BillRuntime,
     "stripe_webhook": StripeWebhookRuntime,
+    "portal": PortalRuntime,
 }
 
 
@@ -439,13 +463,17 @@ def stripe_webhook_runtime() -> StripeWebhookRuntime:
     return _get("stripe_webhook")
 
 
+def portal_runtime() -> PortalRuntime:
+    return _get("portal")
+
+
 def set_runtime(runtime: LocalRuntime | None) -> None:
     """Install a local runtime as every function's (tests); None resets to lazy building."""
     with _lock:
         _runtimes.clear()
         if runtime is not None:
             _runtimes.update(ingest=runtime.ingest, process=runtime.process, admin=runtime.admin, bill=runtime.bill,
-                             stripe_webhook=runtime.stripe_webhook)
+                             stripe_webhook=runtime.stripe_webhook, portal=runtime.portal)
 
 
 def set_function_runtime(kind: str, runtime: Any | None) -> None:

@@ -90,9 +90,10 @@ class Provider:
         return out
 
     def ensure_customer(self, customer_external_id: str, name: str | None, email: str | None) -> str:
-        if self.barrier is not None:  # two runs at once: meet here, so that both call Stripe together
+        if self.barrier is not None:  # two runs at once: meet at their first call, so that both call Stripe together
+            barrier, self.barrier = self.barrier, None
             try:
-                self.barrier.wait()
+                barrier.wait()
             except threading.BrokenBarrierError:
                 pass
 
@@ -134,6 +135,12 @@ class StripeBilling:
         self._carded: set[str] = set()
         self._lock = threading.Lock()
 
+    def forget_idempotency_keys(self) -> None:
+        """What 24 hours do at Stripe (localstripe_launcher's harness-only route)."""
+        request = urllib.request.Request(f"{self.server.url}/_config/idempotency_keys", method="DELETE")
+        with urllib.request.urlopen(request, timeout=10):
+            pass
+
     def payments(self) -> StripePayments:
         return StripePayments.from_settings(self.settings)
 
@@ -173,7 +180,7 @@ class StripeBilling:
 
     def stripe_customers(self, external_id: str) -> list:
         return [c for c in self.stripe.v1.customers.list({"limit": 100}).data
-                if (c.metadata or {}).get("meterline_customer_id") == external_id]
+                if _meta(c).get("meterline_customer_id") == external_id]
 
     def stripe_invoices(self, customer_id: str) -> list:
         return self.stripe.v1.invoices.list({"customer": customer_id, "limit": 100}).data
@@ -232,6 +239,11 @@ def webhook(h: StripeBilling, tmp_path) -> Iterator[LocalServer]:
         server.stop()
 
 
+def _meta(obj) -> dict:
+    """A Stripe object's metadata as a plain dict."""
+    return obj.to_dict().get("metadata") or {}
+
+
 def _wait(predicate, what: str, seconds: float = WAIT_SECONDS):
     deadline = time.monotonic() + seconds
     while True:
@@ -252,21 +264,21 @@ def assert_exactly_at_stripe(h: StripeBilling, ours: Invoice) -> object:
     metadata), and no stray pending item. Returns the Stripe invoice."""
     (customer,) = h.stripe_customers(ours.customer_external_id)
     assert ours.provider_customer_id == customer.id
-    remote = [i for i in h.stripe_invoices(customer.id) if (i.metadata or {}).get("meterline_invoice_id") == ours.id]
+    remote = [i for i in h.stripe_invoices(customer.id) if _meta(i).get("meterline_invoice_id") == ours.id]
     assert len(remote) == 1, f"{len(remote)} Stripe invoices carry {ours.id}"
     (remote,) = remote
     assert remote.id == ours.provider_invoice_id
-    assert remote.metadata["number"] == ours.number
+    assert _meta(remote)["number"] == ours.number
     assert remote.currency == ours.currency.lower() == "usd"
     assert remote.total == ours.amount_cents
     lines = h.stripe_lines(remote.id)
     assert len(lines) == len(ours.lines)
-    by_ref = {line.metadata["meterline_line_ref"]: line for line in lines}
+    by_ref = {_meta(line)["meterline_line_ref"]: line for line in lines}
     assert set(by_ref) == {line.ref for line in ours.lines}
     for line in ours.lines:
         theirs = by_ref[line.ref]
         assert isinstance(theirs.amount, int) and theirs.amount == line.amount_cents
-        assert theirs.metadata["meterline_invoice_id"] == ours.id
+        assert _meta(theirs)["meterline_invoice_id"] == ours.id
         assert theirs.description == line.description
     assert sum(line.amount for line in lines) == ours.amount_cents
     assert h.pending_items(customer.id) == []
@@ -402,6 +414,7 @@ def test_two_runs_at_once_make_one_invoice_per_subscription_period_here_and_at_s
     for t in threads:
         t.join(60)
     assert errors == [] and len(results) == 2
+    assert not barrier.broken  # both runs reached Stripe together
     # A run that lost a versioned write to the other leaves that subscription to the next run.
     assert {error for r in results for error in r.failed.values()} <= {"StaleWrite"}
     finishing = h.run(as_of=JAN + 2 * HOUR + timedelta(minutes=5))
@@ -415,15 +428,18 @@ def test_two_runs_at_once_make_one_invoice_per_subscription_period_here_and_at_s
 # -- 4. a crash before and after each Stripe call -------------------------------------------------
 
 
+@pytest.mark.parametrize("later", [False, True], ids=["next-run", "a-day-later"])
 @pytest.mark.parametrize("when", ["before", "after"])
 @pytest.mark.parametrize("step", STEPS)
-def test_a_crash_around_each_stripe_call_is_resumed_by_the_next_run_with_no_duplicate(h, step, when):
+def test_a_crash_around_each_stripe_call_is_resumed_by_the_next_run_with_no_duplicate(h, step, when, later):
     crashing = Provider(h, crash_at=step, when=when)
     result = h.run(crashing)
     assert crashing.crashes == 1
     assert result.failed == {"sub_acme": "RuntimeError"} and result.collected == 0
     (ours,) = h.ours()
     assert ours.status == "finalized"  # finalized here before Stripe is called; never paid by a crashed run
+    if later:  # Stripe has forgotten the idempotency keys: only looking before creating prevents duplicates
+        h.forget_idempotency_keys()
 
     result = h.run(Provider(h))  # the plain provider (the card is the customer's, as before)
     assert (result.collected, result.failed, result.flagged) == (1, {}, [])

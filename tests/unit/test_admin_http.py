@@ -719,3 +719,17 @@ def test_concurrent_creates_of_one_subscription_make_one_record(catalog, runtime
     history = runtime.adapters.catalog.get_subscription_history("sub-1")
     assert len(history.records) == 1
     assert all(r == history.records[0] for r in results)  # the losers found the winner's record
+
+
+@pytest.mark.parametrize("key", ["a/b", "line\nbreak", "tab\there", "nul\x00"])
+@pytest.mark.parametrize("path, body", [
+    ("billable_metrics", lambda k: {"billable_metric": {"code": k, "name": "x", "aggregation_type": "count_agg"}}),
+    ("plans", lambda k: {"plan": plan_body(code=k)}),
+    ("customers", lambda k: {"customer": {"external_id": k}}),
+])
+def test_a_code_or_external_id_that_a_url_could_not_address_is_refused(api, path, body, key):
+    # With "/" it would be two path segments; a control character matches no route: such an
+    # object could be created and never fetched by GET /{path}/{key}.
+    response = api.post(path, body(key))
+    field = "external_id" if path == "customers" else "code"
+    assert (response.status_code, orjson.loads(response.data)) == (422, unprocessable({field: ["invalid_format"]}))

@@ -67,3 +67,24 @@ def test_lago_s_own_client_parses_the_answers(api):
         assert parsed.lago_id == invoice["lago_id"] and parsed.total_amount_cents == invoice["total_amount_cents"]
         assert len(parsed.fees.__root__) == len(invoice["fees"])
     assert Client  # the full client round trip through `meterline serve` is in tests/compat
+
+
+def test_the_admin_function_serves_the_invoices_api(tmp_path):
+    import functions_framework
+
+    from meterline.runtime import set_runtime
+    from tests.support import REPO_ROOT
+
+    billing = Billing(tmp_path)
+    key = create_api_key(billing.runtime.adapters.api_keys, "finance", now_us())
+    billing.run(DEC + 2 * HOUR)
+    set_runtime(billing.runtime)
+    try:
+        client = functions_framework.create_app("admin", str(REPO_ROOT / "functions/admin/main.py")).test_client()
+        answer = client.get("/api/v1/invoices", headers={"Authorization": f"Bearer {key}"})
+        assert answer.status_code == 200
+        (invoice,) = orjson.loads(answer.data)["invoices"]
+        assert invoice["total_amount_cents"] == 26900
+        assert client.get("/api/v1/invoices").status_code == 401
+    finally:
+        set_runtime(None)

@@ -79,6 +79,7 @@ __all__ = [
     "UNKNOWN_TIME",
     "VolumeProperties",
     "VolumeRange",
+    "Key",
     "filter_key",
     "iso_ms",
     "lago_error_details",
@@ -97,6 +98,19 @@ _CHARGE_MODEL_NAMES = frozenset(get_args(ChargeModelName))
 Interval = Literal["weekly", "monthly", "quarterly", "semiannual", "yearly"]
 # Whole months per interval (weekly has none: it counts in days).
 MONTHS_PER_INTERVAL = {"monthly": 1, "quarterly": 3, "semiannual": 6, "yearly": 12}
+
+
+def _addressable(value: str) -> str:
+    # NOTE: a code or external_id is the path segment of its GET route (`/plans/{code}`): with
+    # "/" it would be two segments, and a control character matches no route, so such an
+    # object could be created and never read back. Events refuse the same characters.
+    if "/" in value or not value.isprintable():
+        raise PydanticCustomError("unaddressable_key", "must hold no '/' and no control character")
+    return value
+
+
+# The type of every code and external_id (1 to 255 characters, addressable in a URL path).
+Key = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_addressable)]
 # The one list of a subscription record's statuses (`core.subscriptions.SUBSCRIPTION_STATUSES`
 # is derived from it).
 SubscriptionStatus = Literal["active", "pending", "terminated", "canceled"]
@@ -110,8 +124,8 @@ def _in_domain(value: Decimal | int, places: int | None) -> None:
     """The numeric domain (`meterline.core.numbers`): catalog numbers share its range."""
     problem = number_error(value, places)
     if problem is not None:
-        raise PydanticCustomError(problem, "outside Meterline's numbers: |x| < 10^18, at most {places} decimals",
-                                  {"places": places})
+        precision = "" if places is None else f", at most {places} decimals"
+        raise PydanticCustomError(problem, f"outside Meterline's numbers (|x| < 10^18{precision})")
 
 
 def _decimal(value: Any, places: int | None) -> Decimal:
@@ -380,7 +394,7 @@ class BillableMetric(Stamped):
     # Custom expressions are not implemented: units come from field_name only.
     LAGO_NEUTRAL = {"expression": (None, "")}
 
-    code: str = Field(min_length=1)
+    code: Key
     name: str = Field(min_length=1)
     description: str | None = None
     aggregation_type: Annotated[
@@ -722,7 +736,7 @@ class Plan(Stamped):
         "metadata": (None, {}),
     }
 
-    code: str = Field(min_length=1)
+    code: Key
     name: str = Field(min_length=1)
     description: str | None = None
     invoice_display_name: str | None = None
@@ -811,7 +825,7 @@ class Customer(Stamped):
         "billing_entity_code": (None,),
     }
 
-    external_id: str = Field(min_length=1)
+    external_id: Key
     name: str | None = None
     firstname: str | None = None
     lastname: str | None = None
@@ -878,9 +892,9 @@ class Subscription(_LagoModel):
 
     lago_id: str | None = None
     created_at: Stamp | None = None
-    external_id: str = Field(min_length=1)
-    external_customer_id: str = Field(min_length=1)
-    plan_code: str = Field(min_length=1)
+    external_id: Key
+    external_customer_id: Key
+    plan_code: Key
     name: str | None = None
     billing_time: Literal["calendar", "anniversary"] = "calendar"
     subscription_at: UtcDatetime
@@ -929,6 +943,7 @@ class Subscription(_LagoModel):
 #   every other built-in (literal_error, greater_than_equal,
 #   too_short, value_error, union_tag_invalid, ...)       -> invalid_value
 _EXACT_CODES = {
+    "unaddressable_key": "invalid_format",
     "missing": "value_is_mandatory",
     "union_tag_not_found": "value_is_mandatory",
     "extra_forbidden": "unknown_field",

@@ -31,6 +31,7 @@ from pydantic import Field
 
 from meterline.core.catalog import (
     UNKNOWN_TIME,
+    Key,
     Customer,
     Plan,
     Subscription,
@@ -84,9 +85,9 @@ class SubscriptionCreate(_LagoModel):
 
     LAGO_NEUTRAL = _SUBSCRIPTION_NEUTRAL
 
-    external_customer_id: Annotated[str, Field(min_length=1)]
-    plan_code: Annotated[str, Field(min_length=1)]
-    external_id: Annotated[str, Field(min_length=1)]
+    external_customer_id: Key
+    plan_code: Key
+    external_id: Key
     name: str | None = None
     billing_time: Literal["calendar", "anniversary"] = "calendar"
     subscription_at: UtcDatetime | None = None

@@ -30,6 +30,7 @@ from meterline.entrypoints.http import (
     read_body,
     route_not_found,
 )
+from meterline.entrypoints.invoices import invoices_handler
 from meterline.runtime import AdminRuntime
 
 # Collection path segment -> the root key of one object.
@@ -46,6 +47,8 @@ MAX_ADMIN_BODY = 256 * 1024
 
 def admin_handler(runtime: AdminRuntime, request: Request) -> Response:
     resource, _, key = api_path(request).partition("/")
+    if resource == "invoices":
+        return invoices_handler(runtime, request)  # the admin function also serves Lago's invoices API
     if resource not in ROOT_KEYS:
         raise route_not_found()
     runtime.auth.authenticate(request.headers.get("Authorization"))

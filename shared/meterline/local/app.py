@@ -15,9 +15,9 @@ from werkzeug.routing import Rule
 from meterline.entrypoints.admin import ROOT_KEYS, admin_handler
 from meterline.entrypoints.bill import bill_handler
 from meterline.entrypoints.events import events_handler
-from meterline.entrypoints.invoices import invoices_handler
 from meterline.entrypoints.stripe_webhook import stripe_webhook_handler
 from meterline.entrypoints.http import error_response, guarded, json_response, route_not_found
+from meterline.entrypoints.portal import is_portal_api, portal_handler
 from meterline.runtime import LocalRuntime
 
 
@@ -30,7 +30,7 @@ def create_app(runtime: LocalRuntime) -> Flask:
     routes = {
         "events": (events_handler, runtime.ingest),
         **{resource: (admin_handler, runtime.admin) for resource in ROOT_KEYS},
-        "invoices": (invoices_handler, runtime.admin),
+        "invoices": (admin_handler, runtime.admin),  # as the admin function serves it
         # The bill function: on Google Cloud the scheduler's OIDC token; here an API key.
         "billing_runs": (lambda rt, req: bill_handler(rt, req, authenticate=True), runtime.bill),
         # Stripe's webhook: signed by Stripe, no API key (needs METERLINE_STRIPE_WEBHOOK_SECRET).
@@ -43,12 +43,17 @@ def create_app(runtime: LocalRuntime) -> Flask:
     app.register_error_handler(Exception, error_response)
 
     def api(rest: str):
+        if is_portal_api(rest):  # customers/{id}/current_usage and /portal_url: the portal function's
+            return guarded(portal_handler, request, runtime.portal)
         handler, function_runtime = routes.get(rest.split("/", 1)[0], (_no_route, None))
         return guarded(handler, request, function_runtime)
 
     # A werkzeug Rule without methods matches every method (Flask's route() would list them).
     app.url_map.add(Rule("/api/v1/<path:rest>", endpoint="api"))
     app.view_functions["api"] = api
+    # The customer portal's page, its data and its static files (functions/portal).
+    app.url_map.add(Rule("/portal/<path:rest>", endpoint="portal"))
+    app.view_functions["portal"] = lambda rest: guarded(portal_handler, request, runtime.portal)
 
     def healthz():
         return json_response(200, {"status": "ok"})

@@ -1,0 +1,231 @@
+"""The portal function over HTTP: current usage and portal links (API key), and the customer's
+usage page behind a signed link.
+
+    GET  /api/v1/customers/{external_customer_id}/current_usage?external_subscription_id=...
+    POST /api/v1/customers/{external_customer_id}/portal_url   (GET too: Lago's clients send GET)
+    GET  /portal/customers/{external_customer_id}?token=T       the page (HTML)
+    GET  /portal/usage/{external_customer_id}                   its data, `Authorization: Bearer T` (JSON)
+    GET  /portal/static/portal.js, portal.css                    the page's only script and style
+
+The admin function owns the rest of /api/v1/customers/...; `is_portal_api` says which paths
+are the portal's, for the router in front (`meterline serve`'s app, the load balancer).
+
+Every portal answer carrying customer data is `Cache-Control: no-store`, and the page's
+Content-Security-Policy allows nothing but this function's own script, style and JSON. A
+missing, tampered or expired token gets 401, a token of another customer 403, and neither
+any data: the token is checked before anything is read.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+from datetime import timedelta
+from decimal import Decimal
+from importlib import resources
+from typing import Any
+from urllib.parse import quote
+
+from flask import Request, Response
+
+from meterline.core.errors import NotFound, Unauthenticated, ValidationFailed
+from meterline.core.catalog import lago_id
+from meterline.entrypoints.http import (
+    API_PREFIX,
+    HttpError,
+    api_path,
+    json_response,
+    method_not_allowed,
+    route_not_found,
+)
+from meterline.services.auth import bearer_token
+from meterline.services.portal import CurrentUsage, Forbidden
+
+_API = re.compile(r"customers/(?P<customer>[^/]+)/(?P<action>current_usage|portal_url)")
+_PORTAL = "/portal/"
+_STATIC = {"portal.js": "text/javascript; charset=utf-8", "portal.css": "text/css; charset=utf-8"}
+REFRESH_MS = 4000  # how often an open page asks for its data (paused while the tab is hidden)
+
+# NOTE: no 'unsafe-inline' anywhere: the page's script and style are files of this function,
+# and the chart is markup. `connect-src 'self'` is the refresh's JSON; nothing else may load.
+_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+_PRIVATE = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": _CSP,
+    "Referrer-Policy": "no-referrer",  # the token is in the page's URL: never sent onwards
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+}
+
+
+def is_portal_api(path: str) -> bool:
+    """Whether a path below /api/v1/ is the portal function's (a customer's sub-resources)."""
+    return _API.fullmatch(path.rstrip("/")) is not None
+
+
+def portal_handler(runtime, request: Request) -> Response:
+    """`runtime` has `auth` and `service` (a PortalService): the portal function's."""
+    path = request.path
+    if API_PREFIX in path:
+        return _api(runtime, request, api_path(request))
+    at = path.find(_PORTAL)
+    if at < 0:
+        raise route_not_found()
+    return _pages(runtime, request, path[:at], path[at + len(_PORTAL):])
+
+
+# -- the API (key) ------------------------------------------------------------------------------
+
+
+def _api(runtime, request: Request, rest: str) -> Response:
+    match = _API.fullmatch(rest)
+    if match is None:
+        raise route_not_found()
+    runtime.auth.authenticate(request.headers.get("Authorization"))
+    customer, action = match["customer"], match["action"]
+    service = runtime.service
+    if action == "current_usage":
+        if request.method != "GET":
+            raise method_not_allowed(("GET",))
+        subscription = request.args.get("external_subscription_id")
+        if not subscription:
+            raise ValidationFailed({"external_subscription_id": ["value_is_mandatory"]})
+        usage = service.current_usage(customer, subscription)
+        return json_response(200, {"customer_usage": current_usage_to_lago(usage)}, {"Cache-Control": "no-store"})
+    # NOTE: Lago documents GET for portal_url and its official client sends GET; POST is
+    # accepted too. Either way each call signs a new link; nothing is stored.
+    if request.method not in ("GET", "POST"):
+        raise method_not_allowed(("GET", "POST"))
+    link = service.issue_link(customer)
+    base = (runtime.settings.portal_base_url or request.host_url).rstrip("/")
+    url = f"{base}{_PORTAL}customers/{quote(customer, safe='')}?token={link.token}"
+    return json_response(200, {"customer": {"portal_url": url}}, {"Cache-Control": "no-store"})
+
+
+def _iso(value) -> str:
+    return value.isoformat().replace("+00:00", "Z")
+
+
+def current_usage_to_lago(usage: CurrentUsage) -> dict[str, Any]:
+    """Lago's customer_usage: one entry per charge, its filters' fees below it. Like Lago's,
+    the amounts are the usage-based fees only (the subscription fee is billed beside them)."""
+    currency, period = usage.currency, usage.period
+    by_charge: dict[tuple[str, str], list] = {}
+    for fee in usage.charge_fees:
+        by_charge.setdefault((fee.ref.plan_code or "", fee.ref.charge_ref or ""), []).append(fee)
+    plans = {r.plan.code: r.plan for r in usage.rated}
+    charges = []
+    for (plan_code, ref), fees in by_charge.items():
+        charge = next(c for c in plans[plan_code].charges if c.ref == ref)
+        metric = usage.metrics[charge.billable_metric_code or ""]
+        filters = {f.key: f for f in charge.filters}
+        units = sum((f.units for f in fees), Decimal(0))
+        charges.append({
+            "units": _text(units),
+            "total_aggregated_units": _text(units),
+            "events_count": sum(f.events_count or 0 for f in fees),
+            "amount_cents": sum(f.amount_cents for f in fees),
+            "amount_currency": currency,
+            "pricing_unit_details": None,
+            "presentation_breakdowns": None,
+            "charge": {
+                "lago_id": lago_id("charge", plan_code, ref),
+                "charge_model": charge.charge_model,
+                "invoice_display_name": charge.invoice_display_name,
+            },
+            "billable_metric": {
+                "lago_id": metric.lago_id,
+                "name": metric.name,
+                "code": metric.code,
+                "aggregation_type": f"{metric.aggregation_type}_agg",
+            },
+            # Lago lists each filter's fee; the events matching none have `values: null`.
+            "filters": [
+                {
+                    "invoice_display_name": filters[f.ref.filter_key].invoice_display_name if f.ref.filter_key else None,
+                    "values": {k: list(v) for k, v in filters[f.ref.filter_key].values.items()} if f.ref.filter_key else None,
+                    "units": _text(f.units),
+                    "total_aggregated_units": _text(f.units),
+                    "amount_cents": f.amount_cents,
+                    "events_count": f.events_count or 0,
+                    "pricing_unit_details": None,
+                    "presentation_breakdowns": None,
+                }
+                for f in fees
+            ] if charge.filters else [],
+            "grouped_usage": [],
+        })
+    amount = sum(c["amount_cents"] for c in charges)
+    return {
+        "from_datetime": _iso(period.start_utc),
+        "to_datetime": _iso(period.lago_to_datetime),
+        # The day the invoice of this period would be issued (the billing run's rule).
+        "issuing_date": (period.end_date + timedelta(days=1)).isoformat(),
+        "lago_invoice_id": None,
+        "currency": currency,
+        "amount_cents": amount,
+        "taxes_amount_cents": 0,
+        "total_amount_cents": amount,
+        "charges_usage": charges,
+    }
+
+
+def _text(value) -> str:
+    return format(value.normalize(), "f")
+
+
+# -- the page (signed link) -------------------------------------------------------------------------
+
+
+@functools.cache
+def _static_file(name: str) -> tuple[bytes, str]:
+    """A static file's bytes and a short hash of them (the page's URLs carry it, so a new
+    version is fetched at once while an unchanged one stays cached)."""
+    data = (resources.files("meterline.entrypoints") / "portal_static" / name).read_bytes()
+    return data, hashlib.sha256(data).hexdigest()[:12]
+
+
+def static_urls(root: str) -> dict[str, str]:
+    return {name: f"{root}{_PORTAL}static/{name}?v={_static_file(name)[1]}" for name in _STATIC}
+
+
+def _pages(runtime, request: Request, root: str, rest: str) -> Response:
+    from meterline.entrypoints import portal_page
+
+    kind, _, key = rest.partition("/")
+    if kind == "static" and key in _STATIC:
+        if request.method != "GET":
+            raise method_not_allowed(("GET",))
+        data, _ = _static_file(key)
+        return Response(data, 200, content_type=_STATIC[key],
+                        headers={"Cache-Control": "public, max-age=86400", "X-Content-Type-Options": "nosniff"})
+    if kind not in ("customers", "usage") or not key:
+        raise route_not_found()
+    if request.method != "GET":
+        raise method_not_allowed(("GET",))
+    service = runtime.service
+    static = static_urls(root)
+    if kind == "usage":  # the page's refresh: JSON, errors in Lago's JSON shape
+        try:
+            service.authorize(bearer_token(request.headers.get("Authorization")), key)
+        except Forbidden:
+            raise HttpError(403, "Forbidden", "forbidden") from None
+        return json_response(200, portal_page.page_json(service.page(key)), _PRIVATE)
+    try:
+        service.authorize(request.args.get("token"), key)
+        page = service.page(key)
+    except (Unauthenticated, Forbidden, NotFound) as err:
+        status, title, message = {
+            Unauthenticated: (401, "This link is not valid",
+                              "It has expired or was changed. Ask your provider for a new link to your usage."),
+            Forbidden: (403, "This link is for another account", "Ask your provider for a link to your own usage."),
+            NotFound: (404, "Not found", "There is nothing to show here."),
+        }[type(err)]
+        return Response(portal_page.error_page(status, title, message, static), status,
+                        content_type="text/html; charset=utf-8", headers=_PRIVATE)
+    usage_url = f"{root}{_PORTAL}usage/{quote(key, safe='')}"
+    body = portal_page.render_page(page, root=root, usage_url=usage_url, static=static, refresh_ms=REFRESH_MS)
+    return Response(body, 200, content_type="text/html; charset=utf-8", headers=_PRIVATE)
+

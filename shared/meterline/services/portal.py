@@ -1,0 +1,480 @@
+"""The customer portal: signed links, current usage, and what the usage page shows.
+
+One customer watches their own usage live. Everything money-related comes from the usage
+service (`services/usage.py`, the chain the billing run uses), so the amounts on the page and
+in `current_usage` are what a billing run would invoice if the period closed at that instant.
+This module adds only what a page needs beside them:
+
+  * links: an HMAC-SHA256 token scoping one customer until an expiry (`LinkSigner`);
+  * the daily chart and the live seat count: the SAME usage query (`UsageQuery`), asked for one
+    window per local day of the period, with each charge's filters dropped so that a day's
+    units are the metric's own aggregation (a day's max is the max, not a sum of maxes);
+  * a projection to the period's end, labelled as one: the usage so far, re-rated after scaling
+    the additive metrics (count, sum) by period length / time elapsed; others stay as they are
+    (a max, a unique count, seats: the level reached is assumed to hold).
+
+A page costs two warehouse queries (the usage service's, and the chart's), whatever the
+number of the customer's subscriptions.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+
+from meterline.core.catalog import BillableMetric, Customer, Plan, Subscription
+from meterline.core.clock import to_us
+from meterline.core.errors import NotFound, Unauthenticated, Unavailable
+from meterline.core.invoices import Invoice
+from meterline.core.money import MONEY_CONTEXT, currency_exponent
+from meterline.core.pricing.fee import Fee
+from meterline.core.pricing.periods import Period, local_midnight_utc
+from meterline.core.pricing.rating import rate_subscription
+from meterline.core.pricing.usage import ChargeUsage
+from meterline.ports import CatalogStore, InvoiceStore, Warehouse
+from meterline.services.usage import RatedPeriod, UsageService
+from meterline.services.usage_query import UsageQuery, UsageWindow
+
+__all__ = [
+    "CurrentUsage",
+    "DailySeries",
+    "Forbidden",
+    "LinkSigner",
+    "PortalLink",
+    "PortalPage",
+    "PortalService",
+    "SeatCount",
+    "SubscriptionPage",
+    "format_money",
+    "format_units",
+    "signing_key",
+]
+
+_ONE_DAY = timedelta(days=1)
+# Invoices a page lists (newest first): enough for two years of monthly invoices.
+_INVOICES_SHOWN = 24
+
+
+class Forbidden(Exception):
+    """A valid token used for another customer than the one it names. Not a DomainError: only
+    the portal's HTTP edge answers it (403)."""
+
+
+# -- links ------------------------------------------------------------------------------------
+#
+# token = "mlp1." b64url(customer id) "." expiry (unix seconds) "." b64url(HMAC-SHA256(key, context + the part before))
+#
+# The customer id travels inside the signed part, so the token alone says whom it is for: a
+# customer id in the URL is only compared with it, and a mismatch is refused (it can narrow,
+# never widen). The signature is compared in constant time before anything else is trusted,
+# and the expiry only then, so a forged token learns nothing from timing or from the answer.
+
+_TOKEN_VERSION = "mlp1"
+_CONTEXT = b"meterline portal link\n"  # domain separation: this key signs nothing else
+_MAX_TOKEN_CHARS = 2048
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+@dataclass(frozen=True)
+class PortalLink:
+    token: str
+    customer_external_id: str
+    expires_at: datetime
+
+
+class LinkSigner:
+    def __init__(self, key: bytes, lifetime: timedelta):
+        if len(key) < 32:
+            raise ValueError("the portal signing key must be at least 32 bytes")
+        self._key = key
+        self.lifetime = lifetime
+
+    def _signature(self, signed: str) -> str:
+        return _b64(hmac.new(self._key, _CONTEXT + signed.encode("ascii"), hashlib.sha256).digest())
+
+    def issue(self, customer_external_id: str, now: datetime) -> PortalLink:
+        # Rounded up to the second: a link is never valid for less than its lifetime.
+        expires = int((now + self.lifetime).timestamp()) + 1
+        signed = f"{_TOKEN_VERSION}.{_b64(customer_external_id.encode())}.{expires}"
+        return PortalLink(f"{signed}.{self._signature(signed)}", customer_external_id,
+                          datetime.fromtimestamp(expires, UTC))
+
+    def verify(self, token: str | None, now: datetime) -> str:
+        """The customer the token was issued for; Unauthenticated if it is missing, malformed,
+        tampered with or expired (one answer for all: a prober learns nothing)."""
+        if not token or len(token) > _MAX_TOKEN_CHARS or not token.isascii():
+            raise Unauthenticated()
+        parts = token.split(".")
+        if len(parts) != 4 or parts[0] != _TOKEN_VERSION:
+            raise Unauthenticated()
+        signed, given = token.rpartition(".")[0], parts[3]
+        # Compared as canonical text, not decoded bytes: base64 decoders accept several spellings
+        # of the same bytes, and a changed character must never pass.
+        if not hmac.compare_digest(self._signature(signed).encode(), given.encode()):
+            raise Unauthenticated()
+        expires = parts[2]
+        if not (expires.isdigit() and len(expires) <= 12) or int(expires) <= now.timestamp():
+            raise Unauthenticated()
+        return _unb64(parts[1]).decode()
+
+    def authorize(self, token: str | None, customer_external_id: str, now: datetime) -> str:
+        """The token's customer, which must be `customer_external_id` (Forbidden otherwise)."""
+        granted = self.verify(token, now)
+        if not hmac.compare_digest(granted.encode(), customer_external_id.encode()):
+            raise Forbidden()
+        return granted
+
+
+_KEY_FILE = "portal_signing_key"
+
+
+def signing_key(secret: str | None, backend: str, data_dir: Path) -> bytes:
+    """The portal's signing key: the configured secret (Secret Manager on GCP), or, embedded
+    and unset, one generated once into `<data dir>/portal_signing_key` (0600) and reused, so
+    links survive restarts. On GCP an unset key is a configuration error (a key generated per
+    instance would make every other instance refuse the links this one signs)."""
+    from meterline.config import ConfigError
+
+    if secret is not None:
+        if len(secret) < 32:
+            raise ConfigError("METERLINE_PORTAL_SIGNING_KEY must be at least 32 characters (e.g. `openssl rand -hex 32`)")
+        return secret.encode()
+    if backend != "embedded":
+        raise ConfigError("METERLINE_PORTAL_SIGNING_KEY is not set: on Google Cloud the portal function reads it from "
+                          "Secret Manager (mount the secret as this variable)")
+    path = data_dir / _KEY_FILE
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        # Written whole under a private name, then linked into place: a concurrent first start
+        # either links first or reads the winner's complete key, never half of one.
+        tmp = data_dir / f".{_KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, secrets.token_hex(32).encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    if path.stat().st_mode & 0o077:
+        raise ConfigError(f"{path} is readable by other users: `chmod 600 {path}` (it signs portal links)")
+    return path.read_bytes().strip()
+
+
+# -- money and units as a customer reads them -----------------------------------------------------
+
+# The symbols customers expect; any other currency is shown by its ISO code.
+_SYMBOLS = {
+    "USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥", "CNY": "CN¥", "INR": "₹", "KRW": "₩", "BRL": "R$",
+    "CAD": "CA$", "AUD": "A$", "NZD": "NZ$", "HKD": "HK$", "MXN": "MX$", "ILS": "₪", "VND": "₫",
+    "TWD": "NT$", "PHP": "₱", "NGN": "₦", "UAH": "₴", "TRY": "₺", "THB": "฿", "PLN": "zł",
+}
+
+
+def format_money(minor_units: int, currency: str) -> str:
+    """Integer minor units as the customer reads them: `$1,234.50`, `¥1,235`, `KWD 1.250`."""
+    exponent = currency_exponent(currency)
+    amount = Decimal(abs(minor_units)).scaleb(-exponent, MONEY_CONTEXT)
+    text = f"{amount:,.{exponent}f}"
+    symbol = _SYMBOLS.get(currency)
+    text = f"{symbol}{text}" if symbol else f"{currency} {text}"
+    return f"-{text}" if minor_units < 0 else text
+
+
+def format_units(units: Decimal) -> str:
+    """Units without the warehouse's padding, grouped by thousands: 12,000,000 or 1.5."""
+    units = units.normalize()
+    if units == units.to_integral_value():
+        return f"{int(units):,}"
+    whole, _, fraction = format(units, "f").partition(".")
+    return f"{int(whole):,}.{fraction}" if whole.lstrip("-") else f"0.{fraction}"
+
+
+# -- what the API and the page show -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CurrentUsage:
+    """One subscription's records in the period containing `at`, rated with the usage so far
+    (the records of an upgrade in this period are both here), and the catalog that names them."""
+
+    customer: Customer
+    external_subscription_id: str
+    at: datetime
+    rated: tuple[RatedPeriod, ...]
+    metrics: dict[str, BillableMetric]
+
+    @property
+    def period(self) -> Period:
+        return self.rated[-1].period
+
+    @property
+    def currency(self) -> str:
+        return self.rated[-1].draft.currency
+
+    @property
+    def fees(self) -> tuple[Fee, ...]:
+        return tuple(f for r in self.rated for f in r.draft.fees)
+
+    @property
+    def charge_fees(self) -> tuple[Fee, ...]:
+        """Usage-based fees only: what Lago's current_usage totals (no subscription fee, no
+        minimum-commitment top-up)."""
+        return tuple(f for f in self.fees if f.ref.kind == "charge")
+
+
+@dataclass(frozen=True)
+class DailySeries:
+    """One charge's units per local day of the period, up to today."""
+
+    charge_ref: str
+    label: str
+    metric: BillableMetric
+    points: tuple[tuple[date, Decimal], ...]
+
+
+@dataclass(frozen=True)
+class SeatCount:
+    label: str
+    active: int
+
+
+@dataclass(frozen=True)
+class SubscriptionPage:
+    usage: CurrentUsage
+    plan: Plan  # the current record's
+    projected: tuple[Fee, ...]  # the projection's fees, same refs as usage.fees
+    elapsed: timedelta  # of the subscription's active part of the period
+    active: timedelta  # the subscription's active part of the period
+    daily: tuple[DailySeries, ...]
+    seats: tuple[SeatCount, ...]
+
+    @property
+    def usage_cents(self) -> int:
+        return sum(f.amount_cents for f in self.usage.charge_fees)
+
+    @property
+    def invoice_cents(self) -> int:
+        return sum(f.amount_cents for f in self.usage.fees)
+
+    @property
+    def projected_cents(self) -> int:
+        return sum(f.amount_cents for f in self.projected)
+
+    def projected_fee(self, fee: Fee) -> Fee | None:
+        return next((p for p in self.projected if p.ref == fee.ref), None)
+
+
+@dataclass(frozen=True)
+class PortalPage:
+    customer: Customer
+    at: datetime
+    subscriptions: tuple[SubscriptionPage, ...]
+    invoices: tuple[Invoice, ...]
+    # Prepaid credits come with a later issue: None is "not available yet", and the page keeps
+    # its place for the balance.
+    credits_cents: int | None = None
+
+
+class PortalService:
+    def __init__(self, catalog: CatalogStore, usage: UsageService, warehouse: Warehouse, invoices: InvoiceStore,
+                 signer: LinkSigner, clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
+        self._catalog = catalog
+        self._usage = usage
+        self._warehouse = warehouse
+        self._invoices = invoices
+        self.signer = signer
+        self.clock = clock
+
+    # -- links --------------------------------------------------------------------------------
+
+    def issue_link(self, customer_external_id: str) -> PortalLink:
+        self._customer(customer_external_id)  # a link only for a customer that exists
+        return self.signer.issue(customer_external_id, self.clock())
+
+    def authorize(self, token: str | None, customer_external_id: str) -> str:
+        return self.signer.authorize(token, customer_external_id, self.clock())
+
+    # -- current usage ---------------------------------------------------------------------
+
+    def current_usage(self, customer_external_id: str, external_subscription_id: str,
+                      at: datetime | None = None) -> CurrentUsage:
+        """Lago's current usage: the subscription's period containing `at` (now), rated."""
+        customer = self._customer(customer_external_id)
+        records = [r for r in self._catalog.get_subscription_history(external_subscription_id).records
+                   if r.external_customer_id == customer.external_id]
+        found = self._current(customer, records, at or self.clock())
+        if not found:
+            raise NotFound("subscription")
+        return found[0]
+
+    def _current(self, customer: Customer, records: Sequence[Subscription], at: datetime) -> list[CurrentUsage]:
+        """Per subscription external_id (in first-seen order), its records billed in the period
+        containing `at`: the billing run's choice (active or terminated, started, overlapping)."""
+        candidates = [r for r in records if r.status in ("active", "terminated") and r.started_at is not None
+                      and r.started_at <= at]
+        if not candidates:
+            return []
+        rated = self._usage.current(candidates, at)
+        if rated.failed:
+            raise Unavailable()
+        metrics = {m.code: m for m in self._catalog.list_billable_metrics()[0]}
+        groups: dict[str, list[RatedPeriod]] = {}
+        for r in rated:
+            end = r.subscription.end
+            if end is None or end > r.period.start_utc:
+                groups.setdefault(r.subscription.external_id, []).append(r)
+        return [CurrentUsage(customer, ext, at, tuple(rs), metrics) for ext, rs in groups.items()]
+
+    # -- the page ----------------------------------------------------------------------------
+
+    def page(self, customer_external_id: str, at: datetime | None = None) -> PortalPage:
+        customer = self._customer(customer_external_id)
+        at = at or self.clock()
+        usages = self._current(customer, self._catalog.list_subscriptions(customer.external_id), at)
+        invoices, _ = self._invoices.list(customer_external_id=customer.external_id,
+                                          statuses=["finalized", "paid", "payment_failed", "voided"],
+                                          limit=_INVOICES_SHOWN)
+        return PortalPage(customer, at, tuple(self._details(usages, at)), tuple(invoices))
+
+    def _details(self, usages: list[CurrentUsage], at: datetime) -> list[SubscriptionPage]:
+        """The projection, daily series and seats of each subscription, from ONE usage query."""
+        if not usages:
+            return []
+        metrics = usages[0].metrics
+        plans = {r.plan.code: r.plan for u in usages for r in u.rated}
+        chart_plans: dict[str, Plan] = {}
+        windows: list[UsageWindow] = []
+        days_of: list[list[date]] = []
+        for u in usages:
+            for i, r in enumerate(u.rated):  # the period so far, raw, for the projection
+                windows.append(UsageWindow(f"{u.external_subscription_id}\x00{i}", u.external_subscription_id,
+                                           r.plan.code, r.period.start_utc, r.period.end_utc))
+            # The chart follows the current record's plan for the whole period (events belong
+            # to the external id, whichever record billed them).
+            current = u.rated[-1]
+            if current.plan.code not in chart_plans:
+                taken = {*plans, *(p.code for p in chart_plans.values())}
+                chart_plans[current.plan.code] = _without_filters(current.plan, taken)
+            chart = chart_plans[current.plan.code]
+            zone, period = current.customer.zone, current.period
+            today = min(at.astimezone(zone).date(), period.end_date)
+            days = [period.start_date + timedelta(days=k) for k in range((today - period.start_date).days + 1)]
+            days_of.append(days)
+            windows += [UsageWindow(f"{u.external_subscription_id}\x00d{k}", u.external_subscription_id, chart.code,
+                                    local_midnight_utc(day, zone), local_midnight_utc(day + _ONE_DAY, zone))
+                        for k, day in enumerate(days)]
+        query = UsageQuery(metrics, [*plans.values(), *chart_plans.values()])
+        raw = query.run(self._warehouse, windows)
+        if raw.failed:
+            raise Unavailable()
+        pages = []
+        for u, days in zip(usages, days_of, strict=True):
+            current = u.rated[-1]
+            projected: list[Fee] = []
+            elapsed = active = timedelta(0)
+            for i, r in enumerate(u.rated):
+                factor, e, a = _scale(r.subscription, r.period, at)
+                elapsed, active = elapsed + e, active + a
+                usage = {key: _projected(cu, metrics.get(_metric_code(r.plan, key[0]) or ""), factor)
+                         for key, cu in raw[f"{u.external_subscription_id}\x00{i}"].items()}
+                projected += rate_subscription(r.subscription, r.plan, r.customer, r.period, usage, metrics=metrics).fees
+            chart = chart_plans[current.plan.code]
+            daily, seats = [], []
+            for charge in chart.charges:
+                metric = metrics[charge.billable_metric_code or ""]
+                label = charge.invoice_display_name or metric.name
+                per_day = [raw[f"{u.external_subscription_id}\x00d{k}"].get((charge.ref, None)) for k in range(len(days))]
+                if _is_seats(metric):
+                    ends = [min(local_midnight_utc(d + _ONE_DAY, current.customer.zone), at) for d in days]
+                    points = [Decimal(_active_seats(cu, end)) for cu, end in zip(per_day, ends, strict=True)]
+                    seats.append(SeatCount(label, int(points[-1]) if points else 0))
+                else:
+                    points = [cu.units if cu is not None else Decimal(0) for cu in per_day]
+                daily.append(DailySeries(charge.ref, label, metric, tuple(zip(days, points, strict=True))))
+            pages.append(SubscriptionPage(u, current.plan, tuple(projected), elapsed, active, tuple(daily), tuple(seats)))
+        return pages
+
+    def _customer(self, external_id: str) -> Customer:
+        customer = self._catalog.get_customer(external_id)
+        if customer is None:
+            raise NotFound("customer")
+        return customer
+
+
+# -- the chart's query and the projection --------------------------------------------------------
+
+
+def _without_filters(plan: Plan, taken: set[str]) -> Plan:
+    """The plan with every charge's filters dropped, under a code no plan of the query uses
+    (the same query carries the real plans)."""
+    code = f"{plan.code}~chart"
+    while code in taken:
+        code += "~"
+    charges = tuple(c.model_copy(update={"filters": ()}) for c in plan.charges)
+    return plan.model_copy(update={"code": code, "charges": charges})
+
+
+def _metric_code(plan: Plan, charge_ref: str) -> str | None:
+    return next((c.billable_metric_code for c in plan.charges if c.ref == charge_ref), None)
+
+
+def _is_seats(metric: BillableMetric) -> bool:
+    return metric.recurring and metric.aggregation_type == "unique_count"
+
+
+def _active_seats(usage: ChargeUsage | None, at: datetime) -> int:
+    """Seats whose last add/remove up to `at` is an add."""
+    active: dict[str, bool] = {}
+    for event in sorted((usage.seat_events or ()) if usage else (), key=lambda e: e.timestamp):
+        if event.timestamp <= at:
+            active[event.value] = event.operation_type == "add"
+    return sum(active.values())
+
+
+def _scale(subscription: Subscription, period: Period, at: datetime) -> tuple[Decimal, timedelta, timedelta]:
+    """(the projection's factor, time elapsed, active time) of the record's part of the period."""
+    start = max(period.start_utc, subscription.start)
+    end = period.end_utc if subscription.end is None else min(period.end_utc, subscription.end)
+    if end <= start:
+        return Decimal(1), timedelta(0), timedelta(0)
+    elapsed = min(max(at, start), end) - start
+    if elapsed <= timedelta(0) or at >= end:
+        return Decimal(1), elapsed, end - start
+    return Decimal(to_us(end) - to_us(start)) / Decimal(to_us(at) - to_us(start)), elapsed, end - start
+
+
+def _projected(usage: ChargeUsage, metric: BillableMetric | None, factor: Decimal) -> ChargeUsage:
+    """The usage at the period's end if it goes on at the rate so far. Only additive metrics
+    grow (count, sum); a max, a unique count, a latest value or seats keep the level reached."""
+    if metric is None or metric.recurring or metric.aggregation_type not in ("count", "sum") or factor == 1:
+        return usage
+    if usage.event_values is not None:  # percentage charges: the same events, repeated
+        values, n = usage.event_values, len(usage.event_values)
+        target = int((n * factor).to_integral_value(ROUND_HALF_UP)) if n else 0
+        repeated = tuple(values[i % n] for i in range(target))
+        return usage._replace(event_values=repeated, units=sum(repeated, Decimal(0)), events_count=target)
+    events = usage.events_count
+    if events is not None:
+        events = int((events * factor).to_integral_value(ROUND_HALF_UP))
+    return usage._replace(units=usage.units * factor, events_count=events)
+
