@@ -66,7 +66,9 @@ LATER = {
 # The child: load main.py as the platform does, serve one request, touch LATER, then name the
 # distribution owning each loaded module's file (printed as JSON). Runs in a fresh interpreter.
 _CHILD = r"""
-import importlib.metadata as md, json, os, sys
+import sys
+baseline = set(sys.modules)  # what the interpreter loads before any code (site, .pth hooks)
+import importlib.metadata as md, json, os
 name, source, signature, later = sys.argv[1:5]
 sys.path.insert(0, os.path.dirname(source))
 import functions_framework
@@ -86,8 +88,10 @@ for dist in md.distributions():
         if f.suffix in (".py", ".so", ".pyd"):
             owners[os.path.realpath(dist.locate_file(f))] = dist.metadata["Name"]
 used = set()
-for module in list(sys.modules.values()):
+for module_name, module in list(sys.modules.items()):
     path = getattr(module, "__file__", None)
+    if module_name in baseline:
+        continue
     if path and os.path.realpath(path) in owners:
         used.add(owners[os.path.realpath(path)])
 # zoneinfo reads the tz database from the OS or, where the OS has none, from `tzdata`.
@@ -95,6 +99,20 @@ if "zoneinfo" in sys.modules:
     used.add("tzdata")
 print(json.dumps({"status": status, "distributions": sorted(used)}))
 """
+
+
+# Distributions a library imports only when they happen to be installed, and works without:
+# left out of the requirements (this venv has them for the dev tools). Reviewed by hand.
+OPTIONAL = {
+    "httpx": "stripe builds its async HTTP client with httpx and anyio when both are installed; "
+             "Meterline calls Stripe synchronously (urllib/requests)",
+    "anyio": "see httpx",
+    "httpcore": "httpx's own",
+    "h11": "httpx's own",
+    "sniffio": "anyio's own",
+    "pygments": "httpx's command line",
+}
+SHIPPED = {"meterline"}  # in the zip itself, never installed
 
 
 class PackagingError(RuntimeError):
@@ -165,7 +183,8 @@ def imported_distributions(name: str) -> list[str]:
     if proc.returncode != 0:
         raise PackagingError(f"probing functions/{name} failed:\n{proc.stderr[-3000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    return result["distributions"]
+    leave_out = {_canonical(d) for d in (*OPTIONAL, *SHIPPED)}
+    return [d for d in result["distributions"] if _canonical(d) not in leave_out]
 
 
 def _installed(name: str):

@@ -50,23 +50,36 @@ def _long_day(d: date) -> str:
     return f"{d:%b} {d.day}, {d.year}"
 
 
-def _line_label(fee: Fee) -> str:
-    return fee.display_name
+def _row(kind: str, label: str, units: Decimal, cents: int, projected: int | None, currency: str, attrs: str) -> str:
+    projected_text = format_money(projected, currency) if projected is not None else "–"
+    return (
+        f'<tr class="{kind}" {attrs}><th scope="row">{_e(label)}</th>'
+        f'<td class="num" data-k="units">{_e(format_units(units))}</td>'
+        f'<td class="num" data-k="amount" data-cents="{cents}">{_e(format_money(cents, currency))}</td>'
+        f'<td class="num" data-k="projected">{_e(projected_text)}</td></tr>'
+    )
 
 
 def _charge_rows(sub: SubscriptionPage, currency: str) -> list[str]:
-    rows = []
+    """One row per charge (its totals, as the API's charges_usage) and, below a filtered
+    charge, one per filter; the events that match none of its filters are "other"."""
+    by_charge: dict[tuple[str | None, str | None], list[Fee]] = {}
     for fee in sub.usage.charge_fees:
-        projected = sub.projected_fee(fee)
-        projected_text = format_money(projected.amount_cents, currency) if projected else "–"
-        kind = "filter" if fee.ref.filter_key else "charge"
-        rows.append(
-            f'<tr class="{kind}" data-charge="{_e(fee.ref.charge_ref)}" data-filter="{_e(fee.ref.filter_key or "")}">'
-            f'<th scope="row">{_e(_line_label(fee))}</th>'
-            f'<td class="num" data-k="units">{_e(format_units(fee.units))}</td>'
-            f'<td class="num" data-k="amount" data-cents="{fee.amount_cents}">{_e(format_money(fee.amount_cents, currency))}</td>'
-            f'<td class="num" data-k="projected">{_e(projected_text)}</td></tr>'
-        )
+        by_charge.setdefault((fee.ref.plan_code, fee.ref.charge_ref), []).append(fee)
+    rows = []
+    for (_, ref), fees in by_charge.items():
+        projected = [sub.projected_fee(f) for f in fees]
+        projected_cents = None if None in projected else sum(p.amount_cents for p in projected if p)
+        filtered = any(f.ref.filter_key for f in fees)
+        name = next((f.display_name for f in fees if not f.ref.filter_key), None) or ref or ""
+        rows.append(_row("charge", name, sum((f.units for f in fees), Decimal(0)), sum(f.amount_cents for f in fees),
+                         projected_cents, currency, f'data-charge="{_e(ref)}" data-filter=""'))
+        if not filtered:
+            continue
+        for fee, p in zip(fees, projected, strict=True):
+            label = fee.display_name if fee.ref.filter_key else f"{name}: other"
+            rows.append(_row("filter", label, fee.units, fee.amount_cents, p.amount_cents if p else None, currency,
+                             f'data-charge="{_e(ref)}" data-filter="{_e(fee.ref.filter_key or "-")}"'))
     return rows
 
 
@@ -77,7 +90,7 @@ def _other_rows(sub: SubscriptionPage, currency: str) -> list[str]:
         if fee.ref.kind == "charge":
             continue
         projected = sub.projected_fee(fee)
-        label = "Subscription fee" if fee.ref.kind == "subscription" else _line_label(fee)
+        label = "Subscription fee" if fee.ref.kind == "subscription" else fee.display_name
         if fee.ref.kind == "subscription" and fee.from_datetime >= sub.usage.period.end_utc:
             label += " (next period, in advance)"
         rows.append(
@@ -103,10 +116,13 @@ def _chart(series: DailySeries, index: str, period_days: int) -> str:
         )
     title_id = f"chart-{index}-t"
     first = series.points[0][0] if series.points else None
-    unit = "seats" if series.metric.recurring and series.metric.aggregation_type == "unique_count" else "units"
-    total = sum((u for _, u in series.points), Decimal(0))
-    summary = (f"peak {format_units(peak)} {unit} a day" if unit == "seats" or series.metric.aggregation_type not in
-               ("count", "sum") else f"{format_units(total)} {unit} so far")
+    metric = series.metric
+    if metric.recurring and metric.aggregation_type == "unique_count":
+        summary = "seats active each day"
+    elif metric.aggregation_type in ("count", "sum"):
+        summary = f"{format_units(sum((u for _, u in series.points), Decimal(0)))} so far"
+    else:
+        summary = f"{metric.aggregation_type.replace('_', ' ')} of each day"
     return (
         f'<figure class="chart" data-charge="{_e(series.charge_ref)}">'
         f'<figcaption id="{title_id}">{_e(series.label)} per day <span class="muted">({_e(summary)})</span></figcaption>'

@@ -189,6 +189,11 @@ class BillingService:
                 invoice = self._advance(group, fees, late, as_of, result)
                 if invoice is not None:
                     result.invoices.append(invoice)
+            except StaleWrite:
+                # Another run (or the webhook) wrote this invoice since it was read: that writer
+                # carries it on, and the next run resumes from what is stored. Not a failure.
+                logs.event(_log, "invoice changed by another writer; left to it", logging.INFO,
+                           subscription=group.external_id, invoice_id=group.id)
             except Exception as exc:  # noqa: BLE001 - one subscription never blocks the others
                 result.failed[group.external_id] = type(exc).__name__
                 logs.event(_log, "billing failed for one subscription; the next run retries it", logging.ERROR,
@@ -342,11 +347,10 @@ class BillingService:
             # "paid" (charged), "payment_failed" (declined: the provider retries or the customer
             # pays by hand; its webhook says so), or "open" (sent, awaiting payment).
             status = remote.status if remote.status in ("paid", "payment_failed") else None
-            changes = {"provider_step": "collected", "updated_at": as_of}
             if status is not None and invoice.status != status:
-                invoice = self._invoices.update(invoice.moved(status, as_of, **changes))
+                invoice = self._invoices.update(invoice.moved(status, as_of, provider_step="collected"))
             else:
-                invoice = self._invoices.update(replace(invoice, **changes))
+                invoice = self._invoices.update(replace(invoice, provider_step="collected", updated_at=as_of))
             result.collected += 1
             self._record(invoice, as_of)
         return invoice
