@@ -151,7 +151,8 @@ def test_lists_are_ordered_by_key_and_paged_with_a_total(store):
 
 
 def test_codes_firestore_could_not_use_as_ids_work(store):
-    for code in ["a/b", ".", "..", "__x__", "émoji 🚀"]:
+    # ("a/b" is refused before any store: a URL could not address it, see test_admin_http.)
+    for code in [".", "..", "__x__", "émoji 🚀", "a%2Fb"]:
         store.put_billable_metric(metric(code))
         assert store.get_billable_metric(code).code == code
 

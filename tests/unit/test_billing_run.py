@@ -179,3 +179,28 @@ def test_one_subscription_that_cannot_be_billed_does_not_block_the_others(billin
     assert set(result.failed) == {"sub_globex"}
     (invoice,) = billing.all()
     assert invoice.subscription_external_id == "sub_acme" and invoice.status == "finalized"
+
+
+def test_a_subscription_whose_usage_cannot_be_read_is_flagged_and_the_others_billed(billing):
+    billing.admin.upsert_customer({"external_id": "globex", "currency": "USD"})
+    billing.admin.create_subscription({"external_id": "sub_globex", "external_customer_id": "globex",
+                                       "plan_code": billing.plan.code, "subscription_at": "2026-11-01T00:00:00Z"})
+    warehouse = billing.runtime.adapters.warehouse
+
+    class Refusing:
+        """The real warehouse, except that any read covering globex fails (its data broke the query)."""
+
+        def __getattr__(self, name):
+            return getattr(warehouse, name)
+
+        def usage_rows(self, query, windows):
+            if any(w.external_subscription_id == "sub_globex" for w in windows):
+                raise ValueError("Overflow in HUGEINT addition")
+            return warehouse.usage_rows(query, windows)
+
+    adapters = billing.runtime.adapters
+    service = BillingService(adapters.catalog, UsageService(adapters.catalog, Refusing()), billing.invoices, warehouse)
+    result = service.run(DEC + 2 * HOUR)
+    assert set(result.failed) == {"sub_globex"}
+    (invoice,) = billing.all()
+    assert invoice.subscription_external_id == "sub_acme" and amounts(invoice) == EXPECTED

@@ -48,6 +48,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from meterline.core.events import addressable
 from meterline.core.jsonbody import Unstorable, storable
 from meterline.core.money import CURRENCY_EXPONENTS, MONEY_CONTEXT, from_minor_units, parse_decimal
 from meterline.core.numbers import PLACES, number_error
@@ -104,7 +105,7 @@ def _addressable(value: str) -> str:
     # NOTE: a code or external_id is the path segment of its GET route (`/plans/{code}`): with
     # "/" it would be two segments, and a control character matches no route, so such an
     # object could be created and never read back. Events refuse the same characters.
-    if "/" in value or not value.isprintable():
+    if not addressable(value):
         raise PydanticCustomError("unaddressable_key", "must hold no '/' and no control character")
     return value
 

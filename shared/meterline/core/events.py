@@ -50,6 +50,13 @@ _ID_MAX = 255
 # (`Event.key_text`). A transaction_id with "/" cannot be fetched either: it would be two path
 # segments. Lago accepts both; nobody means them.
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def addressable(value: str) -> bool:
+    """Whether an id can be one segment of a URL path: no "/" and no control character (the
+    rule for transaction ids here and for catalog codes and external_ids in core.catalog)."""
+    return "/" not in value and not _CONTROL_CHARACTER.search(value)
+
 # How deep properties may nest, the properties object included: far more than any event needs,
 # and far under the 254 levels orjson writes (the message and the answer wrap properties in 3).
 MAX_PROPERTY_DEPTH = 32

@@ -146,7 +146,7 @@ def has_float(value: Any) -> bool:
 STORABLE_CHECKED_TYPES = frozenset({int, float, Decimal, dict, list})
 
 
-def storable(value: Any, max_depth: int, *, floats: bool) -> Any:
+def storable(value: Any, max_depth: int, floats: bool) -> Any:
     """A JSON value as Meterline stores it (the warehouse's JSON text, a catalog document), or
     `Unstorable` with the Lago code for what orjson and the stores cannot hold exactly:
 
@@ -167,8 +167,8 @@ def storable(value: Any, max_depth: int, *, floats: bool) -> Any:
             raise Unstorable("value_is_too_deep")
         depth = max_depth - 1
         if kind is dict:
-            return {k: storable(v, depth, floats=floats) for k, v in value.items()}
-        return [storable(v, depth, floats=floats) for v in value]
+            return {k: storable(v, depth, floats) for k, v in value.items()}
+        return [storable(v, depth, floats) for v in value]
     if kind is int:
         if not INT64_MIN <= value <= INT64_MAX:
             raise Unstorable("value_is_out_of_range")

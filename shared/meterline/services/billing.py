@@ -45,7 +45,7 @@ from meterline.core.invoices import Invoice, InvoiceLine, invoice_id, late_lines
 from meterline.core.pricing.periods import BillingSchedule, Period, period_containing
 from meterline.core.subscriptions import apply_due_downgrades
 from meterline.ports import CatalogStore, InvoiceStore, PaymentProvider, StaleWrite, Warehouse
-from meterline.services.usage import UsageService
+from meterline.services.usage import RatedPeriods, UsageService
 
 _log = logs.get("billing")
 
@@ -171,10 +171,14 @@ class BillingService:
 
         items = [(r, g.period) for g in groups.values() for r in g.records]
         items += [(r, g.period) for gs in previous.values() for g in gs for r in g.records]
-        rated = self._usage.rate(items) if items else []
+        rated = self._usage.rate(items) if items else RatedPeriods()
         # The fees of each (record, period), by the record's identity (two records of one
         # external_id may share a plan and a period after a re-subscription).
-        fees_of = {(id(rec), period.start_date): r.draft.fees for (rec, period), r in zip(items, rated, strict=True)}
+        fees_of = {(id(r.subscription), r.period.start_date): r.draft.fees for r in rated}
+        # A period whose usage could not be read (its data broke the query) is flagged and
+        # retried by the next run; every other subscription is billed.
+        for failure in rated.failed:
+            result.failed[failure.subscription.external_id] = failure.error
 
         ordered = sorted(groups.values(), key=lambda g: (g.external_id, g.period.start_date))
         for done, group in enumerate(ordered, 1):
