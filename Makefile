@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo serve test test-fast fuzz bench servers clean
+.PHONY: help venv demo serve test test-fast fuzz bench servers clean package gcp-setup
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -25,9 +25,16 @@ demo: $(STAMP) ## post a realistic LLM-gateway stream on the embedded backend an
 serve: $(STAMP) ## run every function in one local server on http://127.0.0.1:8080 (embedded backend)
 	$(VENV)/bin/meterline serve
 
-servers: $(STAMP) ## check the gcloud emulators and install bqemulator/localstripe into venvs of their own
+servers: $(STAMP) ## check the gcloud emulators and install bqemulator/localstripe (and checkov) into venvs of their own
 	$(PY) infra/servers.py check
 	$(PY) infra/servers.py ensure-venvs
+	$(PY) infra/servers.py ensure-checkov
+
+package: $(STAMP) ## build one zip per function into build/ (named by content hash; refreshes functions/*/requirements.txt)
+	$(PY) infra/package.py
+
+gcp-setup: $(STAMP) ## create the topics, subscriptions, dataset, tables and views on the emulators [PUSH_ENDPOINT=url]
+	$(PY) infra/gcp_setup.py $(if $(PUSH_ENDPOINT),--push-endpoint $(PUSH_ENDPOINT))
 
 test: servers ## run the whole suite, starting the emulators, bqemulator and localstripe on loopback ports
 	$(PY) -m pytest -q
@@ -42,4 +49,4 @@ bench: servers ## run the benchmarks and print their figures
 	$(PY) bench/run.py
 
 clean: ## remove the venvs and local data
-	rm -rf $(VENV) .venv-bqemu .venv-localstripe .meterline
+	rm -rf $(VENV) .venv-bqemu .venv-localstripe .venv-checkov .meterline build

@@ -10,7 +10,9 @@ all of it before it prints. In order:
   2. ingest    bench/bench_ingest.py: the ingest function and a no-op function, one event and
                100 events per request, publish confirmed by the Pub/Sub emulator.
   3. process   bench/bench_process.py: ProcessService on the emulators and on the embedded adapters.
-  4. coldstart bench/bench_coldstart.py: each function's import and runtime build, fresh interpreters.
+  4. freshness bench/bench_freshness.py: ingest 200 -> visible in current_usage, p50/p99 over 1,000
+               events, on `meterline serve` and on the functions over the emulators.
+  5. coldstart bench/bench_coldstart.py: each function's import and runtime build, fresh interpreters.
 
 Exit status: 0 when every target is met, 1 when one is missed, 2 when the servers cannot start.
 The figures and how to read them are in docs/benchmarks.md.
@@ -100,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     from bench_ingest import DEFAULT_CONNECTIONS, DEFAULT_THREADS, run_ingest_bench
     from bench_process import DEFAULT_THREADS as PROCESS_THREADS
     from bench_process import run_process_bench
+    from bench_freshness import P99_TARGET_S as FRESHNESS_P99_S
+    from bench_freshness import run_freshness_bench
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=5.0, help="seconds measured per ingest phase")
@@ -122,13 +126,13 @@ def main(argv: list[str] | None = None) -> int:
     if load > 0.5:
         print(f"  WARNING: the machine is already busy (load {load:.2f}); the figures below will be low.")
 
-    print("\n[1/4] pricing (bench/bench_pricing.py)")
+    print("\n[1/5] pricing (bench/bench_pricing.py)")
     pricing = run_pricing()
     print(f"  {pricing['figure']}")
 
     from infra import servers
 
-    print("\n[2/4] ingest vs no-op (functions-framework, WORKERS=1, "
+    print("\n[2/5] ingest vs no-op (functions-framework, WORKERS=1, "
           f"THREADS={args.threads}; {args.connections} keep-alive connections from "
           f"{args.loadgen_processes} load-generator processes)")
     with contextlib.ExitStack() as stack:
@@ -142,12 +146,14 @@ def main(argv: list[str] | None = None) -> int:
                                   connections=args.connections, processes=args.loadgen_processes,
                                   duration=args.duration, warmup=args.warmup, rounds=args.rounds,
                                   diagnose=not args.no_diagnose)
-        print(f"\n[3/4] process (ProcessService.handle_message, 100-event messages, {args.process_threads} threads)")
+        print(f"\n[3/5] process (ProcessService.handle_message, 100-event messages, {args.process_threads} threads)")
         process = run_process_bench(emulator_env, threads=args.process_threads, messages=args.process_messages)
+        print("\n[4/5] freshness (ingest 200 -> visible in current_usage; one event per request, steady rate)")
+        freshness = run_freshness_bench(emulator_env)
 
     from bench_coldstart import print_results, run_coldstart_bench
 
-    print("\n[4/4] cold start (import functions/<name>/main.py + build its runtime; median of 5 fresh interpreters)")
+    print("\n[5/5] cold start (import functions/<name>/main.py + build its runtime; median of 5 fresh interpreters)")
     print_results(run_coldstart_bench(5))
 
     # Each phase's median round (by throughput): one slow round, when a neighbour on the
@@ -172,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         ("pricing, 10,000 subscriptions",
          f"{pricing['seconds']:.3f} s CPU" if pricing["seconds"] is not None else pricing["figure"],
          f"< {PRICING_BUDGET_S:g} s", bool(pricing["ok"])),
+        ("freshness p99, embedded", f"p50 {freshness[0].p50:.3f} s, p99 {freshness[0].p99:.3f} s",
+         f"p99 < {FRESHNESS_P99_S:g} s", freshness[0].p99 < FRESHNESS_P99_S),
     ]
 
     print(f"\nLoad phases: median of {args.rounds} round(s) of {args.duration:g} s each "
@@ -187,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     for f in process:
         print(f"  {'process on ' + f.backend:28s} {'':8s} {f.events_per_s:10,.0f}   "
               f"({f.messages} messages x 100 events, {f.threads} threads, {f.seconds:.1f} s)")
+    for f in freshness:
+        print(f"  {'freshness on ' + f.backend:28s} {'':8s} {f.rate:10,.0f} {f.p50 * 1000:7.0f} {f.p99 * 1000:7.0f}"
+              f"   ({f.events} events, ms from the ingest 200 to current_usage counting it)")
 
     print("\nEvery round (req/s)")
     for name, rs in rounds_of.items():

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import hashlib
 import json
 import os
@@ -170,11 +171,12 @@ def _probe_env() -> dict[str, str]:
     })
     for field, info in Settings.model_fields.items():
         if info.annotation in (SecretStr, SecretStr | None):
-            env[f"METERLINE_{field.upper()}"] = f"probe-{field}"
+            env[f"METERLINE_{field.upper()}"] = f"package-probe-{field}".ljust(48, "-")  # keys want 32+ characters
     return env
 
 
-def imported_distributions(name: str) -> list[str]:
+@functools.cache  # one probe per function and process (the tests ask twice)
+def imported_distributions(name: str) -> tuple[str, ...]:
     """The installed distributions whose modules functions/<name> loads (see the module doc)."""
     target, signature = entry_point(name)
     cmd = [sys.executable, "-c", _CHILD, target, str(FUNCTIONS_DIR / name / "main.py"), signature, LATER.get(name, "")]
@@ -183,8 +185,11 @@ def imported_distributions(name: str) -> list[str]:
     if proc.returncode != 0:
         raise PackagingError(f"probing functions/{name} failed:\n{proc.stderr[-3000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
+    if signature == "http" and result["status"] >= 500:
+        # The runtime was not built (a setting it needs?): what it imports would be missed.
+        raise PackagingError(f"probing functions/{name}: its probe request answered {result['status']}:\n{proc.stderr[-3000:]}")
     leave_out = {_canonical(d) for d in (*OPTIONAL, *SHIPPED)}
-    return [d for d in result["distributions"] if _canonical(d) not in leave_out]
+    return tuple(d for d in result["distributions"] if _canonical(d) not in leave_out)
 
 
 def _installed(name: str):
@@ -240,7 +245,7 @@ def root_pins() -> dict[str, str]:
     return pins
 
 
-def requirements_text(name: str, imported: list[str] | None = None) -> str:
+def requirements_text(name: str, imported: Iterable[str] | None = None) -> str:
     """The requirements.txt that functions/<name> should hold, from this venv."""
     imported = imported_distributions(name) if imported is None else imported
     everything = closure(imported)
@@ -298,10 +303,15 @@ def staleness(name: str, fresh: str, committed: str | None) -> list[str]:
 
 def refresh_requirements(names: Iterable[str], check_only: bool = False) -> dict[str, list[str]]:
     """Rewrite each stale functions/<name>/requirements.txt (unless `check_only`); {name: problems}."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    names = list(names)
+    with ThreadPoolExecutor(max_workers=2) as pool:  # each probe is a fresh interpreter
+        texts = dict(zip(names, pool.map(requirements_text, names), strict=True))
     stale = {}
     for name in names:
         path = FUNCTIONS_DIR / name / "requirements.txt"
-        fresh = requirements_text(name)
+        fresh = texts[name]
         problems = staleness(name, fresh, path.read_text() if path.exists() else None)
         if problems:
             stale[name] = problems

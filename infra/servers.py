@@ -4,6 +4,7 @@ Stdlib only. Importable as ``infra.servers`` from the repo root, and runnable:
 
     python infra/servers.py check          # which servers can run here (exit 1 if the SDK emulators are missing)
     python infra/servers.py ensure-venvs   # create .venv-bqemu and .venv-localstripe (idempotent)
+    python infra/servers.py ensure-checkov # create .venv-checkov (Terraform's static analysis; idempotent)
     python infra/servers.py start NAME     # run one server in the foreground (pubsub|firestore|bigquery|stripe)
 
 Each ``start_*`` function binds its server to a free port on 127.0.0.1, waits
@@ -52,6 +53,8 @@ BQEMU_REQUIREMENTS = INFRA_DIR / "requirements-bqemulator.txt"
 LOCALSTRIPE_VENV = REPO_ROOT / ".venv-localstripe"
 LOCALSTRIPE_REQUIREMENTS = INFRA_DIR / "requirements-localstripe.txt"
 LOCALSTRIPE_LAUNCHER = INFRA_DIR / "localstripe_launcher.py"
+CHECKOV_VENV = REPO_ROOT / ".venv-checkov"
+CHECKOV_REQUIREMENTS = INFRA_DIR / "requirements-checkov.txt"
 
 SDK_HINT = (
     "install the Google Cloud SDK with the pubsub-emulator and "
@@ -399,6 +402,12 @@ def ensure_localstripe_venv() -> Path:
     return _ensure_venv(LOCALSTRIPE_VENV, LOCALSTRIPE_REQUIREMENTS)
 
 
+def ensure_checkov_venv() -> Path:
+    """Create/refresh .venv-checkov from infra/requirements-checkov.txt (Terraform's static
+    analysis, for tests/terraform; not a server, but kept apart the same way). Idempotent."""
+    return _ensure_venv(CHECKOV_VENV, CHECKOV_REQUIREMENTS)
+
+
 def _ensure_venv(
     venv: Path, requirements: Path, post_install: Callable[[Path], None] | None = None
 ) -> Path:
@@ -590,14 +599,17 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("check", help="which servers can run here (exit 1 if the SDK emulators are missing)")
     sub.add_parser("ensure-venvs", help="create the bqemulator and localstripe venvs")
+    sub.add_parser("ensure-checkov", help="create the checkov venv (tests/terraform)")
     start = sub.add_parser("start", help="run one server in the foreground until Ctrl-C")
     start.add_argument("name", choices=sorted(SERVERS))
     args = parser.parse_args(argv)
 
     if args.command == "check":
         return check()
-    if args.command == "ensure-venvs":
-        for ensure in (ensure_bqemulator_venv, ensure_localstripe_venv):
+    if args.command in ("ensure-venvs", "ensure-checkov"):
+        ensures = (ensure_checkov_venv,) if args.command == "ensure-checkov" else (
+            ensure_bqemulator_venv, ensure_localstripe_venv)
+        for ensure in ensures:
             try:
                 print(f"ok: {ensure()}")
             except ServerUnavailable as err:

@@ -66,7 +66,7 @@ resource "google_bigquery_table" "views" {
   for_each            = toset(local.views)
   dataset_id          = google_bigquery_dataset.this.dataset_id
   table_id            = each.key
-  deletion_protection = false # a view holds no data; it is its query
+  deletion_protection = var.deletion_protection # a changed query is updated in place, never replaced
 
   view {
     query          = local.view_queries[each.key]

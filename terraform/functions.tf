@@ -123,7 +123,7 @@ resource "google_cloudfunctions2_function" "this" {
   build_config {
     runtime         = var.python_runtime
     entry_point     = each.value.entry_point
-    service_account = google_service_account.builder.id
+    service_account = google_service_account.system["builder"].id
     source {
       storage_source {
         bucket = google_storage_bucket.sources.name

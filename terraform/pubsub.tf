@@ -8,7 +8,7 @@
 # retry policy. Pushing to the function's URL with an OIDC token is what that trigger does too.
 #
 # The retry and dead-letter choice (docs/deploy.md, "Riding out an outage"): exponential
-# backoff from 10 s to 600 s, then every 600 s; 100 attempts take about 15.6 hours, so a
+# backoff from 10 s to 600 s, then every 600 s; 100 attempts take about 15.7 hours, so a
 # BigQuery or Firestore outage of hours dead-letters nothing; a longer one dead-letters, and
 # a replay after it loses nothing (messages are kept 7 days on either topic's subscription).
 
@@ -48,7 +48,7 @@ resource "google_pubsub_subscription" "process" {
     # carries its source (the function serves any path).
     push_endpoint = "${google_cloudfunctions2_function.this["process"].service_config[0].uri}/projects/${var.project_id}/topics/${google_pubsub_topic.events.name}"
     oidc_token {
-      service_account_email = google_service_account.pubsub_push.email
+      service_account_email = google_service_account.system["pubsub-push"].email
       audience              = google_cloudfunctions2_function.this["process"].service_config[0].uri
     }
   }

@@ -93,7 +93,7 @@ variable "dead_letter_subscription" {
 }
 
 variable "delivery" {
-  description = "How the events subscription retries process before dead-lettering (docs/deploy.md has the arithmetic: 100 attempts ride out about 15.6 hours of outage)."
+  description = "How the events subscription retries process before dead-lettering (docs/deploy.md has the arithmetic: 100 attempts ride out about 15.7 hours of outage)."
   type = object({
     max_delivery_attempts = optional(number, 100)
     minimum_backoff       = optional(string, "10s")

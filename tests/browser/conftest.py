@@ -30,7 +30,11 @@ _saved: list[Path] = []
 
 
 def chromium_path() -> str | None:
-    return shutil.which("chromium") or (str(Path("/usr/bin/chromium")) if Path("/usr/bin/chromium").exists() else None)
+    """METERLINE_CHROMIUM if set (another build, elsewhere), else Debian's `chromium`."""
+    chosen = os.environ.get("METERLINE_CHROMIUM")
+    if chosen:
+        return chosen if Path(chosen).is_file() else None
+    return shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").is_file() else None)
 
 
 def _unavailable(reason: str) -> None:
@@ -44,7 +48,9 @@ def _unavailable(reason: str) -> None:
 def browser() -> Iterator[object]:
     executable = chromium_path()
     if executable is None:
-        _unavailable(f"browser tests need Debian's chromium, which is not installed: {INSTALL}")
+        _unavailable(f"browser tests need Debian's chromium, which is not installed: {INSTALL}"
+                     + (f" (METERLINE_CHROMIUM={os.environ['METERLINE_CHROMIUM']} is not a file)"
+                        if os.environ.get("METERLINE_CHROMIUM") else ""))
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:

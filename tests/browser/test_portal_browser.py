@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 import urllib.request
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from urllib.parse import urlsplit
 
 import orjson
@@ -129,7 +130,7 @@ def test_the_page_shows_the_apis_numbers(stack, page):
         code = charge["billable_metric"]["code"]
         row = section.locator(f"tr.charge[data-charge='{code}']")
         assert row.locator("[data-k=amount]").inner_text() == format_money(charge["amount_cents"], currency)
-        assert row.locator("[data-k=units]").inner_text() == format_units(__import__("decimal").Decimal(charge["units"]))
+        assert row.locator("[data-k=units]").inner_text() == format_units(Decimal(charge["units"]))
         for f in charge["filters"]:
             key = ";".join(f"{k}={','.join(v)}" for k, v in sorted(f["values"].items())) if f["values"] else "-"
             cell = section.locator(f"tr.filter[data-charge='{code}'][data-filter='{key}'] [data-k=amount]")
@@ -144,7 +145,9 @@ def test_the_page_shows_the_apis_numbers(stack, page):
 
 def test_the_chart_has_one_point_per_day_so_far(stack, page):
     page.goto(stack.link())
-    days_so_far = stack.now.day
+    # "day N of M": the day the page was drawn (UTC, the customer's timezone)
+    days_so_far = int(page.inner_text("section.sub .period").split(" day ", 1)[1].split(" of ", 1)[0])
+    assert days_so_far in (stack.now.day, datetime.now(UTC).day)  # (a run across midnight)
     charts = page.locator("figure.chart")
     assert charts.count() == 2  # seats, tokens
     for k in range(charts.count()):
@@ -162,8 +165,9 @@ def test_a_new_event_appears_without_a_reload(stack, page):
     before = cents(page, "[data-k=usage]")
     posted = time.monotonic()
     stack.post_events([tokens("live-1", int(time.time()), 1_000_000, "gpt-4o", "input")])  # 3.00 at 0.000003
-    page.wait_for_function(f"Number(document.querySelector('[data-k=usage]').dataset.cents) !== {before}",
-                           timeout=15_000)
+    # A function, not a string: the page's CSP forbids eval, which a string predicate needs.
+    page.wait_for_function("(before) => Number(document.querySelector('[data-k=usage]').dataset.cents) !== before",
+                           arg=before, timeout=15_000)
     seconds = time.monotonic() - posted
     assert page.evaluate("window.__sameDocument") == "yes"  # updated in place: no navigation
     assert cents(page, "[data-k=usage]") == before + 300 == stack.usage()["amount_cents"]
@@ -202,3 +206,15 @@ def test_a_bad_or_foreign_link_shows_no_data(stack, page):
     foreign = stack.link("globex").replace("/customers/globex", "/customers/acme")
     response = page.goto(foreign)
     assert response.status == 403 and "$" not in page.content()
+
+
+def test_an_open_page_stops_when_its_link_expires(stack, page):
+    page.goto(stack.link())
+    service = stack.runtime.portal.service
+    lifetime = timedelta(seconds=stack.runtime.settings.portal_link_seconds)
+    service.clock = lambda: datetime.now(UTC) + lifetime + timedelta(minutes=1)
+    try:
+        page.wait_for_function("() => document.getElementById('status').textContent.includes('expired')",
+                               timeout=15_000)
+    finally:
+        service.clock = lambda: datetime.now(UTC)

@@ -138,7 +138,7 @@ ids = st.one_of(
     st.text(max_size=10),
     st.text(st.characters(codec="ascii"), min_size=1, max_size=10),
     st.integers(-5, 2**70),
-    st.sampled_from([".", "..", "a/b", "/", "a\nb", "\r", "\x00", "a\x85b", "\u2028", "%2F", "%", "?x=1", "#",
+    st.sampled_from([".", "..", "batch", "a/b", "/", "a\nb", "\r", "\x00", "a\x85b", "\u2028", "%2F", "%", "?x=1", "#",
                      " ", "x" * 255, "x" * 256, *SURROGATES]),
     st.none(),
 )
@@ -295,7 +295,8 @@ ISSUE_EVENTS = [
     event_call(ev(tx="max", properties={"value": MAX}, precise_total_amount_cents=MAX), times=2),
     event_call(ev(tx="min", properties={"value": Raw("-" + MAX)}), ev(tx="tiny", properties={"value": "0.000000001"}),
                ev(tx="e5", properties={"value": Raw("1e5")}), ev(tx=".", properties={"value": Raw("1.50")}),
-               ev(tx="..", code=CALLS), ev(tx=12345678901234567890, properties={"value": 7}), batch=True),
+               ev(tx="..", code=CALLS), ev(tx=12345678901234567890, properties={"value": 7}),
+               ev(tx="batch", properties={"value": 3}), batch=True),
 ]
 ISSUE_CALLS = [
     # 4. ?page=² on every list route; admin fields with a surrogate or 30-40 digit integers as text
@@ -378,10 +379,12 @@ class Exchange:
         for (sub, tx), accepted in self.events.items():
             # A careful client percent-encodes every character of an id, dots too (a client
             # library would otherwise fold "." and ".." path segments).
-            url = f"/api/v1/events/{quote(tx, safe='').replace('.', '%2E')}?external_subscription_id={quote(sub, safe='')}"
-            got = client.get(url, headers=auth)
+            # GET /events/batch is the batch route's 405: that one id is found in the list route.
+            one = "" if tx == "batch" else "/" + quote(tx, safe="").replace(".", "%2E")
+            got = client.get(f"/api/v1/events{one}?external_subscription_id={quote(sub, safe='')}", headers=auth)
             assert got.status_code == 200, (tx, sub, got.status_code, got.get_data()[:300])
-            stored = got.get_json()["event"]
+            found = got.get_json()
+            stored = found["event"] if one else next(e for e in found["events"] if e["transaction_id"] == tx)
             answered = accepted.answered
             assert {k: stored[k] for k in ("lago_id", "transaction_id", "external_subscription_id", "code", "timestamp",
                                            "properties")} == {k: answered[k] for k in ("lago_id", "transaction_id",

@@ -239,6 +239,17 @@ def test_the_page_without_a_token_and_other_paths(portal):
     assert portal.client.post(portal.link()).status_code == 405
 
 
+def test_links_use_the_configured_public_base_url(tmp_path):
+    from tests.support import embedded_runtime
+
+    runtime = embedded_runtime(tmp_path, portal_base_url="https://usage.example.com/")
+    runtime.admin.service.upsert_customer({"external_id": "acme", "name": "Acme", "currency": "USD"})
+    response = create_app(runtime).test_client().post(
+        "/api/v1/customers/acme/portal_url", headers={"Authorization": f"Bearer {new_key(runtime)}"})
+    assert orjson.loads(response.data)["customer"]["portal_url"].startswith(
+        "https://usage.example.com/portal/customers/acme?token=mlp1.")
+
+
 def test_a_signing_key_survives_a_restart(tmp_path):
     first = Portal(tmp_path)
     link = first.link()

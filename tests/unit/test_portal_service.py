@@ -254,8 +254,9 @@ def test_money_has_the_currencys_symbol_and_decimals(cents, currency, text):
 
 
 @pytest.mark.parametrize(("units", "text"), [
-    (Decimal("12000000.000000000"), "12,000,000"), (Decimal("1.50"), "1.5"), (Decimal("0.000001"), "0.000001"),
-    (Decimal("1234.5"), "1,234.5"), (Decimal("0"), "0"),
+    (Decimal("12000000.000000000"), "12,000,000"), (Decimal("1.50"), "1.5"), (Decimal("0.00004"), "0"),
+    (Decimal("0.00005"), "0.0001"), (Decimal("1234.5"), "1,234.5"), (Decimal("0"), "0"),
+    (Decimal("1.935483870967741935483870968"), "1.9355"), (Decimal("-2.5"), "-2.5"), (Decimal("-0.5"), "-0.5"),
 ])
 def test_units_are_grouped_without_padding(units, text):
     assert format_units(units) == text

@@ -200,13 +200,17 @@ def format_money(minor_units: int, currency: str) -> str:
     return f"-{text}" if minor_units < 0 else text
 
 
+_UNITS_SHOWN = Decimal("0.0001")
+
+
 def format_units(units: Decimal) -> str:
-    """Units without the warehouse's padding, grouped by thousands: 12,000,000 or 1.5."""
-    units = units.normalize()
-    if units == units.to_integral_value():
-        return f"{int(units):,}"
+    """Units as read: grouped by thousands, without the warehouse's padding, at most four
+    decimals (prorated seats are 1.9354838709677...): 12,000,000, 1.5 or 1.9355."""
+    if units.as_tuple().exponent < -4:  # type: ignore[operator] # finite: units are never NaN
+        units = units.quantize(_UNITS_SHOWN, ROUND_HALF_UP, MONEY_CONTEXT)
+    sign, units = ("-" if units < 0 else ""), abs(units).normalize()
     whole, _, fraction = format(units, "f").partition(".")
-    return f"{int(whole):,}.{fraction}" if whole.lstrip("-") else f"0.{fraction}"
+    return f"{sign}{int(whole):,}" + (f".{fraction}" if fraction else "")
 
 
 # -- what the API and the page show -------------------------------------------------------------
@@ -398,20 +402,10 @@ class PortalService:
                 usage = {key: _projected(cu, metrics.get(_metric_code(r.plan, key[0]) or ""), factor)
                          for key, cu in raw[f"{u.external_subscription_id}\x00{i}"].items()}
                 projected += rate_subscription(r.subscription, r.plan, r.customer, r.period, usage, metrics=metrics).fees
-            chart = chart_plans[current.plan.code]
-            daily, seats = [], []
-            for charge in chart.charges:
-                metric = metrics[charge.billable_metric_code or ""]
-                label = charge.invoice_display_name or metric.name
-                per_day = [raw[f"{u.external_subscription_id}\x00d{k}"].get((charge.ref, None)) for k in range(len(days))]
-                if _is_seats(metric):
-                    ends = [min(local_midnight_utc(d + _ONE_DAY, current.customer.zone), at) for d in days]
-                    points = [Decimal(_active_seats(cu, end)) for cu, end in zip(per_day, ends, strict=True)]
-                    seats.append(SeatCount(label, int(points[-1]) if points else 0))
-                else:
-                    points = [cu.units if cu is not None else Decimal(0) for cu in per_day]
-                daily.append(DailySeries(charge.ref, label, metric, tuple(zip(days, points, strict=True))))
-            pages.append(SubscriptionPage(u, current.plan, tuple(projected), elapsed, active, tuple(daily), tuple(seats)))
+            per_day = [raw[f"{u.external_subscription_id}\x00d{k}"] for k in range(len(days))]
+            daily = _daily(chart_plans[current.plan.code], metrics, days, per_day, current.customer.zone, at)
+            seats = tuple(SeatCount(d.label, int(d.points[-1][1]) if d.points else 0) for d in daily if _is_seats(d.metric))
+            pages.append(SubscriptionPage(u, current.plan, tuple(projected), elapsed, active, daily, seats))
         return pages
 
     def _customer(self, external_id: str) -> Customer:
@@ -440,6 +434,24 @@ def _metric_code(plan: Plan, charge_ref: str) -> str | None:
 
 def _is_seats(metric: BillableMetric) -> bool:
     return metric.recurring and metric.aggregation_type == "unique_count"
+
+
+def _daily(chart: Plan, metrics: dict[str, BillableMetric], days: list[date], per_day: list[dict], zone,
+           at: datetime) -> tuple[DailySeries, ...]:
+    """Each charge's units per day (its filters dropped); seats: those active at the day's end
+    (today: now)."""
+    out = []
+    for charge in chart.charges:
+        metric = metrics[charge.billable_metric_code or ""]
+        usage = [day_usage.get((charge.ref, None)) for day_usage in per_day]
+        if _is_seats(metric):
+            ends = [min(local_midnight_utc(d + _ONE_DAY, zone), at) for d in days]
+            points = [Decimal(_active_seats(cu, end)) for cu, end in zip(usage, ends, strict=True)]
+        else:
+            points = [cu.units if cu is not None else Decimal(0) for cu in usage]
+        label = charge.invoice_display_name or metric.name
+        out.append(DailySeries(charge.ref, label, metric, tuple(zip(days, points, strict=True))))
+    return tuple(out)
 
 
 def _active_seats(usage: ChargeUsage | None, at: datetime) -> int:

@@ -37,14 +37,20 @@
       return response.json();
     }).then(function (data) {
       if (data === null) return;
+      // The status line is a live region: it speaks only when the figures changed, not on
+      // every quiet refresh.
       if (data.version !== live.getAttribute("data-version")) {
         live.innerHTML = data.html;
         live.setAttribute("data-version", data.version);
+        status.textContent = data.updated_label;
+      } else if (status.getAttribute("data-failed")) {
+        status.textContent = data.updated_label;
       }
-      status.textContent = data.updated_label;
+      status.removeAttribute("data-failed");
       later();
     }).catch(function () {
       status.textContent = "Could not refresh; trying again.";
+      status.setAttribute("data-failed", "1");
       later();
     }).then(function () { busy = false; });
   }
