@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-FUNCTIONS = ("ingest", "process", "admin")
+FUNCTIONS = ("ingest", "process", "admin", "bill", "stripe_webhook", "portal")
 
 # The child: time the import of functions/<name>/main.py, then the runtime's construction.
 _CHILD = r"""
@@ -52,6 +52,9 @@ def measure(name: str, shared: Path, functions_dir: Path) -> tuple[float, float,
         "PUBSUB_EMULATOR_HOST": "127.0.0.1:9",
         "FIRESTORE_EMULATOR_HOST": "127.0.0.1:9",
         "BIGQUERY_EMULATOR_HOST": "http://127.0.0.1:9",
+        # The secrets the webhook and the portal refuse to start without (dummies: nothing is signed).
+        "METERLINE_STRIPE_WEBHOOK_SECRET": "whsec_coldstart",
+        "METERLINE_PORTAL_SIGNING_KEY": "coldstart-signing-key-of-32-characters!",
     }
     out = subprocess.run([sys.executable, "-c", _CHILD, name, str(functions_dir)], env=env, capture_output=True,
                          text=True, timeout=120, check=True, stdin=subprocess.DEVNULL).stdout.split()

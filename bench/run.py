@@ -10,6 +10,7 @@ all of it before it prints. In order:
   2. ingest    bench/bench_ingest.py: the ingest function and a no-op function, one event and
                100 events per request, publish confirmed by the Pub/Sub emulator.
   3. process   bench/bench_process.py: ProcessService on the emulators and on the embedded adapters.
+  6. billing   bench/bench_billing.py: a billing run over 10,000 subscriptions and 10M events.
   4. freshness bench/bench_freshness.py: ingest 200 -> visible in current_usage, p50/p99 over 1,000
                events, on `meterline serve` and on the functions over the emulators.
   5. coldstart bench/bench_coldstart.py: each function's import and runtime build, fresh interpreters.
@@ -126,13 +127,13 @@ def main(argv: list[str] | None = None) -> int:
     if load > 0.5:
         print(f"  WARNING: the machine is already busy (load {load:.2f}); the figures below will be low.")
 
-    print("\n[1/5] pricing (bench/bench_pricing.py)")
+    print("\n[1/6] pricing (bench/bench_pricing.py)")
     pricing = run_pricing()
     print(f"  {pricing['figure']}")
 
     from infra import servers
 
-    print("\n[2/5] ingest vs no-op (functions-framework, WORKERS=1, "
+    print("\n[2/6] ingest vs no-op (functions-framework, WORKERS=1, "
           f"THREADS={args.threads}; {args.connections} keep-alive connections from "
           f"{args.loadgen_processes} load-generator processes)")
     with contextlib.ExitStack() as stack:
@@ -146,15 +147,22 @@ def main(argv: list[str] | None = None) -> int:
                                   connections=args.connections, processes=args.loadgen_processes,
                                   duration=args.duration, warmup=args.warmup, rounds=args.rounds,
                                   diagnose=not args.no_diagnose)
-        print(f"\n[3/5] process (ProcessService.handle_message, 100-event messages, {args.process_threads} threads)")
+        print(f"\n[3/6] process (ProcessService.handle_message, 100-event messages, {args.process_threads} threads)")
         process = run_process_bench(emulator_env, threads=args.process_threads, messages=args.process_messages)
-        print("\n[4/5] freshness (ingest 200 -> visible in current_usage; one event per request, steady rate)")
+        print("\n[4/6] freshness (ingest 200 -> visible in current_usage; one event per request, steady rate)")
         freshness = run_freshness_bench(emulator_env)
 
     from bench_coldstart import print_results, run_coldstart_bench
 
-    print("\n[5/5] cold start (import functions/<name>/main.py + build its runtime; median of 5 fresh interpreters)")
+    print("\n[5/6] cold start (import functions/<name>/main.py + build its runtime; median of 5 fresh interpreters)")
     print_results(run_coldstart_bench(5))
+
+    from bench_billing import TARGET_S as BILLING_TARGET_S
+    from bench_billing import run_billing_bench
+
+    print("\n[6/6] billing run (10,000 subscriptions, 10M events loaded into DuckDB; draft and finalize)")
+    billing = run_billing_bench()
+    print(f"  first run {billing['first_s']:.2f} s ({billing['finalized']:,} invoices), rerun {billing['second_s']:.2f} s")
 
     # Each phase's median round (by throughput): one slow round, when a neighbour on the
     # machine woke up, does not decide the verdict, and neither does one lucky round.
@@ -180,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
          f"< {PRICING_BUDGET_S:g} s", bool(pricing["ok"])),
         ("freshness p99, embedded", f"p50 {freshness[0].p50:.3f} s, p99 {freshness[0].p99:.3f} s",
          f"p99 < {FRESHNESS_P99_S:g} s", freshness[0].p99 < FRESHNESS_P99_S),
+        ("billing run, 10,000 subs / 10M events", f"{billing['first_s']:.2f} s",
+         f"< {BILLING_TARGET_S:g} s", billing["first_s"] < BILLING_TARGET_S and billing["failed"] == 0),
     ]
 
     print(f"\nLoad phases: median of {args.rounds} round(s) of {args.duration:g} s each "

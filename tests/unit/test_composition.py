@@ -19,6 +19,9 @@ EXPECTED_SDKS = {
     "ingest": {"pubsub_v1", "firestore", "firestore_v1"},  # the bus; API keys and catalog in Firestore
     "process": {"firestore", "firestore_v1", "bigquery"},  # dedup claims; the events table
     "admin": {"firestore", "firestore_v1"},  # the catalog and the API keys
+    "bill": {"firestore", "firestore_v1", "bigquery"},  # catalog and invoices; usage and finance tables
+    "stripe_webhook": {"firestore", "firestore_v1", "bigquery"},  # invoices, event ids; the payments table
+    "portal": {"firestore", "firestore_v1", "bigquery"},  # keys, catalog, invoices; usage
 }
 
 
