@@ -49,7 +49,7 @@ for _p in (str(REPO_ROOT), str(BENCH_DIR)):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-from infra.servers import HOST, _free_port, environ, start_function  # noqa: E402
+from infra.servers import HOST, _free_port, environ, start_function, wait_healthy  # noqa: E402
 
 P99_TARGET_S = 2.0  # the embedded backend's target (issue 11; Lago's published event-to-billable figure)
 DEFAULT_EVENTS = 1000
@@ -93,18 +93,6 @@ def seed(catalog, customer: str = CUSTOMER, subscription: str = SUBSCRIPTION) ->
                                "subscription_at": (datetime.now(UTC) - timedelta(days=40)).isoformat()})
 
 
-def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"meterline serve exited early ({proc.returncode})")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(f"{url}/healthz", timeout=2):
-                return
-        time.sleep(0.1)
-    raise RuntimeError("meterline serve did not become healthy")
-
-
 @contextlib.contextmanager
 def embedded_stack(data_dir: Path) -> Iterator[Stack]:
     """`meterline serve` in a subprocess; the key and catalog written to its SQLite first."""
@@ -126,7 +114,7 @@ def embedded_stack(data_dir: Path) -> Iterator[Stack]:
             env={**os.environ, "METERLINE_BACKEND": "embedded", "NO_PROXY": "127.0.0.1,localhost"},
         )
         try:
-            _wait_healthy(url, proc)
+            wait_healthy(url, proc)
             yield Stack("embedded", url, url, key, catalog)
         finally:
             if proc.poll() is None:

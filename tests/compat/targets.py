@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from infra.servers import HOST, LocalServer, _free_port, start_function
+from infra.servers import HOST, LocalServer, _free_port, start_function, wait_healthy
 from tests.support import env
 
 
@@ -61,19 +61,6 @@ class Target:
 # ---------------------------------------------------------------------------
 # meterline serve
 # ---------------------------------------------------------------------------
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"meterline serve exited early ({proc.returncode})")
-        try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=2):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError("meterline serve did not become healthy")
 
 
 @contextlib.contextmanager
@@ -110,7 +97,7 @@ def serve_target(data_dir: Path) -> Iterator[Target]:
         return DuckDbWarehouse(data_dir / "warehouse.duckdb")
 
     try:
-        _wait_healthy(url, proc)
+        wait_healthy(url, proc)
         yield Target("serve", url, api_key, SqliteCatalogStore(db), warehouse, stop)
     finally:
         stop()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import orjson
 
-from infra.servers import _free_port
+from infra.servers import _free_port, wait_healthy
 from tests.support import REPO_ROOT
 
 EXAMPLE = REPO_ROOT / "shared/meterline/local/example_catalog.yaml"
@@ -41,19 +41,6 @@ def _post(url: str, key: str, body: dict) -> int:
         return response.status
 
 
-def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"serve exited early: {proc.stderr.read()}")
-        try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=2):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError("serve did not become healthy")
-
-
 def test_cli_commands_work_while_serve_runs_on_the_same_data_dir(tmp_path):
     data = tmp_path / "data"
     key = cli(data, "api-keys", "create", "--name", "gateway").stdout.strip()  # before the server: plain SQLite
@@ -65,7 +52,7 @@ def test_cli_commands_work_while_serve_runs_on_the_same_data_dir(tmp_path):
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "METERLINE_BACKEND": "embedded"},
     )
     try:
-        _wait_healthy(url, serve)
+        wait_healthy(url, serve)
         accepted: list[str] = []
         failures: list[BaseException] = []
 
@@ -149,7 +136,7 @@ def test_a_key_revoked_while_serve_runs_is_refused_within_the_cache_time(tmp_pat
         env={**os.environ, "METERLINE_BACKEND": "embedded", **cache_env},
     )
     try:
-        _wait_healthy(url, serve)
+        wait_healthy(url, serve)
         event = {"event": {"transaction_id": "r1", "external_subscription_id": "sub_acme", "code": "tokens_consumed",
                            "timestamp": 1767225600, "properties": {"value": 1}}}
         assert _status(f"{url}/api/v1/events", key, event) == 200  # verified, and now cached by the server
