@@ -73,8 +73,8 @@ class QueueWorker(threading.Thread):
         while not self._halt.is_set():
             try:
                 stats = drain_once(self._queue, self._service)
-            except Exception:
-                logs.event(_log, "worker loop failed; retrying", 40, exc_info=True)
+            except Exception as exc:  # noqa: BLE001 - the worker outlives any one failure
+                logs.failure(_log, "worker loop failed; retrying", exc)
                 stats = DrainStats()
             if stats.messages == 0:
                 self._halt.wait(self._idle)

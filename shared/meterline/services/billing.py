@@ -200,8 +200,8 @@ class BillingService:
                            subscription=group.external_id, invoice_id=group.id)
             except Exception as exc:  # noqa: BLE001 - one subscription never blocks the others
                 result.failed[group.external_id] = type(exc).__name__
-                logs.event(_log, "billing failed for one subscription; the next run retries it", logging.ERROR,
-                           subscription=group.external_id, invoice_id=group.id, error=type(exc).__name__, exc_info=True)
+                logs.failure(_log, "billing failed for one subscription; the next run retries it", exc,
+                             subscription=group.external_id, invoice_id=group.id)
             if progress is not None:
                 progress(done, len(ordered))
         self._flush(as_of)
