@@ -152,6 +152,9 @@ class BillingService:
         customers: dict[str, Customer] = {}
         groups: dict[str, _Group] = {}
         previous: dict[str, list[_Group]] = defaultdict(list)  # finalized earlier periods, for late usage
+        # The invoices this run has read or written, by subscription then id: each is read once
+        # (walking the periods), and the steps below see this run's own writes through it.
+        known: dict[str, dict[str, Invoice | None]] = defaultdict(dict)
         for record in records:
             try:
                 customer = customers.get(record.external_customer_id) or self._need(
@@ -162,7 +165,7 @@ class BillingService:
                 continue
             customers[customer.external_id], plans[plan.code] = customer, plan
             currency = customer.currency or plan.amount_currency
-            for period, state in self._periods_to_bill(record, plan, customer, as_of):
+            for period, state in self._periods_to_bill(record, plan, customer, as_of, known[record.external_id]):
                 if state == "open":
                     key = invoice_id(record.external_id, period.start_date, period.end_date)
                     groups.setdefault(key, _Group(record.external_id, period, customer, currency)).records.append(record)
@@ -189,11 +192,12 @@ class BillingService:
                 continue
             try:
                 fees = [f for rec in group.records for f in fees_of[(id(rec), group.period.start_date)]]
-                late = self._late_lines(group, previous.get(group.external_id, []), fees_of)
-                invoice = self._advance(group, fees, late, as_of, result)
-                if invoice is not None:
-                    result.invoices.append(invoice)
+                mine = known[group.external_id]
+                late = self._late_lines(group, previous.get(group.external_id, []), fees_of, mine)
+                invoice = mine[group.id] = self._advance(group, fees, late, as_of, result, mine.get(group.id))
+                result.invoices.append(invoice)
             except StaleWrite:
+                known[group.external_id][group.id] = self._invoices.get(group.id)  # what the other writer left
                 # Another run (or the webhook) wrote this invoice since it was read: that writer
                 # carries it on, and the next run resumes from what is stored. Not a failure.
                 logs.event(_log, "invoice changed by another writer; left to it", logging.INFO,
@@ -211,11 +215,12 @@ class BillingService:
 
     # -- which periods ---------------------------------------------------------------------------
 
-    def _periods_to_bill(self, record: Subscription, plan: Plan, customer: Customer, as_of: datetime):
+    def _periods_to_bill(self, record: Subscription, plan: Plan, customer: Customer, as_of: datetime,
+                         known: dict[str, Invoice | None]):
         """(period, "open" | "finalized") of this record, newest first: the periods that have
         ended by `as_of` and still need work (walking back at most CATCH_UP_PERIODS, for a
         scheduler that did not run for a while), and the finalized ones in that window, whose
-        late usage the open invoice carries."""
+        late usage the open invoice carries. Every invoice read goes into `known`."""
         if record.status not in ("active", "terminated") or record.started_at is None or record.started_at > as_of:
             return []
         schedule = BillingSchedule.of(record, plan, customer)
@@ -232,7 +237,8 @@ class BillingService:
             if period.end_utc <= record.started_at:
                 break
             if not (ended and period.start_utc >= record.terminated_at):
-                existing = self._invoices.get(invoice_id(record.external_id, period.start_date, period.end_date))
+                key = invoice_id(record.external_id, period.start_date, period.end_date)
+                existing = known[key] = self._invoices.get(key)
                 out.append((period, "open" if self._needs_work(existing) else "finalized"))
             period = period_containing(schedule, period.start_utc - timedelta(microseconds=1))
         return out
@@ -246,17 +252,22 @@ class BillingService:
 
     # -- rating ----------------------------------------------------------------------------------
 
-    def _late_lines(self, group: _Group, earlier: Sequence[_Group], fees_of) -> tuple[InvoiceLine, ...]:
-        """Late usage of this subscription's finalized periods before `group`'s, for its draft."""
+    def _late_lines(self, group: _Group, earlier: Sequence[_Group], fees_of,
+                    known: dict[str, Invoice | None]) -> tuple[InvoiceLine, ...]:
+        """Late usage of this subscription's finalized periods before `group`'s, for its draft.
+        `known` holds every invoice of the subscription in the run's window, as this run left
+        them (so a period finalized earlier in this run counts its late lines as billed)."""
         out: list[InvoiceLine] = []
         for old in earlier:
             if old.period.start_date >= group.period.start_date:
                 continue
-            finalized = self._invoices.get(old.id)
+            finalized = known.get(old.id)
             if finalized is None or finalized.status == "draft":
                 continue
             billed_later = [
-                line for inv in self._invoices_between(group.external_id, old.period, group.period)
+                line for inv in known.values()
+                if inv is not None and inv.status != "draft"
+                and old.period.end_date < inv.period_start and inv.period_end < group.period.start_date
                 for line in inv.lines if line.late_for is not None
             ]
             fees = [f for rec in old.records for f in fees_of[(id(rec), old.period.start_date)]]
@@ -264,17 +275,14 @@ class BillingService:
             out.extend(lines)
         return tuple(out)
 
-    def _invoices_between(self, external_id: str, old: Period, new: Period) -> list[Invoice]:
-        """The finalized invoices of `external_id` for periods after `old` and before `new`."""
-        found, _ = self._invoices.list(subscription_external_id=external_id)
-        return [i for i in found if old.end_date < i.period_start and i.period_end < new.start_date and i.status != "draft"]
-
     # -- one invoice, one step -----------------------------------------------------------------
 
-    def _advance(self, group: _Group, fees, late: Sequence[InvoiceLine], as_of: datetime, result: BillingResult) -> Invoice | None:
+    def _advance(self, group: _Group, fees, late: Sequence[InvoiceLine], as_of: datetime, result: BillingResult,
+                 invoice: Invoice | None) -> Invoice:
+        """One step further for the invoice as read this run (None: absent); a stale read
+        costs nothing, since every write is create-if-absent or checks the version."""
         terms = billing_terms(group.customer, self._default_grace)
         lines = lines_from_fees(fees) + tuple(late)
-        invoice = self._invoices.get(group.id)
         if invoice is None:
             invoice = self._draft(group, lines, terms, as_of)
             if self._invoices.create(invoice):
