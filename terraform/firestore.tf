@@ -7,7 +7,8 @@ locals {
 
   # TTL policies: Firestore deletes a document once its `expire_at` has passed (within about a
   # day; TTL deletes are billed as deletes). Retention is set by the adapters:
-  #   dedup claims 400 days (firestore_dedup.RETENTION: far beyond Pub/Sub's 7 days of redelivery)
+  #   dedup claims var.settings.dedup_retention_days (35: beyond Pub/Sub's 31 days at most of
+  #   redelivery plus the dead letters' 7; firestore_dedup.RETENTION says what a later resend does)
   #   processed webhook events 30 days (firestore_invoices.PROCESSED_RETENTION: Stripe retries 3 days)
   ttl_fields = {
     meterline_dedup            = "expire_at"
@@ -15,12 +16,12 @@ locals {
   }
 
   # Fields no query filters or sorts on: exempt from Firestore's automatic single-field indexes.
-  # A dedup claim is written once per event and read only by its id; indexing its 7 fields
-  # would store 14 index entries (~2.3 kB) beside a ~0.4 kB document for 400 days, and an
-  # indexed timestamp that grows with time (claimed_at, expire_at) caps a collection at about
-  # 500 writes/s. The JSON blobs (`doc`, `records`) are never queried either.
+  # A dedup claim is written once per event and read only by its id; indexing its 4 fields
+  # would store 8 index entries (~1.1 kB) beside a ~0.2 kB document, and an indexed timestamp
+  # that grows with time (claimed_at, expire_at) caps a collection at about 500 writes/s. The
+  # JSON blobs (`doc`, `records`) are never queried either.
   unindexed_fields = {
-    meterline_dedup            = ["external_subscription_id", "transaction_id", "payload_hash", "state", "claimed_at", "done_at"]
+    meterline_dedup            = ["payload_hash", "claimed_at", "touched_at"]
     meterline_processed_events = ["event_id", "seen_at"]
     meterline_invoices         = ["doc"]
     meterline_billable_metrics = ["doc"]

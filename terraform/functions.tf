@@ -62,6 +62,7 @@ locals {
     METERLINE_MAX_DELIVERY_ATTEMPTS            = tostring(var.delivery.max_delivery_attempts)
     METERLINE_MAX_MESSAGE_AGE_SECONDS          = tostring(var.settings.max_message_age_seconds)
     METERLINE_CLAIM_TAKEOVER_SECONDS           = tostring(var.settings.claim_takeover_seconds)
+    METERLINE_DEDUP_RETENTION_DAYS             = tostring(var.settings.dedup_retention_days)
     METERLINE_INVOICE_GRACE_SECONDS            = tostring(var.settings.invoice_grace_seconds)
     METERLINE_BILLING_TIME_BUDGET_SECONDS      = tostring(var.settings.billing_time_budget_seconds)
     METERLINE_STRIPE_WEBHOOK_TOLERANCE_SECONDS = tostring(var.settings.stripe_webhook_tolerance_seconds)

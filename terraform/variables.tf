@@ -64,6 +64,7 @@ variable "settings" {
     api_key_cache_seconds            = optional(number, 60)
     max_message_age_seconds          = optional(number, 172800)
     claim_takeover_seconds           = optional(number, 900)
+    dedup_retention_days             = optional(number, 35)
     invoice_grace_seconds            = optional(number, 3600)
     billing_time_budget_seconds      = optional(number, 480)
     stripe_webhook_tolerance_seconds = optional(number, 300)

@@ -67,6 +67,12 @@ class Settings(BaseSettings):
         description="a pending dedup claim untouched this long, whose event is not in the warehouse, may be "
         "taken over by a resend with another payload; must exceed the longest a process attempt runs",
     )
+    dedup_retention_days: float = Field(
+        35,
+        gt=0,
+        description="GCP: how long a dedup claim is kept (Firestore TTL); a resend of an event later than this "
+        "is stored again. Each extra 30 days costs about $0.05 per million events a month (docs/cost.md)",
+    )
 
     # Billing
     invoice_grace_seconds: float = Field(

@@ -39,37 +39,48 @@ class EventBus(Protocol):
 
 
 class Claim(enum.Enum):
-    """What the dedup store says about an event's key."""
+    """What the dedup store says about an event's key (the process service turns SETTLED and
+    STALE into one of the others, after asking the warehouse)."""
 
-    NEW = "new"  # first sighting: claimed as pending, to be inserted
-    RETRY = "retry"  # pending with the same payload: an earlier attempt may have crashed; insert again
-    DUPLICATE = "duplicate"  # done with the same payload: already counted, drop
+    NEW = "new"  # first sighting: claimed for this payload, to be inserted
+    # claimed for this payload less than `stale_after_s` ago: an earlier attempt may still be
+    # running, or may have crashed before its insert; insert again (a copy `events_deduped` removes)
+    RETRY = "retry"
+    # claimed for this payload longer ago: stored, unless every attempt failed; the warehouse says
+    SETTLED = "settled"
+    DUPLICATE = "duplicate"  # already stored with this payload: drop
     CONFLICT = "conflict"  # the key is taken by another payload: the first one wins; reject this one
-    # pending with ANOTHER payload that no attempt has touched for `stale_after_s`: the first
+    # claimed for ANOTHER payload that no attempt has touched for `stale_after_s`: the first
     # payload's message may have been dead-lettered before its insert. The process service
     # decides whether this event may take the key over (services/process.py, "Stale claims").
     STALE = "stale"
 
 
 class DedupStore(Protocol):
-    """Remembers every (subscription, transaction) key and its payload hash."""
+    """Remembers every (subscription, transaction) key and its payload hash, for a retention
+    period; it records claims only, never whether an event was stored (the warehouse knows)."""
 
     def claim(
         self, events: Sequence[Event], *, stale_after_s: float = float("inf"), take_over: bool = False
     ) -> list[Claim]:
-        """In ONE transaction, claim each event's key (events have distinct keys).
+        """Atomically, claim each event's key (events have distinct keys).
 
-        Absent keys are written as pending with the event's payload hash. A pending key with
-        the same hash is RETRY, and its claim time is refreshed (an attempt is alive). A
-        pending key with another hash, claimed more than `stale_after_s` ago, is STALE; with
-        `take_over=True` it is instead rewritten as pending with this event's hash and
-        reported NEW. A done key is never taken over.
+        An absent key is written with the event's payload hash: NEW. A key with the same hash
+        is RETRY if it was claimed less than `stale_after_s` ago (its touch time is refreshed:
+        an attempt is alive), else SETTLED. A key with another hash is CONFLICT if an attempt
+        touched it less than `stale_after_s` ago, else STALE. With `take_over=True` (the
+        warehouse has no row of these keys) a SETTLED key is claimed anew (RETRY) and a STALE
+        one is rewritten with this event's hash (NEW); neither is reported.
         """
         ...
 
-    def mark_done(self, events: Sequence[Event]) -> None:
-        """Record that these events' rows are in the warehouse (idempotent)."""
-        ...
+
+class ArrivalProbe(NamedTuple):
+    window_id: str
+    external_subscription_id: str
+    start_us: int
+    end_us: int
+    since_us: int
 
 
 @dataclass(frozen=True)
@@ -119,6 +130,16 @@ class Warehouse(Protocol):
 
     def get_event(self, external_subscription_id: str, transaction_id: str) -> Event | None:
         """One event from `events_deduped`."""
+        ...
+
+    def stored_keys(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of these (subscription, transaction) keys have a row in `events`, in one query."""
+        ...
+
+    def windows_with_arrivals(self, probes: Sequence[ArrivalProbe]) -> set[str]:
+        """The `window_id`s of the probes whose subscription has a row in `events` timed in the
+        window (widened by the usage query's dedup slack) and processed at or after `since_us`;
+        one query, reading three narrow columns (the billing run's late-usage check)."""
         ...
 
     def list_events(self, external_subscription_id: str, limit: int, offset: int) -> tuple[list[Event], int]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gc
 import threading
+from datetime import timedelta
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -196,7 +197,7 @@ class GcpAdapters(Adapters):
     def dedup(self) -> DedupStore:
         from meterline.adapters.gcp.firestore_dedup import FirestoreDedupStore
 
-        return FirestoreDedupStore(self.firestore)
+        return FirestoreDedupStore(self.firestore, retention=timedelta(days=self.settings.dedup_retention_days))
 
     @once
     def warehouse(self) -> Warehouse:

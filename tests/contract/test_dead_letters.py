@@ -199,17 +199,26 @@ def test_a_corrected_resend_takes_over_a_stale_claim_whose_event_was_never_store
 def test_a_stale_claim_whose_event_is_stored_stays_with_the_first_payload(backend):
     first, corrected = _event("t1", "sub-s", 1), _event("t1", "sub-s", 2)
     assert backend.dedup.claim([first]) == [Claim.NEW]
-    backend.warehouse.insert_events([first], now_us())  # inserted; the attempt died before mark_done
+    backend.warehouse.insert_events([first], now_us())  # inserted; the attempt died before its ack
     service = ProcessService(backend.dedup, backend.warehouse, claim_takeover_seconds=0.0)
 
     result = service.handle_events([corrected])
     assert (result.inserted, result.rejected) == (0, 1)  # a true conflict: the first one is counted
     assert backend.warehouse.get_event("sub-s", "t1") == first
 
-    result = service.handle_events([first])  # its redelivery or replay completes it
-    assert (result.inserted, result.duplicates) == (1, 0)
-    assert service.handle_events([first]).duplicates == 1
-    assert backend.warehouse.get_event("sub-s", "t1") == first
+    # Its redelivery or replay, past the window: the warehouse has it, so nothing is written.
+    for _ in range(2):
+        result = service.handle_events([first])
+        assert (result.inserted, result.duplicates) == (0, 1)
+    assert backend.warehouse._query("SELECT COUNT(*) AS n FROM events")[0]["n"] == 1
+
+
+def test_a_settled_claim_whose_event_was_never_stored_is_inserted_once(backend):
+    event = _event("t1", "sub-s", 1)
+    assert backend.dedup.claim([event]) == [Claim.NEW]  # claimed; the insert failed, then a long pause
+    service = ProcessService(backend.dedup, backend.warehouse, claim_takeover_seconds=0.0)
+    assert (service.handle_events([event]).inserted, service.handle_events([event]).duplicates) == (1, 1)
+    assert backend.warehouse._query("SELECT COUNT(*) AS n FROM events")[0]["n"] == 1
 
 
 def test_every_attempt_refreshes_its_claim(backend):
@@ -224,9 +233,48 @@ def test_every_attempt_refreshes_its_claim(backend):
     assert dedup.claim([corrected], stale_after_s=0.4, take_over=True) == [Claim.NEW]
     assert dedup.claim([corrected]) == [Claim.RETRY]
     assert dedup.claim([first]) == [Claim.CONFLICT]
-    dedup.mark_done([corrected])
-    time.sleep(0.1)
-    assert dedup.claim([first], stale_after_s=0.0, take_over=True) == [Claim.CONFLICT]  # done is never taken
+    # The same payload, claimed longer ago than the window: the warehouse must say.
+    time.sleep(0.5)
+    assert dedup.claim([corrected], stale_after_s=0.4) == [Claim.SETTLED]
+    assert dedup.claim([corrected], stale_after_s=0.4, take_over=True) == [Claim.RETRY]  # claimed anew
+    assert dedup.claim([corrected], stale_after_s=0.4) == [Claim.RETRY]
+
+
+def test_a_message_with_one_known_key_claims_the_others(backend):
+    known, fresh = _event("t1", "sub-s", 1), [_event(f"n{i}", "sub-s", i) for i in range(5)]
+    assert backend.dedup.claim([known]) == [Claim.NEW]
+    # The all-new fast path (GCP: create-only) is refused as a whole; the keys are then decided one by one.
+    assert backend.dedup.claim([*fresh[:2], known, *fresh[2:]]) == [Claim.NEW] * 2 + [Claim.RETRY] + [Claim.NEW] * 3
+    assert backend.dedup.claim(fresh) == [Claim.RETRY] * 5
+
+
+def test_new_keys_are_claimed_with_one_write_and_no_read(backend):
+    """The one Firestore cost paid per event (docs/cost.md): a new key is created, never read first."""
+    from meterline.adapters.gcp.firestore_dedup import FirestoreDedupStore
+
+    store = backend.dedup
+    if not isinstance(store, FirestoreDedupStore):
+        pytest.skip("an embedded claim costs nothing; the cut is Firestore's")
+    reads: list[int] = []
+
+    class Counting:
+        def __init__(self, inner):
+            self._inner = inner
+
+        def get_all(self, refs, **kwargs):
+            refs = list(refs)
+            reads.append(len(refs))
+            return self._inner.get_all(refs, **kwargs)
+
+        def __getattr__(self, name):
+            return getattr(self._inner, name)
+
+    store._client = Counting(store._client)
+    batch = [_event(f"c{i}", "sub-c", i) for i in range(100)]
+    assert store.claim(batch) == [Claim.NEW] * 100
+    assert reads == []
+    assert store.claim(batch[:3]) == [Claim.RETRY] * 3  # a redelivery: refused whole, then read
+    assert reads == [3]
 
 
 # -- GCP: the dead-letter subscription ---------------------------------------------------------

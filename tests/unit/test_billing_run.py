@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 import orjson
 import pytest
 
-from meterline.core.clock import now_us
+from meterline.core.clock import now_us, to_us
 from meterline.core.events import parse_batch_body
 from meterline.core.messages import encode_message
 from meterline.services import catalog_apply
@@ -132,6 +132,41 @@ def test_late_usage_goes_on_the_next_invoice_priced_in_its_own_period(billing):
     assert {i.period_start: i for i in billing.all()}[DEC.date()] == december
     january = {i.period_start: i for i in billing.all()}[JAN.date()]
     assert not [line for line in january.lines if line.kind == "late_usage"]
+
+
+def _periods_rated(billing: Billing, as_of: datetime, **kwargs) -> list:
+    """The periods whose usage a run reads (through a recording usage service)."""
+    seen = []
+
+    class Recording(UsageService):
+        def rate(self, items):
+            seen.extend(period.start_date for _, period in items)
+            return super().rate(items)
+
+    adapters = billing.runtime.adapters
+    BillingService(adapters.catalog, Recording(adapters.catalog, adapters.warehouse), billing.invoices,
+                   adapters.warehouse, **kwargs).run(as_of)
+    return sorted(set(seen))
+
+
+def test_a_finalized_period_is_read_again_only_when_events_arrived_for_it(billing):
+    assert _periods_rated(billing, DEC + 2 * HOUR) == [NOV.date()]  # drafted and finalized
+    (november,) = billing.all()
+    assert november.usage_read_at is not None
+    # Nothing new: its events are not read again. (No margin here: the fixture's events were
+    # processed seconds before the read, well inside the real one.)
+    assert _periods_rated(billing, DEC + 3 * HOUR, arrival_margin_us=0) == []
+
+    # A late event whose insert was still running when November's usage was read: stamped
+    # processed a minute before that read, visible only after it.
+    late = parse_batch_body(orjson.dumps({"events": [
+        tokens("late-1", int((NOV + timedelta(days=20)).timestamp()), 1_000_000, "output")]}), now_us())
+    billing.runtime.adapters.warehouse.insert_events(late, to_us(november.usage_read_at) - 60_000_000)
+    assert _periods_rated(billing, DEC + 4 * HOUR, arrival_margin_us=0) == []  # what the margin is for
+    assert _periods_rated(billing, DEC + 4 * HOUR) == [NOV.date()]
+    assert _periods_rated(billing, JAN + 2 * HOUR) == [NOV.date(), DEC.date()]
+    december = {i.period_start: i for i in billing.all()}[DEC.date()]
+    assert [line.amount_cents for line in december.lines if line.kind == "late_usage"] == [1250]
 
 
 def test_a_scheduled_downgrade_takes_effect_at_the_period_boundary(billing):

@@ -126,6 +126,9 @@ class Invoice:
     updated_at: datetime | None = None
     finalized_at: datetime | None = None
     paid_at: datetime | None = None
+    # When (wall clock) the usage behind its lines was read: a later run looks for late usage
+    # of a finalized period only among events processed after it (services/billing.py).
+    usage_read_at: datetime | None = None
     # The payment provider's side (Stripe): filled in step by step, so a crash resumes.
     provider_customer_id: str | None = None
     provider_invoice_id: str | None = None

@@ -37,14 +37,15 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from meterline import logs
 from meterline.core.catalog import Customer, Plan, Subscription
+from meterline.core.clock import now_us, to_us
 from meterline.core.invoices import Invoice, InvoiceLine, invoice_id, late_lines, lines_from_fees
 from meterline.core.pricing.periods import BillingSchedule, Period, period_containing
 from meterline.core.subscriptions import apply_due_downgrades
-from meterline.ports import CatalogStore, InvoiceStore, PaymentProvider, StaleWrite, Warehouse
+from meterline.ports import ArrivalProbe, CatalogStore, InvoiceStore, PaymentProvider, StaleWrite, Warehouse
 from meterline.services.usage import RatedPeriods, UsageService
 
 _log = logs.get("billing")
@@ -52,6 +53,11 @@ _log = logs.get("billing")
 # How many periods back a run looks for periods that were never invoiced (a scheduler that
 # did not run for a while), and for finalized periods that received late usage.
 CATCH_UP_PERIODS = 3
+# NOTE: an event is stamped `processed_at` just before its insert, and becomes visible when the
+# insert returns: a row stamped before a run read the usage may appear after it. An insert
+# lasts at most one process attempt (Cloud Run's event timeout: 9 min; the embedded lease:
+# 60 s), so rows processed this long before the read are looked at again.
+ARRIVAL_MARGIN_US = 30 * 60 * 1_000_000
 RECORD_CHUNK = 500  # finance-table rows are written this many invoices at a time
 
 
@@ -131,6 +137,7 @@ class BillingService:
         default_grace: timedelta = timedelta(hours=1),
         time_budget_s: float = float("inf"),
         clock: Callable[[], float] = time.monotonic,
+        arrival_margin_us: int = ARRIVAL_MARGIN_US,
     ):
         self._catalog = catalog
         self._usage = usage
@@ -140,6 +147,7 @@ class BillingService:
         self._default_grace = default_grace
         self._budget = time_budget_s
         self._clock = clock
+        self._arrival_margin_us = arrival_margin_us
         self._unrecorded: list[Invoice] = []
 
     # -- the run -------------------------------------------------------------------------------
@@ -172,8 +180,10 @@ class BillingService:
                 else:  # a finalized period: re-rated for its late usage
                     previous[record.external_id].append(_Group(record.external_id, period, customer, currency, [record]))
 
+        previous = self._with_arrivals(previous, known)
         items = [(r, g.period) for g in groups.values() for r in g.records]
         items += [(r, g.period) for gs in previous.values() for g in gs for r in g.records]
+        read_at = datetime.fromtimestamp(now_us() / 1_000_000, timezone.utc)  # before the read: see _with_arrivals
         rated = self._usage.rate(items) if items else RatedPeriods()
         # The fees of each (record, period), by the record's identity (two records of one
         # external_id may share a plan and a period after a re-subscription).
@@ -194,7 +204,7 @@ class BillingService:
                 fees = [f for rec in group.records for f in fees_of[(id(rec), group.period.start_date)]]
                 mine = known[group.external_id]
                 late = self._late_lines(group, previous.get(group.external_id, []), fees_of, mine)
-                invoice = mine[group.id] = self._advance(group, fees, late, as_of, result, mine.get(group.id))
+                invoice = mine[group.id] = self._advance(group, fees, late, as_of, read_at, result, mine.get(group.id))
                 result.invoices.append(invoice)
             except StaleWrite:
                 known[group.external_id][group.id] = self._invoices.get(group.id)  # what the other writer left
@@ -252,6 +262,26 @@ class BillingService:
 
     # -- rating ----------------------------------------------------------------------------------
 
+    def _with_arrivals(self, previous: dict[str, list[_Group]], known) -> dict[str, list[_Group]]:
+        """The finalized periods worth re-rating for late usage: those with events processed
+        since their invoice's usage was read (less ARRIVAL_MARGIN), in one narrow query. The
+        others' usage is what they were invoiced for: rating them again would find no late
+        line, and would read every event of CATCH_UP_PERIODS periods on every run."""
+        if self._warehouse is None:
+            return previous
+        probes = {}
+        for external_id, gs in previous.items():
+            for g in gs:
+                invoice = known[external_id].get(g.id)
+                if invoice is not None and invoice.usage_read_at is not None:
+                    probes[g.id] = ArrivalProbe(g.id, external_id, to_us(g.period.start_utc), to_us(g.period.end_utc),
+                                                to_us(invoice.usage_read_at) - self._arrival_margin_us)
+        if not probes:
+            return previous
+        arrived = self._warehouse.windows_with_arrivals(list(probes.values()))
+        kept = {external_id: [g for g in gs if g.id not in probes or g.id in arrived] for external_id, gs in previous.items()}
+        return {external_id: gs for external_id, gs in kept.items() if gs}
+
     def _late_lines(self, group: _Group, earlier: Sequence[_Group], fees_of,
                     known: dict[str, Invoice | None]) -> tuple[InvoiceLine, ...]:
         """Late usage of this subscription's finalized periods before `group`'s, for its draft.
@@ -277,14 +307,14 @@ class BillingService:
 
     # -- one invoice, one step -----------------------------------------------------------------
 
-    def _advance(self, group: _Group, fees, late: Sequence[InvoiceLine], as_of: datetime, result: BillingResult,
-                 invoice: Invoice | None) -> Invoice:
+    def _advance(self, group: _Group, fees, late: Sequence[InvoiceLine], as_of: datetime, read_at: datetime,
+                 result: BillingResult, invoice: Invoice | None) -> Invoice:
         """One step further for the invoice as read this run (None: absent); a stale read
         costs nothing, since every write is create-if-absent or checks the version."""
         terms = billing_terms(group.customer, self._default_grace)
         lines = lines_from_fees(fees) + tuple(late)
         if invoice is None:
-            invoice = self._draft(group, lines, terms, as_of)
+            invoice = self._draft(group, lines, terms, as_of, read_at)
             if self._invoices.create(invoice):
                 result.drafted += 1
                 invoice = self._invoices.get(group.id)
@@ -294,19 +324,20 @@ class BillingService:
             assert invoice is not None
         if invoice.status == "draft":
             if invoice.lines != lines:
-                invoice = self._invoices.update(replace(invoice, lines=lines, updated_at=as_of))
+                invoice = self._invoices.update(replace(invoice, lines=lines, updated_at=as_of, usage_read_at=read_at))
                 result.refreshed += 1
                 self._record(invoice, as_of)
             if as_of < invoice.grace_until:
                 return invoice
-            invoice = self._invoices.finalize(invoice, as_of)
+            # Its lines are this run's usage, whether or not they changed.
+            invoice = self._invoices.finalize(replace(invoice, usage_read_at=read_at), as_of)
             result.finalized += 1
             self._record(invoice, as_of)
         if invoice.status == "finalized" and self._payments is not None and invoice.flag is None:
             invoice = self._collect(invoice, group.customer, as_of, result)
         return invoice
 
-    def _draft(self, group: _Group, lines, terms: BillingTerms, as_of: datetime) -> Invoice:
+    def _draft(self, group: _Group, lines, terms: BillingTerms, as_of: datetime, read_at: datetime) -> Invoice:
         period = group.period
         # A final invoice (every record of the period really terminated in it) closes at the
         # termination; any other at the period's end.
@@ -327,6 +358,7 @@ class BillingService:
             lines=lines,
             created_at=as_of,
             updated_at=as_of,
+            usage_read_at=read_at,
             collection_method=terms.collection_method,  # type: ignore[arg-type]
             days_until_due=terms.days_until_due,
         )

@@ -1,43 +1,49 @@
 """The process service: count each event exactly once.
 
-For one message (one ingest request, up to 100 events) it runs four steps. What a crash at
+For one message (one ingest request, up to 100 events) it runs three steps. What a crash at
 each step costs, given that an unacknowledged message is always delivered again:
 
-  1. claim     One dedup-store transaction claims every key as pending with its payload hash.
-               Crash before it commits: nothing was written; redelivery starts over. No cost.
-  2. insert    The claimed events are streamed into the warehouse with insertId = the key.
-               Crash before the insert: the claims stay pending; redelivery sees RETRY and
-               inserts them. No cost.
-  3. reject    Events that reuse a key with another payload go to `rejected_events`.
-               Crash here: the good rows are in, their claims pending; redelivery inserts them
-               again. Cost: duplicate rows, which `events_deduped` removes.
-  4. mark done The claims are marked done.
-               Crash before it: same as 3. Crash after it but before the ack: redelivery sees
-               DUPLICATE for every key and writes nothing. No cost.
+  1. claim   One dedup-store transaction claims every new key with its payload hash.
+             Crash before it commits: nothing was written; redelivery starts over. No cost.
+  2. insert  The claimed events are streamed into the warehouse with insertId = the key.
+             Crash before the insert: the claims are fresh; redelivery sees RETRY and inserts
+             them. No cost.
+  3. reject  Events that reuse a key with another payload go to `rejected_events`.
+             Crash here, or after it before the ack: redelivery sees RETRY and inserts the
+             rows again. Cost: duplicate rows, which insertId or `events_deduped` removes.
 
 So the worst a crash costs is a duplicate row that the view removes, never a lost event.
 
-Stale claims. A message can be dead-lettered after its claims were written: its keys then
-stay `pending` with the first payload's hash. A resend of the SAME payload sees RETRY and is
-inserted (so does a replay of the dead letter). A CORRECTED resend (same key, another
-payload) would be a CONFLICT forever, although the first payload may never have been
-counted. But `pending` means one of two things, and only the warehouse can tell which:
+Why no "done" mark. A claim used to be marked done after the insert, so that a redelivery
+wrote nothing; that was a second dedup-store write per event, the largest cost of the whole
+system on GCP (docs/cost.md). Without it, a redelivery or resend of the same payload within
+`claim_takeover_seconds` of the claim inserts again (RETRY): a copy, removed by the view. Past
+that window no attempt of the first claim can still be running (a Cloud Run function's event
+timeout is at most 9 min; the embedded worker's lease 60 s), so the store says SETTLED and the
+warehouse decides: a row exists -> DUPLICATE, nothing written; none -> the key is claimed
+anew and inserted. Every copy of a key in `events` was therefore inserted within the window
+plus one attempt of its claim, which bounds how far apart the copies' server-filled
+timestamps can be (`adapters.sql.usage.DEDUP_SLACK_US`).
+
+Stale claims. A message can be dead-lettered after its claims were written: its keys stay
+claimed with the first payload's hash. A resend of the SAME payload is RETRY or SETTLED, as
+above (so is a replay of the dead letter). A CORRECTED resend (same key, another payload) is
+a CONFLICT while an attempt may be alive, but the first payload may never have been counted,
+and only the warehouse can tell:
   (a) the first payload was never inserted: the corrected resend must win;
-  (b) it was inserted and the attempt died before `mark_done` (or before the ack): the first
-      payload is counted, and the resend is a true conflict.
+  (b) it was inserted: the first payload is counted, and the resend is a true conflict.
 The rule: a claim with another payload is STALE when no attempt has touched it for
-`claim_takeover_seconds` (15 min; every attempt refreshes its claims, even a RETRY), longer
-than any attempt can run between its claim and its insert (a Cloud Run function's event
-timeout is at most 9 min; the embedded worker's lease 60 s). For a STALE claim, process
-looks the key up in the warehouse: if the key has a row, it is (b) and the resend is
-rejected as a conflict; if not, it is (a), and the resend takes the key over, in a second
-claim transaction that checks again that nobody touched the claim meanwhile. So the first
-payload's message, replayed later, is the one rejected, and the warehouse never holds two
-payloads for one key (the invariant `events_deduped` relies on). The rule needs no signal
+`claim_takeover_seconds` (every attempt refreshes its claims, even a RETRY). For a STALE
+claim, process looks the key up in the warehouse: if the key has a row, it is (b) and the
+resend is rejected as a conflict; if not, it is (a), and the resend takes the key over, in a
+second claim transaction that checks again that nobody touched the claim meanwhile. So the
+first payload's message, replayed later, is the one rejected, and the warehouse never holds
+two payloads for one key (the invariant `events_deduped` relies on). The rule needs no signal
 from the bus, which matters on GCP: Pub/Sub's dead-letter policy tells nobody when it moves
 a message. The embedded queue does know, and makes a dead-lettered message's claims stale at
 once (`adapters.embedded.sqlite._release_claims`), so there a corrected resend wins without
-waiting. The warehouse lookup costs one read per stale key, paid only after a failure.
+waiting. The warehouse lookup is one query per message, paid only for keys claimed longer
+ago than the window: resends and replays, not the normal flow.
 """
 
 from __future__ import annotations
@@ -121,37 +127,41 @@ class ProcessService:
                 rejections.append(Rejection(event, REASON_CONFLICT))
 
         now = now_us()
-        # Step 2: insert. A crash before it leaves pending claims; redelivery inserts (RETRY).
+        # Step 2: insert. A crash before it leaves fresh claims; redelivery inserts (RETRY).
         if to_insert:
             self._warehouse.insert_events(to_insert, now)
-        # Step 3: reject. A crash here costs a duplicate row on redelivery, removed by the view.
+        # Step 3: reject. A crash here or later costs a copy on redelivery, removed by the view.
         if rejections:
             self._warehouse.insert_rejected(rejections, now)
-        # Step 4: mark done. After this, redelivery finds DUPLICATE and writes nothing.
-        if to_insert:
-            self._dedup.mark_done(to_insert)
 
         # Logged by the caller, which knows the message id and when it was published.
         return ProcessResult(len(to_insert), duplicates, len(rejections), rejections)
 
     def _claim(self, events: Sequence[Event]) -> list[Claim]:
-        """Claim the keys; a STALE claim is taken over if its key has no row in the warehouse,
-        and is a CONFLICT otherwise (the module docstring, "Stale claims", says why)."""
+        """Claim the keys; the warehouse settles what the claims alone cannot (the module
+        docstring says why): a SETTLED key with a row is a DUPLICATE, a STALE one a CONFLICT;
+        without a row either is claimed again for this event."""
         claims = self._dedup.claim(events, stale_after_s=self._takeover_after)
-        stale = [e for e, c in zip(events, claims, strict=True) if c is Claim.STALE]
-        if not stale:
+        unsure = [e for e, c in zip(events, claims, strict=True) if c in (Claim.SETTLED, Claim.STALE)]
+        if not unsure:
             return claims
-        # The first payload never reached the warehouse: this one may take the key over. A
-        # crash after the lookup costs nothing: the claims are unchanged until the next step.
-        free = [e for e in stale if self._warehouse.get_event(*e.key) is None]
+        # A crash after the lookup costs nothing: the claims are unchanged until the next step.
+        stored = self._warehouse.stored_keys([e.key for e in unsure])
+        free = [e for e in unsure if e.key not in stored]
         # Re-checked in one transaction: an attempt that touched a claim since makes it a CONFLICT.
-        again = self._dedup.claim(free, stale_after_s=self._takeover_after, take_over=True)
+        again = self._dedup.claim(free, stale_after_s=self._takeover_after, take_over=True) if free else []
         retaken = {e.key: c for e, c in zip(free, again, strict=True)}
-        logs.event(
-            _log, "stale claims: taken over where the first payload was never stored", logging.WARNING,
-            stale=len(stale), taken_over=sum(c is Claim.NEW for c in again),
-        )
-        return [retaken.get(e.key, Claim.CONFLICT) if c is Claim.STALE else c for e, c in zip(events, claims, strict=True)]
+        stale = sum(c is Claim.STALE for c in claims)
+        if stale:
+            logs.event(
+                _log, "stale claims: taken over where the first payload was never stored", logging.WARNING,
+                stale=stale, taken_over=sum(c is Claim.NEW for c in again),
+            )
+        settled = {Claim.SETTLED: Claim.DUPLICATE, Claim.STALE: Claim.CONFLICT}
+        return [
+            (settled[c] if e.key in stored else retaken[e.key]) if c in settled else c
+            for e, c in zip(events, claims, strict=True)
+        ]
 
 
 def log_processed(logger: logging.Logger, result: ProcessResult, message_id: Any, published_us: int | None,

@@ -46,8 +46,9 @@ CREATE TABLE IF NOT EXISTS dedup (
   external_subscription_id TEXT NOT NULL,
   transaction_id TEXT NOT NULL,
   payload_hash TEXT NOT NULL,
-  state TEXT NOT NULL,
+  state TEXT NOT NULL,  -- unused since claims are no longer marked done; kept for old data dirs
   claimed_at REAL NOT NULL,
+  touched_at REAL,
   PRIMARY KEY (external_subscription_id, transaction_id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -60,7 +61,7 @@ CREATE TABLE IF NOT EXISTS api_keys (
 
 # Columns added after a table was first released: (table, column, declaration). Each is added
 # to an existing data dir on open, if missing.
-_ADDED_COLUMNS = (("api_keys", "revoked_at_us", "INTEGER"),)
+_ADDED_COLUMNS = (("api_keys", "revoked_at_us", "INTEGER"), ("dedup", "touched_at", "REAL"))
 
 
 class SqliteDatabase:
@@ -230,21 +231,21 @@ class SqliteQueue:
 
 
 def _release_claims(conn: sqlite3.Connection, data: bytes) -> None:
-    """Make the pending claims of a message being dead-lettered stale at once (claim time 0).
+    """Make the claims of a message being dead-lettered stale at once (claim times 0).
 
     Unlike Pub/Sub's policy, this queue knows when it gives up on a message, and that no
     attempt of it is running then (its one worker has just failed it). So a corrected resend
     need not wait `claim_takeover_seconds`: process still checks the warehouse before taking a
     key over (services/process.py, "Stale claims"), since a failed attempt may have inserted.
-    A resend or replay of the same payload refreshes the claims again (RETRY).
+    A resend or replay of the same payload is SETTLED: the warehouse says whether it is stored.
     """
     try:
         events = decode_message(data)
     except UndecodableMessage:
         return  # it never got as far as a claim
     conn.executemany(
-        "UPDATE dedup SET claimed_at = 0 WHERE external_subscription_id = ? AND transaction_id = ? "
-        "AND payload_hash = ? AND state = 'pending'",
+        "UPDATE dedup SET claimed_at = 0, touched_at = 0 WHERE external_subscription_id = ? AND transaction_id = ? "
+        "AND payload_hash = ?",
         [(*e.key, e.payload_hash()) for e in events],
     )
 
@@ -285,6 +286,9 @@ class SqliteDeadLetters:
 
 
 class SqliteDedupStore:
+    """The dedup claims (GCP: `adapters.gcp.firestore_dedup`, the same rules). Claims are kept
+    for good: here they cost only disk, and a resend of any age is recognised."""
+
     def __init__(self, db: SqliteDatabase):
         self._db = db
 
@@ -297,44 +301,43 @@ class SqliteDedupStore:
             for event in events:
                 digest = event.payload_hash()
                 row = conn.execute(
-                    "SELECT payload_hash, state, claimed_at FROM dedup "
+                    "SELECT payload_hash, claimed_at, COALESCE(touched_at, claimed_at) FROM dedup "
                     "WHERE external_subscription_id = ? AND transaction_id = ?",
                     event.key,
                 ).fetchone()
                 if row is None:
                     conn.execute(
-                        "INSERT INTO dedup VALUES (?, ?, ?, 'pending', ?)",
-                        (*event.key, digest, now),
+                        "INSERT INTO dedup (external_subscription_id, transaction_id, payload_hash, state, claimed_at, "
+                        "touched_at) VALUES (?, ?, ?, 'claimed', ?, ?)",
+                        (*event.key, digest, now, now),
                     )
                     claims.append(Claim.NEW)
-                elif row[1] == "done":
-                    claims.append(Claim.DUPLICATE if row[0] == digest else Claim.CONFLICT)
                 elif row[0] == digest:
-                    # An attempt is alive: refresh the claim, so no other payload can take it over.
-                    conn.execute(
-                        "UPDATE dedup SET claimed_at = ? WHERE external_subscription_id = ? AND transaction_id = ?",
-                        (now, *event.key),
-                    )
-                    claims.append(Claim.RETRY)
+                    if now - row[1] < stale_after_s:
+                        # An attempt may be alive: refresh the claim, so no other payload takes it over.
+                        self._set(conn, event, touched_at=now)
+                        claims.append(Claim.RETRY)
+                    elif take_over:
+                        self._set(conn, event, claimed_at=now, touched_at=now)
+                        claims.append(Claim.RETRY)
+                    else:
+                        claims.append(Claim.SETTLED)
                 elif now - row[2] < stale_after_s:
                     claims.append(Claim.CONFLICT)
                 elif take_over:
-                    conn.execute(
-                        "UPDATE dedup SET payload_hash = ?, claimed_at = ? "
-                        "WHERE external_subscription_id = ? AND transaction_id = ?",
-                        (digest, now, *event.key),
-                    )
+                    self._set(conn, event, payload_hash=digest, claimed_at=now, touched_at=now)
                     claims.append(Claim.NEW)
                 else:
                     claims.append(Claim.STALE)
         return claims
 
-    def mark_done(self, events: Sequence[Event]) -> None:
-        with self._db.write() as conn:
-            conn.executemany(
-                "UPDATE dedup SET state = 'done' WHERE external_subscription_id = ? AND transaction_id = ?",
-                [e.key for e in events],
-            )
+    @staticmethod
+    def _set(conn: sqlite3.Connection, event: Event, **columns) -> None:
+        assigned = ", ".join(f"{name} = ?" for name in columns)  # names are this module's own
+        conn.execute(
+            f"UPDATE dedup SET {assigned} WHERE external_subscription_id = ? AND transaction_id = ?",
+            (*columns.values(), *event.key),
+        )
 
 
 class SqliteApiKeyStore:

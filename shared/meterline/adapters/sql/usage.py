@@ -11,7 +11,7 @@ partitioned `events` table on `timestamp` (constant bounds, from parameters: Big
 only on constant expressions) and on the billed subscriptions (clustering), and deduplicates
 what it scanned with the view's own rule. That is exact because every copy of a key carries
 the same payload, so the same code (the branches split by code) and, when the client gave it,
-the same timestamp (see `_DEDUP_SLACK_US` for the other case).
+the same timestamp (see `DEDUP_SLACK_US` for the other case).
 """
 
 from __future__ import annotations
@@ -28,12 +28,13 @@ if TYPE_CHECKING:
 
 # NOTE: a timestamp the server filled in (the client sent none) is the time of receipt, and it
 # is not part of the payload hash: a client's retry of such an event is a copy with a LATER
-# timestamp. Both copies reach `events` only while the first one's claim is still pending (a
-# retry racing the first attempt, or a crash before mark_done: minutes, until redelivery).
-# The scan reaches this far beyond the windows, so that dedup sees both copies and keeps the
-# earlier-processed one, as `events_deduped` does; the windows' own bounds are applied after
-# dedup. Without it, a retry across midnight at a period's end could be billed in both periods.
-_DEDUP_SLACK_US = 86_400 * 1_000_000  # one day: two more daily partitions per run
+# timestamp. Both copies reach `events` only within the dedup claim's takeover window of the
+# first claim (15 min, plus one attempt; later, the warehouse settles a resend:
+# services/process.py). The scan reaches this far beyond the windows, so that dedup sees both
+# copies and keeps the earlier-processed one, as `events_deduped` does; the windows' own bounds
+# are applied after dedup. Without it, a retry across midnight at a period's end could be
+# billed in both periods.
+DEDUP_SLACK_US = 86_400 * 1_000_000  # one day: two more daily partitions per run
 
 # The view's rule (events_deduped.sql), applied to what one branch scanned. Only the columns
 # the statement reads: BigQuery bills by the column.
@@ -206,6 +207,6 @@ def params(query: UsageQuery, windows: Sequence[UsageWindow]) -> dict[str, Any]:
         "charges": [{"plan_code": c.plan_code, "charge_ref": c.charge.ref, "metric_code": c.metric.code} for c in query.charges],
         **({"subs": sorted({w.external_subscription_id for w in windows})} if narrow(windows) else {}),
         # Scalars, not subqueries over @windows: BigQuery prunes partitions only on constants.
-        "scan_from_us": min(b["start_us"] for b in bound) - _DEDUP_SLACK_US,
-        "scan_to_us": max(b["end_us"] for b in bound) + _DEDUP_SLACK_US,
+        "scan_from_us": min(b["start_us"] for b in bound) - DEDUP_SLACK_US,
+        "scan_to_us": max(b["end_us"] for b in bound) + DEDUP_SLACK_US,
     }
