@@ -1,4 +1,4 @@
-"""Benchmark: the process service (dedup claim + warehouse insert + mark done), events/s.
+"""Benchmark: the process service (dedup claim + warehouse insert), events/s.
 
     python bench/bench_process.py [--threads N] [--messages N]
 
@@ -6,8 +6,8 @@ It calls `ProcessService.handle_message` directly on pre-encoded messages of 100
 (`meterline.services.ingest.encode_message`, exactly what ingest publishes), from a few threads, as
 concurrent push deliveries would. Two backends: the emulators (Firestore + bqemulator), and
 the embedded adapters (SQLite + DuckDB) for comparison. Every event is new, so each message
-costs one Firestore transaction of 100 creates, one streaming insert of 100 rows and one
-batch of 100 updates. The count in `events_deduped` is checked afterwards.
+costs one create-only Firestore transaction of 100 creates and one streaming insert of 100
+rows. The count in `events_deduped` is checked afterwards.
 
 Standalone, it starts the emulators itself; `bench/run.py` calls `run_process_bench`.
 """
