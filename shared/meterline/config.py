@@ -64,8 +64,9 @@ class Settings(BaseSettings):
     claim_takeover_seconds: float = Field(
         900.0,
         gt=0,
-        description="a pending dedup claim untouched this long, whose event is not in the warehouse, may be "
-        "taken over by a resend with another payload; must exceed the longest a process attempt runs",
+        description="past this long, a dedup claim is settled by the warehouse: a redelivery of its payload is "
+        "dropped if stored (inserted again before, a copy the view removes), and a resend with another payload "
+        "takes the key over if the first was never stored; must exceed the longest a process attempt runs",
     )
     dedup_retention_days: float = Field(
         35,
