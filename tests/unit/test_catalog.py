@@ -220,6 +220,12 @@ def test_prorated_graduated_is_refused():
     assert errors_of(Charge, body) == {"base": ["invalid_prorated_charge_model"]}
 
 
+def test_a_pay_in_advance_charge_is_refused_not_left_unbilled():
+    body = {"billable_metric_code": "m", "charge_model": "standard", "properties": {"amount": "1"}}
+    assert errors_of(Charge, {**body, "pay_in_advance": True}) == {"pay_in_advance": ["value_is_not_supported"]}
+    assert Charge.model_validate({**body, "pay_in_advance": False}).pay_in_advance is False
+
+
 def test_duplicate_charges_and_filters_are_refused():
     charge = {"billable_metric_code": "m", "charge_model": "standard", "properties": {"amount": "1"}}
     assert errors_of(Plan, {**LAGO_PLAN, "charges": [charge, charge]}) == {"charges": ["duplicated_charge"]}

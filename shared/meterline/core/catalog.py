@@ -655,11 +655,21 @@ class Charge(_LagoModel):
     properties: ChargeProperties
     filters: tuple[ChargeFilter, ...] = ()
     min_amount_cents: Annotated[Integer, Field(ge=0)] = 0
+    # NOTE: Lago bills a pay-in-advance charge per event, as it arrives; the billing run bills
+    # charges at the end of their period only. Accepting `true` would leave such a charge
+    # unbilled without a word, so it is refused (`value_is_not_supported`).
     pay_in_advance: bool = False
     invoiceable: bool = True
     prorated: bool = False
     invoice_display_name: str | None = None
     tax_codes: tuple[str, ...] = ()
+
+    @field_validator("pay_in_advance")
+    @classmethod
+    def _billed_in_arrears(cls, value: bool) -> bool:
+        if value:
+            raise PydanticCustomError("value_is_not_supported", "charges are billed at the end of their period")
+        return value
 
     @model_validator(mode="before")
     @classmethod

@@ -220,7 +220,7 @@ def _compile_slots(plan: Plan) -> tuple[tuple[Charge, str, tuple[_Slot, ...]], .
     compiled = []
     for charge in plan.charges:
         if charge.pay_in_advance:
-            continue  # billed per event (price_in_advance_event), not at the end of the period
+            continue  # refused by the catalog (core.catalog.Charge): never billed at the end of a period
         name = charge.invoice_display_name or charge.billable_metric_code or charge.ref
         own = _Slot(
             (charge.ref, None), None, name, CHARGE_MODELS[charge.charge_model], charge.properties, bool(charge.filters)
