@@ -7,7 +7,7 @@ The Stripe side of the run has its own tests against localstripe (tests/contract
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 
 import orjson
 import pytest
@@ -180,6 +180,58 @@ def test_a_scheduled_downgrade_takes_effect_at_the_period_boundary(billing):
     december = invoices[DEC.date()]
     assert {line.plan_code for line in december.lines} == {"solo"}
     assert december.amount_cents == 900  # the new plan's base fee, no usage charges
+
+
+def _in_advance(billing: Billing, code: str, amount_cents: int):
+    plan = billing.plan.model_copy(update={"code": code, "name": code, "amount_cents": amount_cents,
+                                           "pay_in_advance": True, "charges": ()})
+    billing.runtime.adapters.catalog.put_plan(plan)
+    return plan
+
+
+def test_a_plan_paid_in_advance_bills_its_first_period_as_it_starts(billing):
+    _in_advance(billing, "ahead", 3000)
+    billing.admin.upsert_customer({"external_id": "initech", "currency": "USD", "timezone": "UTC"})
+    billing.admin.create_subscription({"external_id": "sub_initech", "external_customer_id": "initech",
+                                       "plan_code": "ahead", "subscription_at": "2026-11-16T00:00:00Z"})
+    for _ in range(2):  # a rerun makes nothing twice
+        billing.run(NOV + timedelta(days=15, hours=6))
+    (starting,) = [i for i in billing.all() if i.subscription_external_id == "sub_initech"]
+    assert (starting.kind, starting.status, starting.issuing_date) == ("starting", "finalized", date(2026, 11, 16))
+    assert (starting.period_start, starting.amount_cents, starting.sequential_id) == (NOV.date(), 1500, 1)  # 15 of 30 days
+    for _ in range(2):
+        billing.run(DEC + 2 * HOUR)
+    mine = sorted((i for i in billing.all() if i.subscription_external_id == "sub_initech"), key=lambda i: i.sequential_id)
+    assert [(i.kind, i.period_start, i.amount_cents) for i in mine] == [
+        ("starting", NOV.date(), 1500),
+        ("periodic", NOV.date(), 3000),  # December's fee, in advance, on November's invoice
+    ]
+    assert mine[0] == starting
+
+
+def test_a_downgrade_to_a_plan_paid_in_advance_bills_its_first_period(billing):
+    _in_advance(billing, "lite", 900)
+    with_clock = billing.admin.__class__(billing.runtime.adapters.catalog, clock=lambda: NOV + timedelta(days=10))
+    with_clock.create_subscription({"external_id": "sub_acme", "external_customer_id": "acme", "plan_code": "lite"})
+    billing.run(DEC + 2 * HOUR)
+    by_kind = {(i.kind, i.period_start): i for i in billing.all()}
+    assert amounts(by_kind[("periodic", NOV.date())]) == EXPECTED  # November on the old plan, nothing in advance
+    starting = by_kind[("starting", DEC.date())]
+    assert {line.plan_code for line in starting.lines} == {"lite"} and starting.amount_cents == 900
+
+
+def test_an_upgrade_from_a_plan_paid_in_advance_is_not_billed_twice_for_its_period(billing):
+    _in_advance(billing, "ahead", 3000)
+    _in_advance(billing, "ahead_plus", 6000)
+    billing.admin.upsert_customer({"external_id": "initech", "currency": "USD", "timezone": "UTC"})
+    billing.admin.create_subscription({"external_id": "sub_initech", "external_customer_id": "initech",
+                                       "plan_code": "ahead", "subscription_at": "2026-11-01T00:00:00Z"})
+    upgrade = billing.admin.__class__(billing.runtime.adapters.catalog, clock=lambda: NOV + timedelta(days=10))
+    upgrade.create_subscription({"external_id": "sub_initech", "external_customer_id": "initech", "plan_code": "ahead_plus"})
+    billing.run(DEC + 2 * HOUR)
+    mine = [i for i in billing.all() if i.subscription_external_id == "sub_initech"]
+    # November was paid in full as it started; the upgrade's rest of November is not billed again.
+    assert sorted((i.kind, i.amount_cents) for i in mine) == [("periodic", 6000), ("starting", 3000)]
 
 
 def test_a_terminated_subscription_gets_its_final_invoice(billing):

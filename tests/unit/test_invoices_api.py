@@ -294,7 +294,14 @@ def test_a_plan_paid_in_advance_says_which_period_its_base_fee_pays_for(api):
     billing.admin.create_subscription({"external_id": "sub_initech", "external_customer_id": "initech",
                                        "plan_code": "team_ahead", "subscription_at": "2026-11-01T00:00:00Z"})
     billing.run(DEC + 2 * HOUR)
-    (invoice,) = _get(client, auth, "/api/v1/invoices?external_customer_id=initech")["invoices"]
+    starting, invoice = sorted(_get(client, auth, "/api/v1/invoices?external_customer_id=initech")["invoices"],
+                               key=lambda i: i["sequential_id"])
+    # The first period's own base fee, on the invoice made as the subscription started.
+    (first,) = _parsed(starting).billing_periods.__root__
+    assert first.invoicing_reason == "subscription_starting" and starting["issuing_date"] == "2026-11-01"
+    assert (first.subscription_from_datetime, first.subscription_to_datetime) == (
+        "2026-11-01T00:00:00Z", "2026-11-30T23:59:59Z")
+    assert [f["item"]["type"] for f in starting["fees"]] == ["subscription"]
     (period,) = _parsed(invoice).billing_periods.__root__
     # November's invoice: the base fee for December (in advance), the charges for November.
     december = ("2026-12-01T00:00:00Z", "2026-12-31T23:59:59Z")

@@ -73,10 +73,12 @@ def payment_status(status: InvoiceStatus) -> Literal["pending", "succeeded", "fa
     return "pending"
 
 
-def invoice_id(subscription_external_id: str, period_start: date, period_end: date) -> str:
+def invoice_id(subscription_external_id: str, period_start: date, period_end: date, kind: str = "periodic") -> str:
     """The invoice's stable id (Lago's lago_id): the same on every run, every backend, so a
-    rerun finds the invoice it made instead of making another."""
-    return str(uuid.uuid5(_INVOICE_NS, f"{subscription_external_id}\x00{period_start}\x00{period_end}"))
+    rerun finds the invoice it made instead of making another. A period has one invoice of
+    each kind (`Invoice.kind`)."""
+    key = f"{subscription_external_id}\x00{period_start}\x00{period_end}"
+    return str(uuid.uuid5(_INVOICE_NS, key if kind == "periodic" else f"{key}\x00{kind}"))
 
 
 def invoice_number(customer_external_id: str, sequence: int) -> str:
@@ -118,6 +120,10 @@ class Invoice:
     to_utc: datetime  # exclusive
     issuing_date: date
     grace_until: datetime  # stays a draft until then
+    # "periodic": the period's invoice, made once it has ended (its usage; a plan paid in
+    # advance adds the next period's base fee). "starting": made when a record on a plan paid
+    # in advance starts, with that first period's base fee, which no periodic invoice carries.
+    kind: Literal["periodic", "starting"] = "periodic"
     status: InvoiceStatus = "draft"
     lines: tuple[InvoiceLine, ...] = ()
     number: str | None = None  # given at finalization, sequential per customer

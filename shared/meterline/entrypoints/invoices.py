@@ -161,9 +161,11 @@ def billing_period(invoice: Invoice, record: Subscription) -> dict[str, Any]:
         "subscription_to_datetime": _period_end(base_to, record),
         "charges_from_datetime": _lago_time(start),
         "charges_to_datetime": _period_end(end, record),
-        # Meterline invoices a period once it has ended (the last one at the termination): Lago's
-        # periodic invoice, or its terminating one for a record that ended in the period.
-        "invoicing_reason": "subscription_terminating" if ends_here else "subscription_periodic",
+        # A starting invoice (a plan paid in advance: its first period's base fee) is Lago's
+        # subscription_starting; every other is made once its period has ended (the last one
+        # at the termination): Lago's periodic invoice, or its terminating one.
+        "invoicing_reason": "subscription_starting" if invoice.kind == "starting"
+        else "subscription_terminating" if ends_here else "subscription_periodic",
     }
 
 

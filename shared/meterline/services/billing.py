@@ -14,7 +14,9 @@ invoice one step further:
                  finalize and compare the totals to the cent, collect); `provider_step` records
                  each step, so a crash between two resumes at the next run
 Late usage (events of an already finalized period) is billed on the draft of a later period
-as "late usage" lines (`core.invoices.late_lines`).
+as "late usage" lines (`core.invoices.late_lines`). A record on a plan paid in advance also
+gets a "starting" invoice for its first period's base fee (`_starting_period`), which goes
+through the same steps at once (no grace: it waits for no usage).
 
 What a crash at each step costs (every step is idempotent; nothing is lost):
 
@@ -44,6 +46,7 @@ from meterline.core.catalog import Customer, Plan, Subscription
 from meterline.core.clock import now_us, to_us
 from meterline.core.invoices import Invoice, InvoiceLine, invoice_id, late_lines, lines_from_fees
 from meterline.core.pricing.periods import BillingSchedule, Period, period_containing
+from meterline.core.pricing.rating import rate_subscription_start
 from meterline.core.subscriptions import apply_due_downgrades
 from meterline.ports import ArrivalProbe, CatalogStore, InvoiceStore, PaymentProvider, StaleWrite, Warehouse
 from meterline.services.usage import RatedPeriods, UsageService
@@ -120,10 +123,11 @@ class _Group:
     customer: Customer
     currency: str
     records: list[Subscription] = field(default_factory=list)
+    kind: str = "periodic"  # or "starting": see `Invoice.kind`
 
     @property
     def id(self) -> str:
-        return invoice_id(self.external_id, self.period.start_date, self.period.end_date)
+        return invoice_id(self.external_id, self.period.start_date, self.period.end_date, self.kind)
 
 
 class BillingService:
@@ -179,6 +183,10 @@ class BillingService:
                     groups.setdefault(key, _Group(record.external_id, period, customer, currency)).records.append(record)
                 else:  # a finalized period: re-rated for its late usage
                     previous[record.external_id].append(_Group(record.external_id, period, customer, currency, [record]))
+            first = self._starting_period(record, plan, customer, as_of, plans, known[record.external_id])
+            if first is not None:
+                group = _Group(record.external_id, first, customer, currency, [record], kind="starting")
+                groups[group.id] = group
 
         previous = self._with_arrivals(previous, known)
         items = [(r, g.period) for g in groups.values() for r in g.records]
@@ -193,7 +201,7 @@ class BillingService:
         for failure in rated.failed:
             result.failed[failure.subscription.external_id] = failure.error
 
-        ordered = sorted(groups.values(), key=lambda g: (g.external_id, g.period.start_date))
+        ordered = sorted(groups.values(), key=lambda g: (g.external_id, g.period.start_date, g.kind != "starting"))
         for done, group in enumerate(ordered, 1):
             if self._clock() - started > self._budget:
                 result.complete = False  # the next scheduled run continues where this one stopped
@@ -201,9 +209,17 @@ class BillingService:
             if group.external_id in result.failed:
                 continue
             try:
-                fees = [f for rec in group.records for f in fees_of[(id(rec), group.period.start_date)]]
                 mine = known[group.external_id]
-                late = self._late_lines(group, previous.get(group.external_id, []), fees_of, mine)
+                if group.kind == "starting":
+                    # Billed as it stood when it started, whenever the run comes: a termination or
+                    # an upgrade later in the period does not shrink what was due in advance (Lago
+                    # would credit the unused days; Meterline issues no credit notes).
+                    (record,) = group.records
+                    as_started = record.model_copy(update={"status": "active", "terminated_at": None})
+                    fees, late = list(rate_subscription_start(as_started, plans[record.plan_code], group.customer).fees), ()
+                else:
+                    fees = [f for rec in group.records for f in fees_of[(id(rec), group.period.start_date)]]
+                    late = self._late_lines(group, previous.get(group.external_id, []), fees_of, mine)
                 invoice = mine[group.id] = self._advance(group, fees, late, as_of, read_at, result, mine.get(group.id))
                 result.invoices.append(invoice)
             except StaleWrite:
@@ -252,6 +268,36 @@ class BillingService:
                 out.append((period, "open" if self._needs_work(existing) else "finalized"))
             period = period_containing(schedule, period.start_utc - timedelta(microseconds=1))
         return out
+
+    def _starting_period(self, record: Subscription, plan: Plan, customer: Customer, as_of: datetime,
+                         plans: dict[str, Plan], known: dict[str, Invoice | None]) -> Period | None:
+        """The period whose base fee this record's starting invoice bills, if that invoice
+        still needs work: a record on a plan paid in advance, started by `as_of` within the
+        last CATCH_UP_PERIODS periods. Its later periods' fees come on the periodic invoices
+        before them (core.pricing.rating); the first has no invoice before it."""
+        if not plan.pay_in_advance or record.status not in ("active", "terminated") or record.started_at is None:
+            return None
+        start = record.start
+        if start > as_of or (record.terminated_at is not None and record.terminated_at <= start):
+            return None
+        schedule = BillingSchedule.of(record, plan, customer)
+        first = period_containing(schedule, start)
+        earliest = period_containing(schedule, as_of)
+        for _ in range(CATCH_UP_PERIODS):
+            earliest = period_containing(schedule, earliest.start_utc - timedelta(microseconds=1))
+        if first.start_utc < earliest.start_utc:
+            return None
+        if record.previous_plan_code is not None and start != first.start_utc:
+            # NOTE: an upgrade inside a period. If the old plan was paid in advance too, the whole
+            # period is paid already; Lago would charge the new plan's rest and credit the old
+            # one's, and Meterline issues no credit notes: the rest of that period is not billed
+            # again. From an in-arrears plan, the old record billed only its own days.
+            previous = plans.get(record.previous_plan_code) or self._catalog.get_plan(record.previous_plan_code)
+            if previous is None or previous.pay_in_advance:
+                return None
+        key = invoice_id(record.external_id, first.start_date, first.end_date, "starting")
+        existing = known[key] = self._invoices.get(key)
+        return first if self._needs_work(existing) else None
 
     def _needs_work(self, invoice: Invoice | None) -> bool:
         if invoice is None or invoice.status == "draft":
@@ -344,6 +390,14 @@ class BillingService:
         final = [r.terminated_at for r in group.records
                  if r.terminated_at and r.next_plan_code is None and period.contains(r.terminated_at)]
         ends = max(final) if final and len(final) == len(group.records) else period.end_utc
+        if group.kind == "starting":
+            # Issued as the record starts, and final at once: no usage is waited for.
+            ends = group.records[0].start
+            issuing_date = ends.astimezone(group.customer.zone).date()
+            grace = timedelta(0)
+        else:
+            issuing_date = period.end_date + timedelta(days=1) if ends == period.end_utc else ends.date()
+            grace = terms.grace
         return Invoice(
             id=group.id,
             customer_external_id=group.customer.external_id,
@@ -353,8 +407,9 @@ class BillingService:
             period_end=period.end_date,
             from_utc=period.start_utc,
             to_utc=period.end_utc,
-            issuing_date=period.end_date + timedelta(days=1) if ends == period.end_utc else ends.date(),
-            grace_until=ends + terms.grace,
+            issuing_date=issuing_date,
+            grace_until=ends + grace,
+            kind=group.kind,  # type: ignore[arg-type]
             lines=lines,
             created_at=as_of,
             updated_at=as_of,
