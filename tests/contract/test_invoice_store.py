@@ -172,6 +172,15 @@ def test_two_threads_creating_one_invoice_exactly_one_wins(store):
     assert store.get(invoice().id).flag == f"writer {outcomes.index(True)}"
 
 
+def test_concurrent_updates_of_one_version_one_wins(store):
+    store.create(invoice())
+    v1 = store.get(invoice().id)
+    outcomes = race(3, lambda i: store.update(dataclasses.replace(v1, flag=f"writer {i}")))
+    (won,) = [o for o in outcomes if isinstance(o, Invoice)]
+    assert sum(isinstance(o, StaleWrite) for o in outcomes) == 2
+    assert won.version == 2 and store.get(v1.id) == won
+
+
 # -- finalize and numbers -----------------------------------------------------------------------
 
 

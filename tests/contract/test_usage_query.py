@@ -224,8 +224,8 @@ def _bounds(where: exp.Expression) -> set[str]:
 
 def test_the_period_filter_reaches_events_before_dedup():
     # Deduplicating first (events_deduped) and filtering after would scan every partition:
-    # BigQuery cannot push a filter below a window function. Each ROW_NUMBER must rank rows
-    # of `events` that its own WHERE already cut to the period.
+    # BigQuery cannot push a filter below a window function. Each ROW_NUMBER must rank the
+    # rows of one scan of `events` whose own WHERE already cut them to the period.
     tree = sqlglot.parse_one(usage.statement(UsageQuery(METRICS, [PLAN])), read="bigquery")
     assert "events_deduped" not in {t.name for t in tree.find_all(exp.Table)}
     (view_rank,) = sqlglot.parse_one(sql.view_query("events_deduped", str), read="bigquery").find_all(exp.Window)
@@ -234,12 +234,37 @@ def test_the_period_filter_reaches_events_before_dedup():
         assert isinstance(rank.this, exp.RowNumber)
         # The same rule as the view: the same copy of a key wins.
         assert rank.args["partition_by"] == view_rank.args["partition_by"] and rank.args["order"] == view_rank.args["order"]
-        scan = rank.find_ancestor(exp.Select)
-        assert scan.args["from_"].this == exp.table_("events")
+        ranked = rank.find_ancestor(exp.Select)
+        # What it ranks is the scan itself (which only extracts properties): no join and no
+        # filter between the scan's WHERE and the ranking.
+        assert not ranked.args.get("joins") and not ranked.args.get("where")
+        subquery = ranked.args["from_"].this
+        assert isinstance(subquery, exp.Subquery)
+        scan = subquery.this
+        assert scan.args["from_"].this == exp.table_("events") and not scan.args.get("joins")
         (codes,) = [c for c in scan.args["where"].find_all(exp.In) if c.this == exp.column("code")]
         branches[frozenset(v.name for v in codes.expressions)] = _bounds(scan.args["where"])
     recurring = frozenset(code for code, m in METRICS.items() if m.recurring)
     assert branches == {frozenset(METRICS) - recurring: {">=", "<"}, recurring: {"<"}}
+
+
+def test_each_property_is_parsed_once_per_scanned_row():
+    # JSON_VALUE parses the whole properties text on each call: the scans extract each property
+    # a branch reads once, and nothing else in the statement reads `properties`.
+    tree = sqlglot.parse_one(usage.statement(UsageQuery(METRICS, [PLAN])), read="bigquery")
+    extractions = [c.parent for c in tree.find_all(exp.Column) if c.name == "properties"]
+    assert extractions and all(isinstance(e, exp.JSONExtractScalar) for e in extractions)  # JSON_VALUE
+    paths = {}  # the properties each scan extracts, by the codes it scans
+    for e in extractions:
+        scan = e.find_ancestor(exp.Select)
+        assert scan.args["from_"].this == exp.table_("events")
+        (codes,) = [c for c in scan.args["where"].find_all(exp.In) if c.this == exp.column("code")]
+        paths.setdefault(frozenset(v.name for v in codes.expressions), []).append(e.expression.sql(dialect="bigquery"))
+    recurring = frozenset(code for code, m in METRICS.items() if m.recurring)
+    assert paths == {
+        frozenset(METRICS) - recurring: ["'$.amount'", "'$.gb'", "'$.model'", "'$.token_type'", "'$.user_id'", "'$.value'"],
+        recurring: ["'$.delta'", "'$.operation_type'", "'$.user_id'"],
+    }
 
 
 def _filters_below(node: dict) -> list[str]:

@@ -50,21 +50,26 @@ CREATE TABLE IF NOT EXISTS billing_processed_events (
 _COLUMNS = ("id", "customer_external_id", "subscription_external_id", "status", "issuing_date",
             "provider_invoice_id", "version", "doc")  # the keys of `rows.invoice_record`
 _INTO = f"INTO billing_invoices ({', '.join(_COLUMNS)}) VALUES ({', '.join(f':{c}' for c in _COLUMNS)})"
+# The version check and the write in one statement: `expected` is the version the writer read.
+_UPDATE = (f"UPDATE billing_invoices SET {', '.join(f'{c} = :{c}' for c in _COLUMNS if c != 'id')} "
+           "WHERE id = :id AND version = :expected")
+
+# NOTE: a write that is one statement runs alone, in SQLite's own transaction for it (the
+# connection autocommits): as atomic and as durable as one wrapped in BEGIN IMMEDIATE ...
+# COMMIT, and a billing run makes tens of thousands of them (each BEGIN and COMMIT is a
+# statement of its own). Only finalize, two statements, takes a transaction of its own.
 
 
 def _insert_if_absent(db: SqliteDatabase, statement: str, params: Any) -> bool:
     """Run an INSERT ... ON CONFLICT DO NOTHING; True if it inserted its row."""
-    with db.write() as conn:
-        return conn.execute(statement, params).rowcount == 1
+    return db.connect().execute(statement, params).rowcount == 1
 
 
 def _write(conn: sqlite3.Connection, invoice: Invoice) -> Invoice:
-    """Inside a write transaction: if the stored version is still `invoice.version`, store the
-    next one and return the invoice with it; raise StaleWrite otherwise."""
-    row = conn.execute("SELECT version FROM billing_invoices WHERE id = ?", (invoice.id,)).fetchone()
-    if row is None or row[0] != invoice.version:
+    """If the stored version is still `invoice.version`, store the next one and return the
+    invoice with it; raise StaleWrite otherwise (nothing written)."""
+    if conn.execute(_UPDATE, {**invoice_record(invoice, invoice.version + 1), "expected": invoice.version}).rowcount != 1:
         raise StaleWrite(invoice.id)
-    conn.execute(f"REPLACE {_INTO}", invoice_record(invoice, invoice.version + 1))
     return replace(invoice, version=invoice.version + 1)
 
 
@@ -81,8 +86,7 @@ class SqliteInvoiceStore:
         return invoice_from_document(row[0]) if row else None
 
     def update(self, invoice: Invoice) -> Invoice:
-        with self._db.write() as conn:
-            return _write(conn, invoice)
+        return _write(self._db.connect(), invoice)
 
     def finalize(self, invoice: Invoice, at: datetime) -> Invoice:
         # One IMMEDIATE transaction for the counter and the invoice: a refused move (ValueError

@@ -16,7 +16,7 @@ the same timestamp (see `DEDUP_SLACK_US` for the other case).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from meterline.adapters.sql import json_path, literal
@@ -24,6 +24,7 @@ from meterline.core.clock import to_us
 from meterline.core.numbers import STORED_NUMBER_SQL_PATTERN
 
 if TYPE_CHECKING:
+    from meterline.core.catalog import BillableMetric
     from meterline.services.usage_query import QueryCharge, UsageQuery, UsageWindow
 
 # NOTE: a timestamp the server filled in (the client sent none) is the time of receipt, and it
@@ -38,17 +39,28 @@ DEDUP_SLACK_US = 86_400 * 1_000_000  # one day: two more daily partitions per ru
 
 # The view's rule (events_deduped.sql), applied to what one branch scanned. Only the columns
 # the statement reads: BigQuery bills by the column.
+#
+# The scan extracts each property the branch's metrics read into a column of its own, before
+# the ranking: JSON_VALUE parses the whole properties text on every call, and reading a
+# property where it was needed cost a parse per CASE branch and per aggregate. The ranking
+# then carries those short columns instead of the text; the other branch's properties are
+# added as NULL after it, which need not carry them (the UNION's branches must have the same
+# columns). DuckDB, 10M events, with `_unique`: 12.5 -> 9.5 s of CPU on one thread.
+# Extracting before deduplicating is exact: the kept row's columns are the same either way.
 _DEDUPED_SCAN = """
-  SELECT external_subscription_id, transaction_id, code, timestamp, properties, {carry_over} AS carry_over
+  SELECT external_subscription_id, transaction_id, code, timestamp{columns}, {carry_over} AS carry_over
   FROM (
     SELECT
-      external_subscription_id, transaction_id, code, timestamp, properties,
+      *,
       ROW_NUMBER() OVER (
         PARTITION BY external_subscription_id, transaction_id
         ORDER BY processed_at, received_at
       ) AS row_rank
-    FROM events
-    WHERE {where}
+    FROM (
+      SELECT external_subscription_id, transaction_id, code, timestamp, processed_at, received_at{extracted}
+      FROM events
+      WHERE {where}
+    )
   )
   WHERE row_rank = 1"""
 
@@ -80,7 +92,8 @@ matched AS (
     {row_key} AS row_key,
     e.timestamp,
     {value} AS value_text,
-    JSON_VALUE(e.properties, '$.operation_type') AS operation_type
+    {unique_value} AS unique_value,
+    {operation} AS operation_type
   FROM windows AS w
   JOIN scanned AS e
     ON e.external_subscription_id = w.sub
@@ -104,7 +117,7 @@ SELECT
   COUNT(*) AS events_count,
   SUM(value_number) AS sum_value,
   MAX(value_number) AS max_value,
-  COUNT(DISTINCT value_text) AS unique_count,
+  {unique_count} AS unique_count,
   MAX_BY(value_number, timestamp) AS latest_value,
   MIN(value_text) AS row_value,
   MIN(operation_type) AS row_operation,
@@ -124,7 +137,34 @@ def _literals(values: Sequence[str]) -> str:
 NARROW_SUBSCRIPTIONS = 200
 
 
-def _deduped_scan(codes: Sequence[str], *, carry_over: bool, narrow: bool) -> str:
+def _seats(metric: BillableMetric) -> bool:
+    """A metric whose events rating reads one by one, add or remove (`operation_type`)."""
+    return metric.recurring and metric.aggregation_type == "unique_count"
+
+
+def _read_properties(charges: Iterable[QueryCharge]) -> set[str]:
+    """The event properties these charges read: their filters' keys, their metric's field, and
+    the operation of a seat."""
+    charges = tuple(charges)
+    keys = {key for c in charges for flt in c.charge.filters for key in flt.values}
+    keys.update(c.metric.field_name for c in charges if c.metric.field_name)
+    keys.update("operation_type" for c in charges if _seats(c.metric))
+    return keys
+
+
+def _columns(query: UsageQuery) -> dict[str, str]:
+    """Each property the statement reads -> the column the scans extract it into (a property's
+    name may hold a dash, so it is not the column's name)."""
+    return {key: f"property_{i}" for i, key in enumerate(sorted(_read_properties(query.charges)))}
+
+
+def _deduped_scan(query: UsageQuery, codes: Sequence[str], *, carry_over: bool, narrow: bool) -> str:
+    columns = _columns(query)
+    reads = _read_properties(c for c in query.charges if c.metric.code in codes)
+    extracted = "".join(
+        f",\n        JSON_VALUE(properties, {json_path(key)}) AS {column}" for key, column in columns.items() if key in reads
+    )
+    kept = "".join(f", {column}" if key in reads else f", CAST(NULL AS STRING) AS {column}" for key, column in columns.items())
     where = [
         "timestamp < TIMESTAMP_MICROS(@scan_to_us)",
         *(["external_subscription_id IN UNNEST(@subs)"] if narrow else []),
@@ -132,7 +172,8 @@ def _deduped_scan(codes: Sequence[str], *, carry_over: bool, narrow: bool) -> st
     ]
     if not carry_over:
         where.insert(0, "timestamp >= TIMESTAMP_MICROS(@scan_from_us)")
-    return _DEDUPED_SCAN.format(carry_over="TRUE" if carry_over else "FALSE", where="\n      AND ".join(where))
+    return _DEDUPED_SCAN.format(carry_over="TRUE" if carry_over else "FALSE", where="\n        AND ".join(where),
+                                columns=kept, extracted=extracted)
 
 
 def _scans(query: UsageQuery, narrow: bool) -> str:
@@ -145,7 +186,7 @@ def _scans(query: UsageQuery, narrow: bool) -> str:
         carry_over: [code for code, m in metrics.items() if m.recurring == carry_over] for carry_over in (False, True)
     }
     return "\n  UNION ALL".join(
-        _deduped_scan(codes, carry_over=carry_over, narrow=narrow) for carry_over, codes in by_branch.items() if codes
+        _deduped_scan(query, codes, carry_over=carry_over, narrow=narrow) for carry_over, codes in by_branch.items() if codes
     )
 
 
@@ -155,13 +196,14 @@ def _owner(c: QueryCharge) -> str:
 
 
 def _bucket(query: UsageQuery) -> str:
+    columns = _columns(query)
     cases = []
     for c in query.charges:
         # NOTE: Lago bills an event under the matching filter with the most keys; events
         # that match no filter fall into the charge's own bucket.
         for flt in sorted(c.charge.filters, key=lambda f: (-len(f.values), f.key)):
             matches = " AND ".join(
-                f"JSON_VALUE(e.properties, {json_path(key)}) IN ({_literals(values)})"
+                f"e.{columns[key]} IN ({_literals(values)})"
                 for key, values in sorted(flt.values.items())
             )
             cases.append(f"WHEN {_owner(c)} AND {matches} THEN {literal(flt.key)}")
@@ -174,11 +216,27 @@ def _row_key(query: UsageQuery) -> str:
 
 
 def _value(query: UsageQuery) -> str:
+    columns = _columns(query)
     fields = {c.metric.code: c.metric.field_name for c in query.charges if c.metric.field_name}
-    cases = " ".join(
-        f"WHEN {literal(code)} THEN JSON_VALUE(e.properties, {json_path(field)})" for code, field in sorted(fields.items())
-    )
+    cases = " ".join(f"WHEN {literal(code)} THEN e.{columns[field]}" for code, field in sorted(fields.items()))
     return f"CASE e.code {cases} END" if cases else "CAST(NULL AS STRING)"
+
+
+def _operation(query: UsageQuery) -> str:
+    # Rating reads the operation of a seat only (add or remove).
+    if not any(_seats(c.metric) for c in query.charges):
+        return "CAST(NULL AS STRING)"
+    return f"e.{_columns(query)['operation_type']}"
+
+
+def _unique(query: UsageQuery) -> tuple[str, str]:
+    """The value a row adds to `unique_count`, and the aggregate: distinct values for the
+    unique_count charges only (the others' count is 0). A DISTINCT aggregate costs the engine
+    a hash table of every value it sees (DuckDB: a second pass over every matched row)."""
+    owners = [_owner(c) for c in query.charges if c.metric.aggregation_type == "unique_count" and not c.per_event]
+    if not owners:
+        return "CAST(NULL AS STRING)", "0"
+    return f"IF(({') OR ('.join(owners)}), value_text, NULL)", "COUNT(DISTINCT unique_value)"
 
 
 def narrow(windows: Sequence[UsageWindow]) -> bool:
@@ -189,7 +247,9 @@ def narrow(windows: Sequence[UsageWindow]) -> bool:
 def statement(query: UsageQuery, narrow: bool = True) -> str:
     """The BigQuery-dialect SQL for this query's catalog; `narrow` filters the scan on the
     windows' subscriptions (the clustering column) as well as on time."""
+    unique_value, unique_count = _unique(query)
     return _STATEMENT.format(scans=_scans(query, narrow), bucket=_bucket(query), row_key=_row_key(query), value=_value(query),
+                             operation=_operation(query), unique_value=unique_value, unique_count=unique_count,
                              number_pattern=literal(STORED_NUMBER_SQL_PATTERN))
 
 
