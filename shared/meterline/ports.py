@@ -328,10 +328,16 @@ class InvoiceStore(Protocol):
         the next version. Raises StaleWrite otherwise (another run changed it: read again)."""
         ...
 
+    def get_many(self, invoice_ids: Sequence[str]) -> dict[str, Invoice]:
+        """The stored invoices of these ids, by id (absent ones are left out), in as few round
+        trips as the store allows: a billing run reads every subscription's recent invoices."""
+        ...
+
     def finalize(self, invoice: Invoice, at: datetime) -> Invoice:
         """Move a draft to finalized and give it the customer's next invoice number, in ONE
         transaction with the customer's counter, so a number is never given twice or lost to
-        a crash. Raises StaleWrite like `update`."""
+        a crash. Raises StaleWrite like `update`. An invoice never stored (version 0) is
+        created finalized, if it is still absent (StaleWrite otherwise)."""
         ...
 
     def list(

@@ -154,6 +154,15 @@ def test_round_trip_is_exact_for_every_field(store):
     assert stored.amount_cents == full.amount_cents == 1234 + 1 + 0
 
 
+def test_get_many_reads_the_stored_ones_in_bulk(store):
+    invoices = [invoice(start=date(2026, m, 1)) for m in range(1, 8)]
+    for one in invoices[::2]:
+        store.create(one)
+    asked = [i.id for i in invoices] + ["no-such-invoice"]
+    assert store.get_many(asked) == {i.id: store.get(i.id) for i in invoices[::2]}
+    assert store.get_many([]) == {}
+
+
 def test_update_writes_the_next_version_and_refuses_a_stale_one(store):
     store.create(invoice())
     v1 = store.get(invoice().id)
@@ -201,6 +210,27 @@ def test_finalize_gives_the_next_number_once(store):
     # Neither attempt used up a number: the customer's next invoice gets 2.
     store.create(invoice(start=date(2026, 2, 1)))
     assert store.finalize(store.get(invoice(start=date(2026, 2, 1)).id), AT).sequential_id == 2
+
+
+def test_finalize_creates_an_invoice_never_stored_once(store):
+    new = invoice()
+    assert new.version == 0
+    final = store.finalize(new, AT)  # its grace ended before a run first saw it: never a draft
+    assert (final.status, final.sequential_id, final.version) == ("finalized", 1, 1)
+    assert store.get(new.id) == final
+    # A second run that also read it as absent: stale, and no number used up.
+    with pytest.raises(StaleWrite):
+        store.finalize(new, AT)
+    assert store.create(new) is False and store.get(new.id) == final
+    assert store.finalize(invoice(start=date(2026, 2, 1)), AT).sequential_id == 2
+
+
+def test_concurrent_finalizations_of_one_absent_invoice_one_wins(store):
+    outcomes = race(4, lambda i: store.finalize(invoice(), AT))
+    assert sum(not isinstance(o, Exception) for o in outcomes) == 1
+    assert all(isinstance(o, StaleWrite) for o in outcomes if isinstance(o, Exception))
+    assert store.get(invoice().id).sequential_id == 1
+    assert store.finalize(invoice(start=date(2026, 2, 1)), AT).sequential_id == 2  # no number lost
 
 
 def test_numbers_are_per_customer(store):

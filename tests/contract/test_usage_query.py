@@ -162,15 +162,16 @@ def test_one_query_serves_thousands_of_windows(tmp_path):
     query = UsageQuery(METRICS, [PLAN])
     many = [UsageWindow(f"w{i}", f"sub-{i}", "hybrid", JAN, FEB) for i in range(5000)] + WINDOWS[:1]
     calls = []
-    original = warehouse._query
+    original = warehouse._execute  # every DuckDB statement goes through it
 
     def counting(text, params=None):
         calls.append(text)
         return original(text, params)
 
-    warehouse._query = counting
+    warehouse._execute = counting
     result = query.run(warehouse, many)
-    assert len(calls) == 1
+    # One usage statement for 5,001 windows, after the two-column check for copies.
+    assert len(calls) == 2 and "has_copies" in calls[0] and "windows" in calls[1]
     assert result["w-a"] == EXPECTED["w-a"]
     assert result["w0"] == {}
 
@@ -186,7 +187,7 @@ OUTSIDE = [
 
 
 def load_with_noise(warehouse):
-    """EVENTS and OUTSIDE, then every one of them again, as a crash before mark_done leaves them."""
+    """EVENTS and OUTSIDE, then every one of them again, as a redelivery within the claim's window leaves them."""
     events = parse_batch_body(orjson.dumps({"events": EVENTS + OUTSIDE}), T0 * 1_000_000)
     warehouse.insert_events(events, T0 * 1_000_000)
     warehouse.insert_events(events, T0 * 1_000_000 + 1)
@@ -197,6 +198,26 @@ def test_duplicates_and_events_outside_the_windows_change_nothing(backend):
     load_with_noise(backend.warehouse)
     # The seat added 40 days before January (a13) still counts: seats carry over.
     assert UsageQuery(METRICS, [PLAN]).run(backend.warehouse, WINDOWS) == EXPECTED
+
+
+def test_duckdb_ranks_copies_away_only_when_there_are_copies(tmp_path):
+    """The DuckDB warehouse leaves the ranking out when `events` holds no copy: both ways exact."""
+    warehouse = _embedded(tmp_path).warehouse
+    statements = []
+    original = warehouse._execute
+
+    def recording(text, params=None):
+        statements.append(text)
+        return original(text, params)
+
+    warehouse._execute = recording
+    events = parse_batch_body(orjson.dumps({"events": EVENTS[:50]}), T0 * 1_000_000)
+    warehouse.insert_events(events, T0 * 1_000_000)
+    assert UsageQuery(METRICS, [PLAN]).run(warehouse, WINDOWS) == EXPECTED
+    assert "ROW_NUMBER" not in statements[-1]
+    warehouse.insert_events(events[:3], T0 * 1_000_000 + 1)  # copies
+    assert UsageQuery(METRICS, [PLAN]).run(warehouse, WINDOWS) == EXPECTED
+    assert "ROW_NUMBER" in statements[-1]
 
 
 def test_a_retry_received_after_midnight_is_billed_in_one_period_only(backend):

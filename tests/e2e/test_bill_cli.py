@@ -20,7 +20,8 @@ def test_bill_on_a_data_dir_then_again_changes_nothing(tmp_path):
     first = cli(tmp_path / "data", "bill", "--as-of", (DEC + 2 * HOUR).isoformat(), "--format", "csv")
     assert first.returncode == 0, first.stderr
     summary = table(first.stdout.split("\n\n")[0])[0]
-    assert (summary["drafted"], summary["finalized"], summary["failed"]) == ("1", "1", "0")
+    # Past its grace period when first billed: finalized at once, never a draft.
+    assert (summary["drafted"], summary["finalized"], summary["failed"]) == ("0", "1", "0")
     assert "billing: 1/1" in first.stderr  # progress on stderr
     assert "ML-" in first.stdout and "269.00" in first.stdout  # the invoice it finalized
     again = cli(tmp_path / "data", "bill", "--as-of", (DEC + 3 * HOUR).isoformat(), "--format", "csv")

@@ -139,9 +139,9 @@ def _periods_rated(billing: Billing, as_of: datetime, **kwargs) -> list:
     seen = []
 
     class Recording(UsageService):
-        def rate(self, items):
+        def rate(self, items, *args):
             seen.extend(period.start_date for _, period in items)
-            return super().rate(items)
+            return super().rate(items, *args)
 
     adapters = billing.runtime.adapters
     BillingService(adapters.catalog, Recording(adapters.catalog, adapters.warehouse), billing.invoices,

@@ -6,6 +6,7 @@ difference), so times are ints of microseconds; these are the only conversions.
 
 from __future__ import annotations
 
+import functools
 import time
 from datetime import datetime, timezone
 from typing import Any
@@ -28,6 +29,7 @@ def to_us(value: Any) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
+@functools.lru_cache(maxsize=4096)  # rows repeat a few instants (a period's bounds, a run's time) many times
 def iso_us(us: int) -> str:
     """Epoch microseconds -> ISO-8601 UTC text with all six digits (how rows carry time)."""
     dt = datetime.fromtimestamp(us // 1_000_000, tz=timezone.utc)

@@ -66,9 +66,14 @@ def _insert_if_absent(db: SqliteDatabase, statement: str, params: Any) -> bool:
 
 
 def _write(conn: sqlite3.Connection, invoice: Invoice) -> Invoice:
-    """If the stored version is still `invoice.version`, store the next one and return the
-    invoice with it; raise StaleWrite otherwise (nothing written)."""
-    if conn.execute(_UPDATE, {**invoice_record(invoice, invoice.version + 1), "expected": invoice.version}).rowcount != 1:
+    """If the stored version is still `invoice.version` (0: absent), store the next one and
+    return the invoice with it; raise StaleWrite otherwise (nothing written)."""
+    record = invoice_record(invoice, invoice.version + 1)
+    if invoice.version == 0:
+        written = conn.execute(f"INSERT {_INTO} ON CONFLICT DO NOTHING", record).rowcount
+    else:
+        written = conn.execute(_UPDATE, {**record, "expected": invoice.version}).rowcount
+    if written != 1:
         raise StaleWrite(invoice.id)
     return replace(invoice, version=invoice.version + 1)
 
@@ -84,6 +89,15 @@ class SqliteInvoiceStore:
     def get(self, invoice_id: str) -> Invoice | None:
         row = self._db.connect().execute("SELECT doc FROM billing_invoices WHERE id = ?", (invoice_id,)).fetchone()
         return invoice_from_document(row[0]) if row else None
+
+    def get_many(self, invoice_ids: Sequence[str]) -> dict[str, Invoice]:
+        conn, found = self._db.connect(), {}
+        for at in range(0, len(invoice_ids), 500):  # under SQLite's bound-parameter limit
+            chunk = invoice_ids[at:at + 500]
+            marks = ", ".join("?" * len(chunk))
+            for invoice_id, doc in conn.execute(f"SELECT id, doc FROM billing_invoices WHERE id IN ({marks})", chunk):
+                found[invoice_id] = invoice_from_document(doc)
+        return found
 
     def update(self, invoice: Invoice) -> Invoice:
         return _write(self._db.connect(), invoice)

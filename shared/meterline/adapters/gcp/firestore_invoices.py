@@ -64,6 +64,15 @@ class FirestoreInvoiceStore:
         snap = self._invoices.document(invoice_id).get()
         return invoice_from_document(snap.get("doc")) if snap.exists else None
 
+    def get_many(self, invoice_ids: Sequence[str]) -> dict[str, Invoice]:
+        found = {}
+        for at in range(0, len(invoice_ids), 300):  # one BatchGetDocuments stream per chunk
+            refs = [self._invoices.document(i) for i in invoice_ids[at:at + 300]]
+            for snap in self._client.get_all(refs):
+                if snap.exists:
+                    found[snap.id] = invoice_from_document(snap.get("doc"))
+        return found
+
     def update(self, invoice: Invoice) -> Invoice:
         return self._transact(invoice, lambda transaction: invoice)
 
@@ -92,7 +101,7 @@ class FirestoreInvoiceStore:
         def write(transaction) -> Invoice:
             # Every read before any write: Firestore transactions require it.
             snap = ref.get(transaction=transaction)
-            if not snap.exists or snap.get("version") != invoice.version:
+            if (snap.get("version") if snap.exists else 0) != invoice.version:  # 0: never stored
                 raise StaleWrite(invoice.id)
             new = make(transaction)
             transaction.set(ref, invoice_record(new, invoice.version + 1))
