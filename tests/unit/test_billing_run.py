@@ -134,6 +134,23 @@ def test_late_usage_goes_on_the_next_invoice_priced_in_its_own_period(billing):
     assert not [line for line in january.lines if line.kind == "late_usage"]
 
 
+def test_finance_tables_refusing_a_write_fail_no_subscription(billing):
+    adapters = billing.runtime.adapters
+
+    class Refusing:
+        def __getattr__(self, name):
+            return getattr(adapters.warehouse, name)
+
+        def record_invoices(self, invoices, recorded_at_us):
+            raise RuntimeError("finance tables unavailable")
+
+    usage = UsageService(adapters.catalog, adapters.warehouse)
+    result = BillingService(adapters.catalog, usage, billing.invoices, Refusing()).run(DEC + 2 * HOUR)
+    assert (result.finalized, result.failed, result.finance_unrecorded) == (1, {}, 1)
+    (invoice,) = billing.all()
+    assert invoice.status == "finalized"  # the store is the truth; the history is told again on its next change
+
+
 def _periods_rated(billing: Billing, as_of: datetime, **kwargs) -> list:
     """The periods whose usage a run reads (through a recording usage service)."""
     seen = []

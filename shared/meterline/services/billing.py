@@ -37,7 +37,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -78,6 +80,7 @@ class BillingResult:
     flagged: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # subscription external_id -> error type
     complete: bool = True  # False when the time budget ran out; the next run continues
+    finance_unrecorded: int = 0  # state changes the finance tables refused (logged)
     invoices: list[Invoice] = field(default_factory=list)
 
     def summary(self) -> dict:
@@ -90,6 +93,7 @@ class BillingResult:
             "flagged": self.flagged,
             "failed": self.failed,
             "complete": self.complete,
+            "finance_unrecorded": self.finance_unrecorded,
         }
 
 
@@ -132,6 +136,51 @@ class _Group:
         return invoice_id(self.external_id, self.period.start_date, self.period.end_date, self.kind)
 
 
+class _FinanceLog:
+    """One run's state changes for the finance tables (BigQuery / DuckDB history), written in
+    chunks of RECORD_CHUNK by one background thread, so that the warehouse's write (a
+    streaming insert, a DuckDB insert) overlaps the run's own work: one write per chunk, not
+    per invoice.
+
+    NOTE: a crash before a chunk is written leaves up to RECORD_CHUNK state changes out of the
+    finance history (never out of the invoice store, which is the truth); the next change of
+    those invoices writes their full state again. A chunk the warehouse refuses is logged and
+    counted (`BillingResult.finance_unrecorded`), and never fails a subscription's billing.
+    """
+
+    def __init__(self, warehouse: Warehouse | None, as_of: datetime):
+        self._warehouse = warehouse
+        self._at_us = to_us(as_of)
+        self._pending: list[Invoice] = []
+        self._writes: list[tuple[int, Future]] = []
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finance") if warehouse else None
+
+    def add(self, invoice: Invoice) -> None:
+        if self._writer is None:
+            return
+        self._pending.append(invoice)
+        if len(self._pending) >= RECORD_CHUNK:
+            self._submit()
+
+    def _submit(self) -> None:
+        if self._pending and self._writer is not None and self._warehouse is not None:
+            chunk, self._pending = self._pending, []
+            self._writes.append((len(chunk), self._writer.submit(self._warehouse.record_invoices, chunk, self._at_us)))
+
+    def close(self) -> int:
+        """Write what is left, wait for every write; how many state changes were refused."""
+        if self._writer is None:
+            return 0
+        self._submit()
+        self._writer.shutdown(wait=True)
+        refused = 0
+        for count, write in self._writes:
+            if (error := write.exception()) is not None:
+                refused += count
+                logs.failure(_log, "finance tables refused a chunk of invoice state changes", error, invoices=count)
+        return refused
+
+
 class BillingService:
     def __init__(
         self,
@@ -154,13 +203,25 @@ class BillingService:
         self._budget = time_budget_s
         self._clock = clock
         self._arrival_margin_us = arrival_margin_us
-        self._unrecorded: list[Invoice] = []
+        self._local = threading.local()
 
     # -- the run -------------------------------------------------------------------------------
 
     def run(self, as_of: datetime, progress: Callable[[int, int], None] | None = None) -> BillingResult:
         started = self._clock()
         result = BillingResult(as_of)
+        # Per run and per thread: two runs on one instance (a function serves requests in
+        # threads) never mix their finance rows.
+        finance = self._local.finance = _FinanceLog(self._warehouse, as_of)
+        try:
+            self._run(as_of, progress, started, result)
+        finally:
+            result.finance_unrecorded = finance.close()
+        logs.event(_log, "billing run", logging.INFO, **{k: v for k, v in result.summary().items() if k != "as_of"},
+                   seconds=round(self._clock() - started, 3))
+        return result
+
+    def _run(self, as_of: datetime, progress, started: float, result: BillingResult) -> None:
         records = self._apply_due_downgrades(self._catalog.list_subscriptions(), as_of, result)
         # Read in bulk: one list each, not one read per subscription (10,000 sequential
         # Firestore reads would not fit in a function's timeout).
@@ -244,10 +305,6 @@ class BillingService:
                              subscription=group.external_id, invoice_id=group.id)
             if progress is not None:
                 progress(done, len(ordered))
-        self._flush(as_of)
-        logs.event(_log, "billing run", logging.INFO, **{k: v for k, v in result.summary().items() if k != "as_of"},
-                   seconds=round(self._clock() - started, 3))
-        return result
 
     # -- which periods ---------------------------------------------------------------------------
 
@@ -488,21 +545,9 @@ class BillingService:
         return self._catalog.list_subscriptions()
 
     def _record(self, invoice: Invoice | None, as_of: datetime) -> None:
-        """Queue a state change for the finance tables (BigQuery / DuckDB history), written in
-        chunks: one warehouse write per chunk, not per invoice."""
-        if invoice is None or self._warehouse is None:
-            return
-        self._unrecorded.append(invoice)
-        if len(self._unrecorded) >= RECORD_CHUNK:
-            self._flush(as_of)
-
-    def _flush(self, as_of: datetime) -> None:
-        # NOTE: a crash before a flush leaves up to RECORD_CHUNK state changes out of the
-        # finance history (never out of the invoice store, which is the truth); the next
-        # change of those invoices writes their full state again.
-        if self._unrecorded and self._warehouse is not None:
-            self._warehouse.record_invoices(self._unrecorded, int(as_of.timestamp() * 1_000_000))
-        self._unrecorded = []
+        """A state change for the finance tables (this run's `_FinanceLog`)."""
+        if invoice is not None:
+            self._local.finance.add(invoice)
 
     @staticmethod
     def _need(found, what: str, record: Subscription):
