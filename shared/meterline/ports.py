@@ -340,6 +340,12 @@ class InvoiceStore(Protocol):
         created finalized, if it is still absent (StaleWrite otherwise)."""
         ...
 
+    def finalize_many(self, invoices: Sequence[Invoice], at: datetime) -> list[Invoice | Exception]:
+        """`finalize` each, in order, in as few store transactions as the store allows; each
+        outcome is the finalized invoice, or the exception that refused it (StaleWrite,
+        ValueError, or a store error), which used up no number. Raises only if nothing was written."""
+        ...
+
     def list(
         self,
         *,

@@ -233,6 +233,22 @@ def test_concurrent_finalizations_of_one_absent_invoice_one_wins(store):
     assert store.finalize(invoice(start=date(2026, 2, 1)), AT).sequential_id == 2  # no number lost
 
 
+def test_finalize_many_numbers_in_order_and_skips_what_it_refuses(store):
+    drafted = invoice(start=date(2026, 2, 1))
+    store.create(drafted)
+    stale = dataclasses.replace(store.get(drafted.id), version=7)
+    new = [invoice(start=date(2026, m, 1)) for m in (3, 4)]
+    outcomes = store.finalize_many([new[0], stale, new[1], invoice(customer="cus-2")], AT)
+    assert isinstance(outcomes[1], StaleWrite)
+    finals = [o for o in outcomes if not isinstance(o, Exception)]
+    assert [(f.customer_external_id, f.sequential_id) for f in finals] == [("cus-1", 1), ("cus-1", 2), ("cus-2", 1)]
+    assert all(store.get(f.id) == f for f in finals)
+    again = store.finalize_many([new[0]], AT)  # another run that also read it as absent
+    assert isinstance(again[0], StaleWrite)
+    # The refused ones used up no number.
+    assert store.finalize(store.get(drafted.id), AT).sequential_id == 3
+
+
 def test_numbers_are_per_customer(store):
     drafts = [invoice("a-1", "cus-a"), invoice("b-1", "cus-b"), invoice("a-2", "cus-a")]
     for draft in drafts:

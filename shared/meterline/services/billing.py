@@ -66,6 +66,7 @@ CATCH_UP_PERIODS = 3
 # 60 s), so rows processed this long before the read are looked at again.
 ARRIVAL_MARGIN_US = 30 * 60 * 1_000_000
 RECORD_CHUNK = 500  # finance-table rows are written this many invoices at a time
+FINALIZE_CHUNK = 500  # invoices created finalized in one store call (InvoiceStore.finalize_many)
 
 
 @dataclass
@@ -273,12 +274,17 @@ class BillingService:
             result.failed[failure.subscription.external_id] = failure.error
 
         ordered = sorted(groups.values(), key=lambda g: (g.external_id, g.period.start_date, g.kind != "starting"))
+        # Invoices to create finalized, written FINALIZE_CHUNK at a time (`_finalize_batch`).
+        batch: list[tuple[_Group, Invoice]] = []
         for done, group in enumerate(ordered, 1):
             if self._clock() - started > self._budget:
                 result.complete = False  # the next scheduled run continues where this one stopped
                 break
             if group.external_id in result.failed:
                 continue
+            if batch and (len(batch) >= FINALIZE_CHUNK or batch[-1][0].external_id == group.external_id):
+                # A later period's late lines must see the earlier one finalized: written first.
+                self._finalize_batch(batch, known, as_of, result)
             try:
                 mine = known[group.external_id]
                 if group.kind == "starting":
@@ -291,8 +297,10 @@ class BillingService:
                 else:
                     fees = [f for rec in group.records for f in fees_of[(id(rec), group.period.start_date)]]
                     late = self._late_lines(group, previous.get(group.external_id, []), fees_of, mine)
-                invoice = mine[group.id] = self._advance(group, fees, late, as_of, read_at, result, mine.get(group.id))
-                result.invoices.append(invoice)
+                invoice = self._advance(group, fees, late, as_of, read_at, result, mine.get(group.id), batch)
+                if invoice is not None:  # None: in the batch
+                    mine[group.id] = invoice
+                    result.invoices.append(invoice)
             except StaleWrite:
                 known[group.external_id][group.id] = self._invoices.get(group.id)  # what the other writer left
                 # Another run (or the webhook) wrote this invoice since it was read: that writer
@@ -305,6 +313,35 @@ class BillingService:
                              subscription=group.external_id, invoice_id=group.id)
             if progress is not None:
                 progress(done, len(ordered))
+        self._finalize_batch(batch, known, as_of, result)
+
+    def _finalize_batch(self, batch: list[tuple[_Group, Invoice]], known, as_of: datetime, result: BillingResult) -> None:
+        """Create the batch's invoices finalized, in as few store transactions as the store
+        allows (`InvoiceStore.finalize_many`), then carry each on as `_advance` would. Empties
+        `batch`. One invoice's refusal or failure is its subscription's alone."""
+        if not batch:
+            return
+        chunk, batch[:] = list(batch), []
+        try:
+            outcomes: list = self._invoices.finalize_many([draft for _, draft in chunk], as_of)
+        except Exception as exc:  # noqa: BLE001 - nothing in the chunk was written
+            outcomes = [exc] * len(chunk)
+        for (group, _), outcome in zip(chunk, outcomes, strict=True):
+            try:
+                if isinstance(outcome, Exception):
+                    raise outcome
+                result.finalized += 1
+                self._record(outcome, as_of)
+                known[group.external_id][group.id] = invoice = self._carry_on(outcome, group, as_of, result)
+                result.invoices.append(invoice)
+            except StaleWrite:
+                known[group.external_id][group.id] = self._invoices.get(group.id)
+                logs.event(_log, "invoice changed by another writer; left to it", logging.INFO,
+                           subscription=group.external_id, invoice_id=group.id)
+            except Exception as exc:  # noqa: BLE001 - one subscription never blocks the others
+                result.failed[group.external_id] = type(exc).__name__
+                logs.failure(_log, "billing failed for one subscription; the next run retries it", exc,
+                             subscription=group.external_id, invoice_id=group.id)
 
     # -- which periods ---------------------------------------------------------------------------
 
@@ -414,21 +451,21 @@ class BillingService:
     # -- one invoice, one step -----------------------------------------------------------------
 
     def _advance(self, group: _Group, fees, late: Sequence[InvoiceLine], as_of: datetime, read_at: datetime,
-                 result: BillingResult, invoice: Invoice | None) -> Invoice:
+                 result: BillingResult, invoice: Invoice | None, batch: list[tuple[_Group, Invoice]]) -> Invoice | None:
         """One step further for the invoice as read this run (None: absent); a stale read
-        costs nothing, since every write is create-if-absent or checks the version."""
+        costs nothing, since every write is create-if-absent or checks the version. None when
+        the invoice went into `batch` (`_finalize_batch` carries it on)."""
         terms = billing_terms(group.customer, self._default_grace)
         lines = lines_from_fees(fees) + tuple(late)
         if invoice is None:
             invoice = self._draft(group, lines, terms, as_of, read_at)
             if as_of >= invoice.grace_until:
                 # Its grace period ended before it was first billed: it is never a draft, and is
-                # created finalized, number and all, in one store transaction (StaleWrite if
-                # another run created it meanwhile: that run carries it on).
-                invoice = self._invoices.finalize(invoice, as_of)
-                result.finalized += 1
-                self._record(invoice, as_of)
-            elif self._invoices.create(invoice):
+                # created finalized, number and all, with others in one store transaction
+                # (StaleWrite if another run created it meanwhile: that run carries it on).
+                batch.append((group, invoice))
+                return None
+            if self._invoices.create(invoice):
                 result.drafted += 1
                 invoice = replace(invoice, version=1)  # as stored
                 self._record(invoice, as_of)
@@ -446,6 +483,10 @@ class BillingService:
             invoice = self._invoices.finalize(replace(invoice, usage_read_at=read_at), as_of)
             result.finalized += 1
             self._record(invoice, as_of)
+        return self._carry_on(invoice, group, as_of, result)
+
+    def _carry_on(self, invoice: Invoice, group: _Group, as_of: datetime, result: BillingResult) -> Invoice:
+        """A finalized invoice goes on to the payment provider."""
         if invoice.status == "finalized" and self._payments is not None and invoice.flag is None:
             invoice = self._collect(invoice, group.customer, as_of, result)
         return invoice

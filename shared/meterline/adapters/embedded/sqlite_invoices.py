@@ -114,6 +114,34 @@ class SqliteInvoiceStore:
             number = invoice_number(invoice.customer_external_id, sequence)
             return _write(conn, invoice.moved("finalized", at, number=number, sequential_id=sequence))
 
+    def finalize_many(self, invoices: Sequence[Invoice], at: datetime) -> list[Invoice | Exception]:
+        # ONE transaction for the whole chunk: each customer's counter is read once and written
+        # once at the end, and a refused invoice does not advance it. 10,000 finalizations:
+        # ~10,000 statements instead of 40,000 (BEGIN, counter, invoice, COMMIT each).
+        outcomes: list[Invoice | Exception] = []
+        with self._db.write() as conn:
+            counters: dict[str, int] = {}
+            for invoice in invoices:
+                customer = invoice.customer_external_id
+                if customer not in counters:
+                    row = conn.execute("SELECT last_sequence FROM billing_invoice_counters WHERE customer_external_id = ?",
+                                       (customer,)).fetchone()
+                    counters[customer] = row[0] if row else 0
+                sequence = counters[customer] + 1
+                try:
+                    number = invoice_number(customer, sequence)
+                    outcomes.append(_write(conn, invoice.moved("finalized", at, number=number, sequential_id=sequence)))
+                except (StaleWrite, ValueError) as refused:
+                    outcomes.append(refused)
+                    continue
+                counters[customer] = sequence
+            conn.executemany(
+                "INSERT INTO billing_invoice_counters VALUES (?, ?) ON CONFLICT (customer_external_id) "
+                "DO UPDATE SET last_sequence = excluded.last_sequence",
+                list(counters.items()),
+            )
+        return outcomes
+
     def list(
         self,
         *,

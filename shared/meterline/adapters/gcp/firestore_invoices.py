@@ -88,6 +88,17 @@ class FirestoreInvoiceStore:
 
         return self._transact(invoice, finalized)
 
+    def finalize_many(self, invoices: Sequence[Invoice], at: datetime) -> list[Invoice | Exception]:
+        # One transaction each: a Firestore transaction may not write a counter twice, and
+        # one customer's invoices share it.
+        outcomes: list[Invoice | Exception] = []
+        for invoice in invoices:
+            try:
+                outcomes.append(self.finalize(invoice, at))
+            except Exception as failed:  # noqa: BLE001 - the others are written: say which failed
+                outcomes.append(failed)
+        return outcomes
+
     def _transact(self, invoice: Invoice, make) -> Invoice:
         """In ONE transaction: check that the stored version is still `invoice.version` (else
         StaleWrite), then store `make(transaction)` as the next version. Under contention
