@@ -41,7 +41,8 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 
@@ -285,7 +286,7 @@ class BillingService:
             if batch and (len(batch) >= FINALIZE_CHUNK or batch[-1][0].external_id == group.external_id):
                 # A later period's late lines must see the earlier one finalized: written first.
                 self._finalize_batch(batch, known, as_of, result)
-            try:
+            with self._one_subscription(group, known, result):
                 mine = known[group.external_id]
                 if group.kind == "starting":
                     # Billed as it stood when it started, whenever the run comes: a termination or
@@ -301,16 +302,6 @@ class BillingService:
                 if invoice is not None:  # None: in the batch
                     mine[group.id] = invoice
                     result.invoices.append(invoice)
-            except StaleWrite:
-                known[group.external_id][group.id] = self._invoices.get(group.id)  # what the other writer left
-                # Another run (or the webhook) wrote this invoice since it was read: that writer
-                # carries it on, and the next run resumes from what is stored. Not a failure.
-                logs.event(_log, "invoice changed by another writer; left to it", logging.INFO,
-                           subscription=group.external_id, invoice_id=group.id)
-            except Exception as exc:  # noqa: BLE001 - one subscription never blocks the others
-                result.failed[group.external_id] = type(exc).__name__
-                logs.failure(_log, "billing failed for one subscription; the next run retries it", exc,
-                             subscription=group.external_id, invoice_id=group.id)
             if progress is not None:
                 progress(done, len(ordered))
         self._finalize_batch(batch, known, as_of, result)
@@ -327,21 +318,29 @@ class BillingService:
         except Exception as exc:  # noqa: BLE001 - nothing in the chunk was written
             outcomes = [exc] * len(chunk)
         for (group, _), outcome in zip(chunk, outcomes, strict=True):
-            try:
+            with self._one_subscription(group, known, result):
                 if isinstance(outcome, Exception):
                     raise outcome
                 result.finalized += 1
                 self._record(outcome, as_of)
                 known[group.external_id][group.id] = invoice = self._carry_on(outcome, group, as_of, result)
                 result.invoices.append(invoice)
-            except StaleWrite:
-                known[group.external_id][group.id] = self._invoices.get(group.id)
-                logs.event(_log, "invoice changed by another writer; left to it", logging.INFO,
-                           subscription=group.external_id, invoice_id=group.id)
-            except Exception as exc:  # noqa: BLE001 - one subscription never blocks the others
-                result.failed[group.external_id] = type(exc).__name__
-                logs.failure(_log, "billing failed for one subscription; the next run retries it", exc,
-                             subscription=group.external_id, invoice_id=group.id)
+
+    @contextmanager
+    def _one_subscription(self, group: _Group, known, result: BillingResult) -> Iterator[None]:
+        """One invoice's step, whose failure is its subscription's alone."""
+        try:
+            yield
+        except StaleWrite:
+            known[group.external_id][group.id] = self._invoices.get(group.id)  # what the other writer left
+            # Another run (or the webhook) wrote this invoice since it was read: that writer
+            # carries it on, and the next run resumes from what is stored. Not a failure.
+            logs.event(_log, "invoice changed by another writer; left to it", logging.INFO,
+                       subscription=group.external_id, invoice_id=group.id)
+        except Exception as exc:  # noqa: BLE001 - one subscription never blocks the others
+            result.failed[group.external_id] = type(exc).__name__
+            logs.failure(_log, "billing failed for one subscription; the next run retries it", exc,
+                         subscription=group.external_id, invoice_id=group.id)
 
     # -- which periods ---------------------------------------------------------------------------
 
