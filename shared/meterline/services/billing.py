@@ -24,7 +24,8 @@ What a crash at each step costs (every step is idempotent; nothing is lost):
   | crash                                   | next run                                    | cost |
   | before the draft is created             | creates it                                  | none |
   | after create, before a refresh/finalize | refreshes or finalizes it (versioned write) | none |
-  | inside finalize (one store transaction) | all or nothing: finalizes it then            | none |
+  | inside finalize (one store transaction; | all or nothing: finalizes them then          | none |
+  |   embedded: a chunk, `finalize_many`)   |                                             |      |
   | between two provider calls              | repeats them; each is idempotent on our ids | none |
   | after collect, before storing the step  | collect again: the provider's idempotency   | none |
   |                                         | key returns the first result                |      |
