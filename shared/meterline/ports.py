@@ -136,10 +136,11 @@ class Warehouse(Protocol):
         """Which of these (subscription, transaction) keys have a row in `events`, in one query."""
         ...
 
-    def windows_with_arrivals(self, probes: Sequence[ArrivalProbe]) -> set[str]:
-        """The `window_id`s of the probes whose subscription has a row in `events` timed in the
-        window (widened by the usage query's dedup slack) and processed at or after `since_us`;
-        one query, reading three narrow columns (the billing run's late-usage check)."""
+    def windows_with_arrivals(self, probes: Sequence[ArrivalProbe], carry_over_codes: Sequence[str] = ()) -> set[str]:
+        """The `window_id`s of the probes whose subscription has a row in `events` processed at
+        or after `since_us` and timed in the window (widened by the usage query's dedup slack)
+        or, for the codes of recurring metrics, whose events carry over, at any time before its
+        end; one query reading a few narrow columns (the billing run's late-usage check)."""
         ...
 
     def list_events(self, external_subscription_id: str, limit: int, offset: int) -> tuple[list[Event], int]:

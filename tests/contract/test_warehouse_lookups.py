@@ -43,3 +43,14 @@ def test_windows_with_arrivals_finds_events_processed_since(backend):
     ]
     assert backend.warehouse.windows_with_arrivals(probes) == {"jan-a-before", "jan-a-at"}
     assert backend.warehouse.windows_with_arrivals([]) == set()
+
+
+def test_a_recurring_metric_s_late_event_before_the_window_is_an_arrival(backend):
+    processed = JAN + 40 * DAY
+    seat = validate_event({"transaction_id": "s1", "external_subscription_id": "a", "code": "seats",
+                           "timestamp": (JAN - 20 * DAY) // 1_000_000, "properties": {"user_id": "u1"}}, processed)
+    backend.warehouse.insert_events([seat], processed)  # added in December, arrived in February
+    probe = [ArrivalProbe("jan-a", "a", JAN, FEB, processed - 1)]
+    assert backend.warehouse.windows_with_arrivals(probe) == set()  # tokens-like: only the window counts
+    assert backend.warehouse.windows_with_arrivals(probe, ["seats"]) == {"jan-a"}  # seats carry into January
+    assert backend.warehouse.windows_with_arrivals(probe, ["other"]) == set()

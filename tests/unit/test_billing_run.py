@@ -18,7 +18,7 @@ from meterline.core.messages import encode_message
 from meterline.services import catalog_apply
 from meterline.services.billing import BillingService
 from meterline.services.usage import UsageService
-from tests.contract.test_pricing_pipeline import EVENTS, EXPECTED, NOV, tokens
+from tests.contract.test_pricing_pipeline import EVENTS, EXPECTED, NOV, seat, tokens
 from tests.support import REPO_ROOT, embedded_runtime
 
 EXAMPLE = REPO_ROOT / "shared/meterline/local/example_catalog.yaml"
@@ -184,6 +184,19 @@ def test_a_finalized_period_is_read_again_only_when_events_arrived_for_it(billin
     assert _periods_rated(billing, JAN + 2 * HOUR) == [NOV.date(), DEC.date()]
     december = {i.period_start: i for i in billing.all()}[DEC.date()]
     assert [line.amount_cents for line in december.lines if line.kind == "late_usage"] == [1250]
+
+
+def test_a_late_seat_added_before_a_finalized_period_is_billed_as_its_late_usage(billing):
+    # No arrival margin: the fixture's events were processed seconds before the reads.
+    billing.service(arrival_margin_us=0).run(DEC + 2 * HOUR)  # November finalized
+    assert _periods_rated(billing, DEC + 3 * HOUR, arrival_margin_us=0) == []
+    # A seat added in October, reaching us only now: it was in use all November.
+    billing.post([seat("late-seat", int((NOV - timedelta(days=10)).timestamp()), "carol")])
+    assert _periods_rated(billing, DEC + 3 * HOUR, arrival_margin_us=0) == [NOV.date()]  # though timed before November
+    billing.service(arrival_margin_us=0).run(JAN + 2 * HOUR)
+    december = {i.period_start: i for i in billing.all()}[DEC.date()]
+    (late,) = [line for line in december.lines if line.kind == "late_usage"]
+    assert late.charge_ref == "seats" and late.amount_cents == 2000  # a whole month of one seat
 
 
 def test_a_scheduled_downgrade_takes_effect_at_the_period_boundary(billing):

@@ -115,22 +115,27 @@ class DedupedReads:
         )
         return {(r["external_subscription_id"], r["transaction_id"]) for r in rows}
 
-    def windows_with_arrivals(self, probes: Sequence[ArrivalProbe]) -> set[str]:
+    def windows_with_arrivals(self, probes: Sequence[ArrivalProbe], carry_over_codes: Sequence[str] = ()) -> set[str]:
         if not probes:
             return set()
         slack = usage.DEDUP_SLACK_US  # a copy just outside a window can still change its dedup
         bound = [{"window_id": p.window_id, "sub": p.external_subscription_id, "start_us": p.start_us - slack,
                   "end_us": p.end_us + slack, "since_us": p.since_us} for p in probes]
-        # Only subscription, timestamp and processed_at are read: ~60 bytes an event, where the
-        # usage query reads ~160. The scalar bounds let BigQuery prune partitions.
+        # Only subscription, timestamp and processed_at are read (~36 bytes an event, where the
+        # usage query reads ~160), and the scalar bounds let BigQuery prune partitions. Events
+        # of recurring metrics count from before a window (seats added months ago), so, as in
+        # the usage query, they have a branch of their own bounded only from above.
+        select = ("SELECT p.window_id FROM events AS e JOIN UNNEST(@probes) AS p ON e.external_subscription_id = p.sub "
+                  "WHERE e.timestamp < TIMESTAMP_MICROS(@scan_to_us) AND e.timestamp < TIMESTAMP_MICROS(p.end_us) "
+                  "AND e.processed_at >= TIMESTAMP_MICROS(p.since_us) AND ")
+        branches = [select + "e.timestamp >= TIMESTAMP_MICROS(@scan_from_us) AND e.timestamp >= TIMESTAMP_MICROS(p.start_us)"]
+        if carry_over_codes:
+            branches.append(select + "e.code IN UNNEST(@carry_over)")
         rows = self._query(
-            "SELECT DISTINCT p.window_id FROM events AS e JOIN UNNEST(@probes) AS p "
-            "ON e.external_subscription_id = p.sub "
-            "WHERE e.timestamp >= TIMESTAMP_MICROS(@scan_from_us) AND e.timestamp < TIMESTAMP_MICROS(@scan_to_us) "
-            "AND e.timestamp >= TIMESTAMP_MICROS(p.start_us) AND e.timestamp < TIMESTAMP_MICROS(p.end_us) "
-            "AND e.processed_at >= TIMESTAMP_MICROS(p.since_us)",
+            f"SELECT DISTINCT window_id FROM ({' UNION ALL '.join(branches)})",
             {"probes": bound, "scan_from_us": min(b["start_us"] for b in bound),
-             "scan_to_us": max(b["end_us"] for b in bound)},
+             "scan_to_us": max(b["end_us"] for b in bound),
+             **({"carry_over": sorted(carry_over_codes)} if carry_over_codes else {})},
         )
         return {r["window_id"] for r in rows}
 

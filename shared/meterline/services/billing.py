@@ -421,7 +421,8 @@ class BillingService:
                                                 to_us(invoice.usage_read_at) - self._arrival_margin_us)
         if not probes:
             return previous
-        arrived = self._warehouse.windows_with_arrivals(list(probes.values()))
+        recurring = [m.code for m in self._catalog.list_billable_metrics()[0] if m.recurring]
+        arrived = self._warehouse.windows_with_arrivals(list(probes.values()), recurring)
         kept = {external_id: [g for g in gs if g.id not in probes or g.id in arrived] for external_id, gs in previous.items()}
         return {external_id: gs for external_id, gs in kept.items() if gs}
 
