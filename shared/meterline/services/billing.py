@@ -40,16 +40,16 @@ import functools
 import logging
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 
 from meterline import logs
 from meterline.core.catalog import Customer, Plan, Subscription
-from meterline.core.clock import now_us, to_us
+from meterline.core.clock import to_us
 from meterline.core.invoices import Invoice, InvoiceLine, invoice_id, late_lines, lines_from_fees
 from meterline.core.pricing.periods import BillingSchedule, Period, period_containing
 from meterline.core.pricing.rating import rate_subscription_start
@@ -166,7 +166,7 @@ class _FinanceLog:
             self._submit()
 
     def _submit(self) -> None:
-        if self._pending and self._writer is not None and self._warehouse is not None:
+        if self._pending and self._writer is not None:
             chunk, self._pending = self._pending, []
             self._writes.append((len(chunk), self._writer.submit(self._warehouse.record_invoices, chunk, self._at_us)))
 
@@ -265,7 +265,7 @@ class BillingService:
         previous = self._with_arrivals(previous, known)
         items = [(r, g.period) for g in groups.values() for r in g.records]
         items += [(r, g.period) for gs in previous.values() for g in gs for r in g.records]
-        read_at = datetime.fromtimestamp(now_us() / 1_000_000, timezone.utc)  # before the read: see _with_arrivals
+        read_at = datetime.now(timezone.utc)  # before the read: see _with_arrivals
         rated = self._usage.rate(items, customers, plans) if items else RatedPeriods()  # as read above
         # The fees of each (record, period), by the record's identity (two records of one
         # external_id may share a plan and a period after a re-subscription).
@@ -323,7 +323,7 @@ class BillingService:
                 if isinstance(outcome, Exception):
                     raise outcome
                 result.finalized += 1
-                self._record(outcome, as_of)
+                self._record(outcome)
                 known[group.external_id][group.id] = invoice = self._carry_on(outcome, group, as_of, result)
                 result.invoices.append(invoice)
 
@@ -372,8 +372,9 @@ class BillingService:
     def _starting_period(self, record: Subscription, plan: Plan, customer: Customer, as_of: datetime,
                          plans: dict[str, Plan]) -> Period | None:
         """The period whose base fee this record's starting invoice bills: a record on a plan
-        paid in advance, started by `as_of` within the last CATCH_UP_PERIODS periods. Its later periods' fees come on the periodic invoices
-        before them (core.pricing.rating); the first has no invoice before it."""
+        paid in advance, started by `as_of` within the last CATCH_UP_PERIODS periods. Its later
+        periods' fees come on the periodic invoices before them (core.pricing.rating); the
+        first has no invoice before it."""
         if not plan.pay_in_advance or record.status not in ("active", "terminated") or record.started_at is None:
             return None
         start = record.start
@@ -469,7 +470,7 @@ class BillingService:
             if self._invoices.create(invoice):
                 result.drafted += 1
                 invoice = replace(invoice, version=1)  # as stored
-                self._record(invoice, as_of)
+                self._record(invoice)
             else:
                 invoice = self._invoices.get(group.id)  # another run made it first
             assert invoice is not None
@@ -477,13 +478,13 @@ class BillingService:
             if invoice.lines != lines:
                 invoice = self._invoices.update(replace(invoice, lines=lines, updated_at=as_of, usage_read_at=read_at))
                 result.refreshed += 1
-                self._record(invoice, as_of)
+                self._record(invoice)
             if as_of < invoice.grace_until:
                 return invoice
             # Its lines are this run's usage, whether or not they changed.
             invoice = self._invoices.finalize(replace(invoice, usage_read_at=read_at), as_of)
             result.finalized += 1
-            self._record(invoice, as_of)
+            self._record(invoice)
         return self._carry_on(invoice, group, as_of, result)
 
     def _carry_on(self, invoice: Invoice, group: _Group, as_of: datetime, result: BillingResult) -> Invoice:
@@ -494,17 +495,17 @@ class BillingService:
 
     def _draft(self, group: _Group, lines, terms: BillingTerms, as_of: datetime, read_at: datetime) -> Invoice:
         period = group.period
-        # A final invoice (every record of the period really terminated in it) closes at the
-        # termination; any other at the period's end.
-        final = [r.terminated_at for r in group.records
-                 if r.terminated_at and r.next_plan_code is None and period.contains(r.terminated_at)]
-        ends = max(final) if final and len(final) == len(group.records) else period.end_utc
         if group.kind == "starting":
             # Issued as the record starts, and final at once: no usage is waited for.
             ends = group.records[0].start
             issuing_date = ends.astimezone(group.customer.zone).date()
             grace = timedelta(0)
         else:
+            # A final invoice (every record of the period really terminated in it) closes at the
+            # termination; any other at the period's end.
+            final = [r.terminated_at for r in group.records
+                     if r.terminated_at and r.next_plan_code is None and period.contains(r.terminated_at)]
+            ends = max(final) if final and len(final) == len(group.records) else period.end_utc
             issuing_date = period.end_date + timedelta(days=1) if ends == period.end_utc else ends.date()
             grace = terms.grace
         return Invoice(
@@ -548,7 +549,7 @@ class BillingService:
                 result.flagged.append(invoice.id)
                 logs.event(_log, "provider total differs from ours; not collected", logging.ERROR,
                            invoice_id=invoice.id, ours=invoice.amount_cents, theirs=remote.total_cents)
-                self._record(invoice, as_of)
+                self._record(invoice)
                 return invoice
         if invoice.provider_step == "finalized":
             remote = payments.collect(invoice)
@@ -560,7 +561,7 @@ class BillingService:
             else:
                 invoice = self._invoices.update(replace(invoice, provider_step="collected", updated_at=as_of))
             result.collected += 1
-            self._record(invoice, as_of)
+            self._record(invoice)
         return invoice
 
     # -- bookkeeping -----------------------------------------------------------------------------
@@ -586,7 +587,7 @@ class BillingService:
                 result.failed[external_id] = type(exc).__name__
         return self._catalog.list_subscriptions()
 
-    def _record(self, invoice: Invoice | None, as_of: datetime) -> None:
+    def _record(self, invoice: Invoice | None) -> None:
         """A state change for the finance tables (this run's `_FinanceLog`)."""
         if invoice is not None:
             self._local.finance.add(invoice)

@@ -93,11 +93,9 @@ class DuckDbWarehouse(DedupedReads, FinanceRecords):
         (10M events: 6.2 -> 3.4 s), for a check that reads two columns (0.8 s). Exact, because
         both statements run under the lock every write takes: no row arrives in between."""
         params = usage.params(query, windows)
-        statement = usage.statement(query, narrow=usage.narrow(windows))
         with self._lock:
             copies = self._execute(_HAS_COPIES, {"scan_to_us": params["scan_to_us"]})[0]["has_copies"]
-            if not copies:
-                statement = usage.statement(query, narrow=usage.narrow(windows), deduplicate=False)
+            statement = usage.statement(query, narrow=usage.narrow(windows), deduplicate=bool(copies))
             return [UsageRow(**row) for row in self._execute(sql.to_duckdb(statement), params)]
 
     def close(self) -> None:

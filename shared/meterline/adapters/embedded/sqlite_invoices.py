@@ -57,7 +57,8 @@ _UPDATE = (f"UPDATE billing_invoices SET {', '.join(f'{c} = :{c}' for c in _COLU
 # NOTE: a write that is one statement runs alone, in SQLite's own transaction for it (the
 # connection autocommits): as atomic and as durable as one wrapped in BEGIN IMMEDIATE ...
 # COMMIT, and a billing run makes tens of thousands of them (each BEGIN and COMMIT is a
-# statement of its own). Only finalize, two statements, takes a transaction of its own.
+# statement of its own). Only finalizing, which moves a customer's counter with its invoices,
+# takes a transaction of its own.
 
 
 def _insert_if_absent(db: SqliteDatabase, statement: str, params: Any) -> bool:
@@ -103,16 +104,10 @@ class SqliteInvoiceStore:
         return _write(self._db.connect(), invoice)
 
     def finalize(self, invoice: Invoice, at: datetime) -> Invoice:
-        # One IMMEDIATE transaction for the counter and the invoice: a refused move (ValueError
-        # from `moved`) or a stale version raises, and the rollback takes the number back.
-        with self._db.write() as conn:
-            sequence = conn.execute(
-                "INSERT INTO billing_invoice_counters VALUES (?, 1) ON CONFLICT (customer_external_id) "
-                "DO UPDATE SET last_sequence = last_sequence + 1 RETURNING last_sequence",
-                (invoice.customer_external_id,),
-            ).fetchone()[0]
-            number = invoice_number(invoice.customer_external_id, sequence)
-            return _write(conn, invoice.moved("finalized", at, number=number, sequential_id=sequence))
+        (outcome,) = self.finalize_many([invoice], at)  # one numbering rule, in one place
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
 
     def finalize_many(self, invoices: Sequence[Invoice], at: datetime) -> list[Invoice | Exception]:
         # ONE transaction for the whole chunk: each customer's counter is read once and written
