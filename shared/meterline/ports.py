@@ -103,10 +103,10 @@ class UsageRow(NamedTuple):
     events_count: int
     sum_value: Decimal | None  # None: no numeric value
     max_value: Decimal | None
-    unique_count: int  # distinct values of the metric's field
+    unique_count: int  # distinct values of the metric's field (unique_count charges; 0 for the others)
     latest_value: Decimal | None  # the value of the latest event
     row_value: str | None  # the field's text (the smallest one when aggregated)
-    row_operation: str | None  # the `operation_type` property (seats: add/remove)
+    row_operation: str | None  # a seat event's `operation_type` (add/remove); None for other metrics
     row_timestamp: datetime  # the earliest event's time, timezone-aware
 
 
