@@ -40,6 +40,13 @@ class Settings(BaseSettings):
 
     # Ingest
     max_body_bytes: int = Field(1_048_576, gt=0, description="larger request bodies get 413")
+    http_read_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="meterline serve: a client that sends no byte of its request line, headers or body for "
+        "this long is answered 408 (where it can still be) and its connection closed, so slow clients cannot "
+        "hold the server's threads",
+    )
     publish_timeout_seconds: float = Field(30.0, gt=0)
     publish_linger_seconds: float = Field(
         0.010,
