@@ -118,7 +118,13 @@ class Settings(BaseSettings):
     portal_base_url: str | None = Field(
         None,
         description="the portal's public base URL (links are <base>/portal/customers/<id>?token=...); "
-        "unset: the URL the portal_url request came to",
+        "unset: the URL the portal_url request came to, if its host is in portal_allowed_hosts",
+    )
+    portal_allowed_hosts: list[str] = Field(
+        ["127.0.0.1", "localhost", "::1"],
+        description="with portal_base_url unset, the hosts (no port) whose requests may name the portal link's "
+        "base URL; a request to any other Host gets 503 portal_base_url_not_configured, so a forged Host header "
+        "never yields a signed link to someone else's site. JSON list, e.g. '[\"billing.example.com\"]'",
     )
 
     @model_validator(mode="after")
