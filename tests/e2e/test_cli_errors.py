@@ -38,6 +38,7 @@ BAD_ARGUMENTS = [
     (["catalog", "apply", "/nonexistent.yaml", "--data-dir", "DIR"], "nonexistent.yaml"),
     (["bill", "--as-of", "yesterday", "--data-dir", "DIR"], "--as-of"),
     (["bill", "--as-of", "2026-12-01T02:00:00", "--data-dir", "DIR"], "timezone"),
+    (["bill", "--as-of", "9999-12-31T23:59:59Z", "--data-dir", "DIR"], "--as-of"),
     (["demo", "--events", "-1", "--data-dir", "DIR"], "--events"),
 ]
 

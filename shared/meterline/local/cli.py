@@ -62,6 +62,10 @@ def _instant(text: str) -> datetime:
         raise argparse.ArgumentTypeError(f"{text!r} is not an ISO-8601 instant (e.g. 2026-12-01T02:00:00Z)") from None
     if value.tzinfo is None:
         raise argparse.ArgumentTypeError("needs a timezone (e.g. 2026-12-01T02:00:00Z)")
+    from meterline.entrypoints.bill import AS_OF_RANGE
+
+    if not AS_OF_RANGE[0] <= value < AS_OF_RANGE[1]:
+        raise argparse.ArgumentTypeError(f"must be from {AS_OF_RANGE[0]:%Y} to before {AS_OF_RANGE[1]:%Y}")
     return value
 
 
