@@ -31,6 +31,7 @@ from hypothesis import strategies as st
 
 from meterline.local.worker import drain_once
 from tests.fuzz.conftest import CALLS, COUNTED
+from tests.fuzz.wire import check_answer
 
 FUZZ = settings(
     max_examples=int(os.environ.get("METERLINE_FUZZ_EXAMPLES", "150")),
@@ -407,23 +408,6 @@ class Exchange:
             got = client.get(f"/api/v1/customers/{quote(answered['external_id'], safe='')}", headers=auth)
             assert got.status_code == 200
             assert got.get_json()["customer"].get("billing_configuration") == sent.get("billing_configuration")
-
-
-def check_answer(method: str, url: str, resp) -> None:
-    status, data = resp.status_code, resp.get_data()
-    assert status < 500, (method, url[:200], status, data[:300])
-    if method == "HEAD":
-        assert data == b"", (method, url[:200])
-        return
-    try:
-        body = json.loads(data)  # JSON, whoever answered
-    except ValueError:
-        raise AssertionError(f"not JSON: {method} {url[:200]} -> {status} {resp.content_type} {data[:300]!r}") from None
-    if status >= 400:
-        assert isinstance(body, dict) and body.get("status") == status, (method, url[:200], data[:300])
-        if status in (400, 422):
-            details = body.get("error_details")
-            assert isinstance(details, dict) and details and all(isinstance(k, str) and k for k in details), data[:300]
 
 
 def check_exact(sent: dict[str, Any], answered: dict[str, Any]) -> None:

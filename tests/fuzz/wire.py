@@ -1,0 +1,22 @@
+"""What every fuzzed answer must be, whichever property sent it."""
+
+from __future__ import annotations
+
+import json
+
+
+def check_answer(method: str, url: str, resp) -> None:
+    status, data = resp.status_code, resp.get_data()
+    assert status < 500, (method, url[:200], status, data[:300])
+    if method == "HEAD":
+        assert data == b"", (method, url[:200])
+        return
+    try:
+        body = json.loads(data)  # JSON, whoever answered
+    except ValueError:
+        raise AssertionError(f"not JSON: {method} {url[:200]} -> {status} {resp.content_type} {data[:300]!r}") from None
+    if status >= 400:
+        assert isinstance(body, dict) and body.get("status") == status, (method, url[:200], data[:300])
+        if status in (400, 422):
+            details = body.get("error_details")
+            assert isinstance(details, dict) and details and all(isinstance(k, str) and k for k in details), data[:300]
