@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo serve test test-fast lint fuzz bench servers clean package gcp-setup
+.PHONY: help venv demo serve test test-fast lint fuzz bench servers clean package gcp-setup gcp-local
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -35,6 +35,10 @@ package: $(STAMP) ## build one zip per function into build/ (named by content ha
 
 gcp-setup: $(STAMP) ## create the topics, subscriptions, dataset, tables and views on the emulators [PUSH_ENDPOINT=url]
 	$(PY) infra/gcp_setup.py $(if $(PUSH_ENDPOINT),--push-endpoint $(PUSH_ENDPOINT))
+
+gcp-local: $(STAMP) ## the GCP backend on loopback: emulators, localstripe, the six functions and one router [PORT=8080]
+	$(PY) infra/servers.py ensure-venvs
+	$(PY) infra/servers.py gcp-local $(if $(PORT),--port $(PORT))
 
 test: servers ## run the whole suite, starting the emulators, bqemulator and localstripe on loopback ports
 	$(PY) -m pytest -q

@@ -6,6 +6,7 @@ Stdlib only. Importable as ``infra.servers`` from the repo root, and runnable:
     python infra/servers.py ensure-venvs   # create .venv-bqemu and .venv-localstripe (idempotent)
     python infra/servers.py ensure-checkov # create .venv-checkov (Terraform's static analysis; idempotent)
     python infra/servers.py start NAME     # run one server in the foreground (pubsub|firestore|bigquery|stripe)
+    python infra/servers.py gcp-local      # all of them, the six functions and the router (infra/gcp_local.py)
 
 Each ``start_*`` function binds its server to a free port on 127.0.0.1, waits
 until it answers, and returns a :class:`LocalServer` handle (also a context
@@ -602,7 +603,21 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("ensure-checkov", help="create the checkov venv (tests/terraform)")
     start = sub.add_parser("start", help="run one server in the foreground until Ctrl-C")
     start.add_argument("name", choices=sorted(SERVERS))
+    local = sub.add_parser("gcp-local", help="the emulators, localstripe, the six functions and one router, until Ctrl-C")
+    local.add_argument("--port", type=int, default=8080, help="the router's port: the one base URL (default 8080)")
+    local.add_argument("--project", default="local", help="GOOGLE_CLOUD_PROJECT on the emulators")
     args = parser.parse_args(argv)
+
+    if args.command == "gcp-local":
+        if str(REPO_ROOT) not in sys.path:  # run as a script: infra/ is sys.path[0], not the repo
+            sys.path.insert(0, str(REPO_ROOT))
+        from infra import gcp_local
+
+        try:
+            return gcp_local.run(args.port, args.project)
+        except (ServerUnavailable, ServerStartError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
 
     if args.command == "check":
         return check()

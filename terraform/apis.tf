@@ -8,6 +8,7 @@ locals {
     "cloudfunctions.googleapis.com",       # the functions (2nd gen)
     "cloudresourcemanager.googleapis.com", # project IAM bindings
     "cloudscheduler.googleapis.com",       # the billing run
+    "compute.googleapis.com",              # the load balancer and Cloud Armor (lb.tf)
     "firestore.googleapis.com",            # dedup claims, keys, catalog, invoices
     "iam.googleapis.com",                  # service accounts
     "iamcredentials.googleapis.com",       # OIDC tokens for Pub/Sub push and the scheduler

@@ -67,7 +67,8 @@ locals {
     METERLINE_BILLING_TIME_BUDGET_SECONDS      = tostring(var.settings.billing_time_budget_seconds)
     METERLINE_STRIPE_WEBHOOK_TOLERANCE_SECONDS = tostring(var.settings.stripe_webhook_tolerance_seconds)
     METERLINE_PORTAL_LINK_SECONDS              = tostring(var.settings.portal_link_seconds)
-    METERLINE_PORTAL_BASE_URL                  = var.settings.portal_base_url # "": the URL the request came to
+    # Portal links point at the front door unless another base URL is set.
+    METERLINE_PORTAL_BASE_URL = coalesce(var.settings.portal_base_url, "https://${var.domain}")
     # Set by the platform anyway; set here too so that plans show no drift.
     LOG_EXECUTION_ID = "true"
   }
@@ -141,9 +142,10 @@ resource "google_cloudfunctions2_function" "this" {
     max_instance_count               = local.sizes[each.key].max_instances
     timeout_seconds                  = local.sizes[each.key].timeout_seconds
     service_account_email            = google_service_account.function[each.key].email
-    # Pub/Sub push and Cloud Scheduler count as internal traffic: the private functions
-    # accept nothing from the internet, on top of IAM.
-    ingress_settings               = each.value.trigger == "http" ? "ALLOW_ALL" : "ALLOW_INTERNAL_ONLY"
+    # The public functions take requests only through the load balancer (lb.tf), where Cloud
+    # Armor rate-limits them; their run.app URLs refuse the internet. Pub/Sub push and Cloud
+    # Scheduler count as internal traffic: the private functions accept nothing else.
+    ingress_settings               = each.value.trigger == "http" ? "ALLOW_INTERNAL_AND_GCLB" : "ALLOW_INTERNAL_ONLY"
     all_traffic_on_latest_revision = true
     environment_variables = merge(local.settings_env, {
       THREADS = tostring(local.sizes[each.key].concurrency) # gunicorn threads = requests in flight
@@ -162,6 +164,8 @@ resource "google_cloudfunctions2_function" "this" {
   depends_on = [
     google_project_service.this,
     google_project_iam_member.builder,
+    google_project_iam_member.builder_storage,
+    google_storage_bucket_iam_member.builder_sources,
     google_secret_manager_secret_iam_member.function,
   ]
 }

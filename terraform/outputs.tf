@@ -1,26 +1,21 @@
-output "function_urls" {
-  description = "Each function's URL (Cloud Run)."
-  value       = { for name, fn in google_cloudfunctions2_function.this : name => fn.service_config[0].uri }
+output "base_url" {
+  description = "The one base URL of Lago's API (a Lago client's api_url): every path goes to the function that serves it (lb.tf)."
+  value       = "https://${var.domain}"
 }
 
-output "ingest_url" {
-  description = "Point the LLM gateway's Lago client here: POST <url>/api/v1/events and /api/v1/events/batch."
-  value       = google_cloudfunctions2_function.this["ingest"].service_config[0].uri
-}
-
-output "admin_url" {
-  description = "Lago's admin API (billable metrics, plans, customers, subscriptions, invoices)."
-  value       = google_cloudfunctions2_function.this["admin"].service_config[0].uri
+output "ip_address" {
+  description = "The front door's address: point the domain's DNS A record here (the certificate is issued once it resolves)."
+  value       = google_compute_global_address.front_door.address
 }
 
 output "stripe_webhook_url" {
   description = "Register this as the Stripe webhook endpoint (docs/deploy.md)."
-  value       = google_cloudfunctions2_function.this["stripe_webhook"].service_config[0].uri
+  value       = "https://${var.domain}/api/v1/stripe_webhook"
 }
 
-output "portal_url" {
-  description = "The customer portal (signed links)."
-  value       = google_cloudfunctions2_function.this["portal"].service_config[0].uri
+output "function_urls" {
+  description = "Each function's own URL (Cloud Run). The public ones refuse the internet (ingress: internal and load balancer); bill's is what Cloud Scheduler calls."
+  value       = { for name, fn in google_cloudfunctions2_function.this : name => fn.service_config[0].uri }
 }
 
 output "secrets" {

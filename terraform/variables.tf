@@ -150,3 +150,36 @@ variable "deletion_protection" {
   type        = bool
   default     = true
 }
+
+variable "domain" {
+  description = "The domain of the front door (api.example.com): the load balancer's managed certificate is issued for it, once its DNS A record points at `terraform output ip_address`."
+  type        = string
+  validation {
+    condition     = can(regex("^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z]{2,63}$", var.domain))
+    error_message = "domain: a fully qualified lowercase domain name, without scheme or path (api.example.com)."
+  }
+}
+
+variable "front_door" {
+  description = "The load balancer and its Cloud Armor policy (lb.tf)."
+  type = object({
+    # Per client IP: at most rate_limit_count requests in rate_limit_interval_sec, then 429.
+    rate_limit_count        = optional(number, 6000)
+    rate_limit_interval_sec = optional(number, 60)
+    # Declared request bodies above this are refused at the edge (ingest's own limit by default).
+    max_body_bytes  = optional(number, 1048576)
+    http_redirect   = optional(bool, true) # port 80 answers a redirect to HTTPS
+    log_sample_rate = optional(number, 1)  # share of requests in the load balancer's request log
+  })
+  default  = {}
+  nullable = false
+  validation {
+    # The intervals Cloud Armor's rate limiting accepts.
+    condition     = contains([10, 30, 60, 120, 180, 240, 300, 600, 900, 1200, 1800, 2700, 3600], var.front_door.rate_limit_interval_sec)
+    error_message = "front_door.rate_limit_interval_sec: one of 10, 30, 60, 120, 180, 240, 300, 600, 900, 1200, 1800, 2700, 3600."
+  }
+  validation {
+    condition     = var.front_door.rate_limit_count >= 1 && var.front_door.max_body_bytes >= 1
+    error_message = "front_door.rate_limit_count and max_body_bytes must be positive."
+  }
+}

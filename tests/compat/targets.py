@@ -2,10 +2,10 @@
 fixtures that start them are in conftest.py).
 
     serve  `meterline serve` in a subprocess on a free loopback port (embedded backend)
-    gcp    the admin, ingest and process Cloud Functions under functions-framework, on the
-           Pub/Sub and Firestore emulators and bqemulator, behind a loopback router that
-           sends /api/v1/events* to ingest and the rest to admin (what the load balancer's URL
-           map does in front of the deployed functions), so one base URL serves the client
+    gcp    the ingest, process, admin and portal Cloud Functions under functions-framework, on
+           the Pub/Sub and Firestore emulators and bqemulator, behind infra/router.py: the
+           loopback router that sends each path where the load balancer's URL map does (the
+           same table, meterline.routes), so one base URL serves the client
 
 The tests talk to a target through Lago's official clients only. To check what was stored
 they read the target's own stores: `catalog` (the CatalogStore the server writes) and
@@ -16,13 +16,10 @@ holds it, has stopped).
 from __future__ import annotations
 
 import contextlib
-import http.client
-import http.server
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 import uuid
@@ -31,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from infra.router import Router, start_router
 from infra.servers import HOST, LocalServer, _free_port, start_function, wait_healthy
 from tests.support import env
 
@@ -109,47 +107,6 @@ def serve_target(data_dir: Path) -> Iterator[Target]:
 # ---------------------------------------------------------------------------
 
 
-class _Router(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, ingest_port: int, admin_port: int):
-        self.ingest_port, self.admin_port = ingest_port, admin_port
-        super().__init__((HOST, 0), _RouteHandler)
-
-
-class _RouteHandler(http.server.BaseHTTPRequestHandler):
-    """Forwards a request unchanged to the function that owns its path."""
-
-    protocol_version = "HTTP/1.1"
-    server: _Router
-
-    def _forward(self) -> None:
-        events = self.path.startswith("/api/v1/events")
-        port = self.server.ingest_port if events else self.server.admin_port
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else None
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
-        conn = http.client.HTTPConnection(HOST, port, timeout=60)
-        try:
-            conn.request(self.command, self.path, body=body, headers=headers)
-            resp = conn.getresponse()
-            data = resp.read()
-        finally:
-            conn.close()
-        self.send_response(resp.status)
-        for name, value in resp.getheaders():
-            if name.lower() not in ("transfer-encoding", "connection", "content-length", "server", "date"):
-                self.send_header(name, value)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _forward
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
-        pass
-
-
 @contextlib.contextmanager
 def gcp_target(pubsub, firestore, bigquery) -> Iterator[Target]:
     from google.cloud import pubsub_v1
@@ -173,8 +130,10 @@ def gcp_target(pubsub, firestore, bigquery) -> Iterator[Target]:
         "METERLINE_BIGQUERY_DATASET": dataset,
         "NO_PROXY": "127.0.0.1,localhost",
     }
+    # A secret only where Terraform mounts it (terraform/functions.tf): the portal's signing key.
+    portal_env = {**function_env, "METERLINE_PORTAL_SIGNING_KEY": f"compat-portal-key-{uuid.uuid4().hex}"}
     servers: list[LocalServer] = []
-    router: _Router | None = None
+    router: Router | None = None
     with env(**emulators):
         settings = Settings(backend="gcp", google_cloud_project=project, bigquery_dataset=dataset)
         warehouse = BigQueryWarehouse(bigquery_client(settings), project, dataset)
@@ -188,21 +147,20 @@ def gcp_target(pubsub, firestore, bigquery) -> Iterator[Target]:
             servers.append(start_function("functions/ingest/main.py", "ingest", function_env))
             servers.append(start_function("functions/process/main.py", "process", function_env, signature_type="cloudevent"))
             servers.append(start_function("functions/admin/main.py", "admin", function_env))
-            ingest, process, admin = servers
+            servers.append(start_function("functions/portal/main.py", "portal", portal_env))
+            ingest, process, admin, portal = servers
             subscriber.create_subscription(request={
                 "name": subscriber.subscription_path(project, "process"),
                 "topic": topic,
                 "push_config": {"push_endpoint": f"http://{HOST}:{process.port}/projects/{project}/topics/events"},
                 "ack_deadline_seconds": 60,
             })
-            router = _Router(ingest.port, admin.port)
-            threading.Thread(target=router.serve_forever, daemon=True).start()
-            url = f"http://{HOST}:{router.server_address[1]}"
-            yield Target("gcp", url, api_key, FirestoreCatalogStore(store), lambda: warehouse)
+            # As the load balancer routes (public_only): no route reaches bill.
+            router = start_router({"ingest": ingest.url, "admin": admin.url, "portal": portal.url}, public_only=True)
+            yield Target("gcp", router.url, api_key, FirestoreCatalogStore(store), lambda: warehouse)
         finally:
             if router is not None:
-                router.shutdown()
-                router.server_close()
+                router.stop()
             for server in reversed(servers):
                 server.stop()
             with contextlib.suppress(Exception):

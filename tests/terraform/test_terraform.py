@@ -273,7 +273,8 @@ def test_terraform_renders_the_views_as_the_adapters_do(tmp_path):
     block = _locals_block((TF_DIR / "bigquery.tf").read_text())
     (module / "main.tf").write_text(block.replace("google_bigquery_dataset.this.dataset_id", "var.bigquery_dataset")
                                     .replace("${path.module}/../shared", f"{REPO_ROOT}/shared"))
-    proc = subprocess.run([shutil.which("terraform") or "terraform", "console", "-var", "project_id=acme-prod"],
+    proc = subprocess.run([shutil.which("terraform") or "terraform", "console", "-var", "project_id=acme-prod",
+                           "-var", "domain=billing.acme.example"],
                           input="jsonencode(local.view_queries)\n", capture_output=True, text=True, cwd=module,
                           env=TF_ENV, timeout=60)
     assert proc.returncode == 0, proc.stderr
@@ -291,15 +292,18 @@ EXPECTED_ROLES = {
     "ingest": {("project", "roles/datastore.viewer"), ("project", "roles/bigquery.jobUser"),
                ("topic:events", "roles/pubsub.publisher"),
                ("table:events", "roles/bigquery.dataViewer"), ("table:events_deduped", "roles/bigquery.dataViewer")},
+    # Streaming inserts (process, bill, stripe_webhook) need bigquery.datasets.get on the dataset.
     "process": {("project", "roles/datastore.user"), ("project", "roles/bigquery.jobUser"),
-                ("topic:dead_letter", "roles/pubsub.publisher"),
+                ("topic:dead_letter", "roles/pubsub.publisher"), ("dataset", "roles/bigquery.metadataViewer"),
                 ("table:events", "roles/bigquery.dataEditor"), ("table:rejected_events", "roles/bigquery.dataEditor"),
                 ("table:events_deduped", "roles/bigquery.dataViewer")},
     "admin": {("project", "roles/datastore.user")},
     "bill": {("project", "roles/datastore.user"), ("project", "roles/bigquery.jobUser"),
+             ("dataset", "roles/bigquery.metadataViewer"),
              ("table:events", "roles/bigquery.dataViewer"), ("table:invoices", "roles/bigquery.dataEditor"),
              ("table:invoice_lines", "roles/bigquery.dataEditor"), ("secret:stripe_api_key", ACCESSOR)},
-    "stripe_webhook": {("project", "roles/datastore.user"), ("table:invoices", "roles/bigquery.dataEditor"),
+    "stripe_webhook": {("project", "roles/datastore.user"), ("dataset", "roles/bigquery.metadataViewer"),
+                       ("table:invoices", "roles/bigquery.dataEditor"),
                        ("table:invoice_lines", "roles/bigquery.dataEditor"), ("table:payments", "roles/bigquery.dataEditor"),
                        ("secret:stripe_webhook_secret", ACCESSOR)},
     "portal": {("project", "roles/datastore.viewer"), ("project", "roles/bigquery.jobUser"),
@@ -315,6 +319,7 @@ def test_each_function_has_exactly_the_roles_its_code_needs():
     for fn, r in roles.items():
         actual[fn] = ({("project", role) for role in r["project"]}
                       | {(f"topic:{t}", role) for t, role in r["topics"].items()}
+                      | {("dataset", role) for role in r["dataset"]}
                       | {(f"table:{t}", role) for t, role in r["tables"].items()}
                       | {(f"secret:{s}", ACCESSOR) for s in functions[fn]["secrets"]})
     assert actual == EXPECTED_ROLES
@@ -326,7 +331,7 @@ def test_each_function_has_exactly_the_roles_its_code_needs():
     assert one(resource("google_cloudfunctions2_function", "this"), "service_config")["service_account_email"] == \
         "${google_service_account.function[each.key].email}"
     for rtype in ("google_project_iam_member", "google_pubsub_topic_iam_member", "google_bigquery_table_iam_member",
-                  "google_secret_manager_secret_iam_member"):
+                  "google_bigquery_dataset_iam_member", "google_secret_manager_secret_iam_member"):
         assert resource(rtype, "function")["member"] == "${google_service_account.function[each.value.function].member}"
 
 
@@ -338,9 +343,24 @@ def test_no_service_account_has_a_primitive_role():
             granted.add(body["role"])
     literal = {r for r in granted if not r.startswith("${")}
     assert literal <= {"roles/pubsub.publisher", "roles/pubsub.subscriber", "roles/run.invoker",
-                       "roles/secretmanager.secretAccessor", "roles/iam.serviceAccountTokenCreator"}, literal
+                       "roles/secretmanager.secretAccessor", "roles/iam.serviceAccountTokenCreator",
+                       "roles/storage.objectAdmin", "roles/storage.objectViewer"}, literal
     builder = resource("google_project_iam_member", "builder")["for_each"]
-    assert not re.search(r"owner|editor|cloudbuild\.builds\.builder|serviceAccountUser", builder)
+    assert not re.search(r"owner|editor|cloudbuild\.builds\.builder|serviceAccountUser|storage", builder)
+    # The builder's storage roles: object admin on Cloud Functions' own build buckets only
+    # (an IAM condition), read-only on our source bucket; no other account holds a storage role.
+    storage = [(key, body) for key, body in resources().items() if str(body.get("role", "")).startswith("roles/storage.")]
+    assert sorted(key for key, _ in storage) == [("google_project_iam_member", "builder_storage"),
+                                                  ("google_storage_bucket_iam_member", "builder_sources")]
+    admin = resource("google_project_iam_member", "builder_storage")
+    assert admin["role"] == "roles/storage.objectAdmin"
+    assert one(admin, "condition")["expression"] == 'resource.name.startsWith("projects/_/buckets/gcf-v2-")'
+    viewer = resource("google_storage_bucket_iam_member", "builder_sources")
+    assert viewer["role"] == "roles/storage.objectViewer" and viewer["bucket"] == "${google_storage_bucket.sources.name}"
+    for _, body in storage:
+        assert body["member"] == '${google_service_account.system["builder"].member}'
+    depends = resource("google_cloudfunctions2_function", "this")["depends_on"]
+    assert {"${google_project_iam_member.builder_storage}", "${google_storage_bucket_iam_member.builder_sources}"} <= set(depends)
 
 
 def test_only_the_schedulers_account_invokes_bill_with_an_oidc_token_for_its_url():
@@ -348,16 +368,16 @@ def test_only_the_schedulers_account_invokes_bill_with_an_oidc_token_for_its_url
     members = local("invoker_members")
     assert functions["bill"]["trigger"] == "scheduler"
     assert [n for n, s in functions.items() if s["trigger"] == "scheduler"] == ["bill"]
-    assert members["scheduler"] == ['serviceAccount:${google_service_account.system["scheduler"].email}']
-    assert members["http"] == ["allUsers"]
-    assert members["pubsub"] == ['serviceAccount:${google_service_account.system["pubsub-push"].email}']
+    assert members["scheduler"] == 'serviceAccount:${google_service_account.system["scheduler"].email}'
+    assert members["http"] == "allUsers"
+    assert members["pubsub"] == 'serviceAccount:${google_service_account.system["pubsub-push"].email}'
     # One resource grants run.invoker, driven by that table; nothing else grants an invoker role.
     invokers = [(key, body) for key, body in resources().items() if "invoker" in str(body.get("role", ""))]
     assert [key for key, _ in invokers] == [("google_cloud_run_v2_service_iam_member", "invoker")]
     invoker = invokers[0][1]
-    assert invoker["role"] == "roles/run.invoker" and invoker["for_each"] == "${local.invoker_grants}"
-    assert invoker["name"] == "${google_cloudfunctions2_function.this[each.value.function].name}"
-    assert "local.invoker_members[spec.trigger]" in local("invoker_grants")
+    assert invoker["role"] == "roles/run.invoker" and invoker["for_each"] == "${local.functions}"
+    assert invoker["name"] == "${google_cloudfunctions2_function.this[each.key].name}"
+    assert invoker["member"] == "${local.invoker_members[each.value.trigger]}"
 
     job = resource("google_cloud_scheduler_job", "bill")
     target = one(job, "http_target")

@@ -1,7 +1,8 @@
 """`meterline serve`'s web app: every function's routes in one Flask app.
 
 The routes call the same handlers as the Cloud Functions, each with its own function's
-runtime, so what runs locally is what is deployed. As under functions-framework, whose
+runtime, so what runs locally is what is deployed; which function serves a path is
+`meterline.routes`, the table the load balancer's URL map is made from. As under functions-framework, whose
 catch-all rule has no method list, every method reaches a handler, which answers 405 itself;
 what the router refuses (a path outside /api/v1/..., one holding a newline) is answered by
 `error_response` in Lago's JSON shape, as in the functions.
@@ -12,12 +13,13 @@ from __future__ import annotations
 from flask import Flask, Request, request
 from werkzeug.routing import Rule
 
-from meterline.entrypoints.admin import ROOT_KEYS, admin_handler
+from meterline.entrypoints.admin import admin_handler
 from meterline.entrypoints.bill import bill_handler
 from meterline.entrypoints.events import events_handler
 from meterline.entrypoints.stripe_webhook import stripe_webhook_handler
 from meterline.entrypoints.http import error_response, guarded, json_response, route_not_found
-from meterline.entrypoints.portal import is_portal_api, portal_handler
+from meterline.entrypoints.portal import portal_handler
+from meterline.routes import function_for
 from meterline.runtime import LocalRuntime
 
 
@@ -26,13 +28,13 @@ def _no_route(runtime: None, request: Request):
 
 
 def create_app(runtime: LocalRuntime) -> Flask:
-    # Each Cloud Function's handler and runtime, by the first path segment below /api/v1/.
-    routes = {
-        "events": (events_handler, runtime.ingest),
-        **{resource: (admin_handler, runtime.admin) for resource in ROOT_KEYS},
-        "invoices": (admin_handler, runtime.admin),  # as the admin function serves it
+    # Each Cloud Function's handler and runtime, by the function `meterline.routes` names.
+    functions = {
+        "ingest": (events_handler, runtime.ingest),
+        "admin": (admin_handler, runtime.admin),  # the catalog and invoices APIs
+        "portal": (portal_handler, runtime.portal),
         # The bill function: on Google Cloud the scheduler's OIDC token; here an API key.
-        "billing_runs": (lambda rt, req: bill_handler(rt, req, authenticate=True), runtime.bill),
+        "bill": (lambda rt, req: bill_handler(rt, req, authenticate=True), runtime.bill),
         # Stripe's webhook: signed by Stripe, no API key (needs METERLINE_STRIPE_WEBHOOK_SECRET).
         "stripe_webhook": (stripe_webhook_handler, runtime.stripe_webhook),
     }
@@ -42,18 +44,16 @@ def create_app(runtime: LocalRuntime) -> Flask:
     app.url_map.merge_slashes = False
     app.register_error_handler(Exception, error_response)
 
-    def api(rest: str):
-        if is_portal_api(rest):  # customers/{id}/current_usage and /portal_url: the portal function's
-            return guarded(portal_handler, request, runtime.portal)
-        handler, function_runtime = routes.get(rest.split("/", 1)[0], (_no_route, None))
+    def dispatch(rest: str):
+        # The same table as the load balancer's URL map (terraform/lb.tf), bill included.
+        handler, function_runtime = functions.get(function_for(request.path) or "", (_no_route, None))
         return guarded(handler, request, function_runtime)
 
     # A werkzeug Rule without methods matches every method (Flask's route() would list them).
+    # /api/v1/... (Lago's API) and /portal/... (the customer portal's page, data and files).
     app.url_map.add(Rule("/api/v1/<path:rest>", endpoint="api"))
-    app.view_functions["api"] = api
-    # The customer portal's page, its data and its static files (functions/portal).
     app.url_map.add(Rule("/portal/<path:rest>", endpoint="portal"))
-    app.view_functions["portal"] = lambda rest: guarded(portal_handler, request, runtime.portal)
+    app.view_functions["api"] = app.view_functions["portal"] = dispatch
 
     def healthz():
         return json_response(200, {"status": "ok"})
