@@ -307,10 +307,12 @@ class AdminRuntime(_FunctionRuntime):
 
         return AdminService(self.adapters.catalog, on_metrics_changed=self._on_metrics_changed)
 
-    @property
-    def invoices(self) -> InvoiceStore:
-        """The invoices API's reads (built on the first GET /invoices)."""
-        return self.adapters.invoices
+    @once
+    def invoices(self):
+        """The invoices API's service (built on the first GET /invoices)."""
+        from meterline.services.invoices import InvoicesService
+
+        return InvoicesService(self.adapters.invoices, self.adapters.catalog)
 
     def warm(self) -> None:
         self.auth, self.service  # noqa: B018
@@ -375,7 +377,9 @@ class PortalRuntime(_FunctionRuntime):
     def service(self):
         from datetime import timedelta
 
-        from meterline.services.portal import LinkSigner, PortalService, signing_key
+        from meterline.adapters.embedded.keyfile import signing_key
+        from meterline.services.portal import PortalService
+        from meterline.services.portal_links import LinkSigner
         from meterline.services.usage import UsageService
 
         s = self.settings

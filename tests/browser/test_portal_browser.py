@@ -19,7 +19,7 @@ import pytest
 
 from meterline.local.server import LocalServer
 from meterline.services import catalog_apply
-from meterline.services.portal import format_money, format_units
+from meterline.entrypoints.formatting import format_money, format_units
 from tests.browser.conftest import save_artifact
 from tests.support import REPO_ROOT, embedded_runtime, new_key
 

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from meterline.core.catalog import BillableMetric, Customer, Plan, Subscription
+from meterline.entrypoints import lago
 from meterline.ports import AlreadyExists, CatalogStore, StaleWrite
 from meterline.services.numeric_fields import NumericFields
 
@@ -215,7 +216,7 @@ def test_delete_returns_what_was_stored_then_nothing(store, kind):
 def test_a_document_without_timestamps_reads_as_unknown_time(store):
     # Written before Meterline kept timestamps: still readable, answered with a fixed instant.
     old = metric("tokens")
-    assert old.created_at is None and old.to_lago_response()["created_at"] == "1970-01-01T00:00:00.000Z"
+    assert old.created_at is None and lago.billable_metric(old)["created_at"] == "1970-01-01T00:00:00.000Z"
 
 
 # -- customers ------------------------------------------------------------------------------

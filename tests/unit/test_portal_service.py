@@ -17,8 +17,11 @@ import pytest
 
 from meterline.config import ConfigError
 from meterline.core.errors import NotFound, Unauthenticated
-from meterline.entrypoints.portal import current_usage_to_lago
-from meterline.services.portal import Forbidden, LinkSigner, format_money, format_units, signing_key
+from meterline.adapters.embedded.keyfile import signing_key
+from meterline.core.errors import Forbidden
+from meterline.entrypoints import lago
+from meterline.entrypoints.formatting import format_money, format_units
+from meterline.services.portal_links import LinkSigner
 from tests.contract.test_pricing_pipeline import EXPECTED, NOV, seat, tokens
 from tests.unit.test_billing_run import DEC, Billing
 
@@ -64,7 +67,7 @@ def test_current_usage_equals_the_billing_runs_draft_line_by_line(billing, at):
     assert draft.amount_cents == sum(f.amount_cents for f in usage.fees) == EXPECTED["total"]
 
     # And the API's Lago shape carries the same charge amounts, per filter.
-    body = current_usage_to_lago(usage)
+    body = lago.current_usage(usage)
     api = {(c["billable_metric"]["code"], f["values"] and next(iter(f["values"].values()))[0]): f["amount_cents"]
            for c in body["charges_usage"] for f in (c["filters"] or [{"values": None, **c}])}
     assert api == {

@@ -1,7 +1,7 @@
 """Domain errors: what the core refuses, or cannot do right now. No HTTP here.
 
 The core raises these from any entry point (an HTTP request, a Pub/Sub message, a scheduled
-billing run); only the HTTP edge (`meterline.entrypoints.http.lago_error`) turns them into
+billing run); only the HTTP edge (`meterline.entrypoints.lago.error`) turns them into
 Lago's status codes and bodies. A scheduler-triggered run logs them instead.
 
 Every client mistake names its field in `details`, in Lago's `error_details` shape:
@@ -45,6 +45,11 @@ class NotFound(DomainError):
 
 class Unauthenticated(DomainError):
     """No valid credential. Says nothing more, so a key scanner learns nothing."""
+
+
+class Forbidden(DomainError):
+    """A valid credential for something else: a portal link used for another customer than
+    the one it was issued for (Lago: 403 forbidden)."""
 
 
 class Unavailable(DomainError):

@@ -30,7 +30,6 @@ from zoneinfo import ZoneInfo
 from pydantic import Field
 
 from meterline.core.catalog import (
-    UNKNOWN_TIME,
     Key,
     Customer,
     Plan,
@@ -42,20 +41,21 @@ from meterline.core.catalog import (
     stamp_time,
 )
 from meterline.core.errors import NotFound, ValidationFailed
-from meterline.core.pricing.periods import BillingSchedule, local_date, local_midnight_utc, period_containing
+from meterline.core.pricing.periods import BillingSchedule, Period, local_date, local_midnight_utc, period_containing
 
 __all__ = [
     "SUBSCRIPTION_STATUSES",
     "SubscriptionCreate",
     "SubscriptionHistory",
     "SubscriptionUpdate",
+    "SubscriptionView",
     "apply_due_downgrades",
     "current_record",
     "history_customer",
     "is_next",
     "plan_subscription",
     "record_lago_id",
-    "subscription_to_lago",
+    "subscription_view",
     "terminate_records",
     "update_record",
     "with_lago_ids",
@@ -160,41 +160,24 @@ def with_lago_ids(records: Sequence[Subscription]) -> list[Subscription]:
     return out
 
 
-def _iso(instant: datetime) -> str:
-    return f"{instant:%Y-%m-%dT%H:%M:%SZ}"
+@dataclass(frozen=True)
+class SubscriptionView:
+    """A record as the API shows it: with its plan (for the plan's amount; None if deleted
+    since) and, for an active record, the billing period it is in now."""
+
+    record: Subscription
+    plan: Plan | None
+    period: Period | None
 
 
-def subscription_to_lago(record: Subscription, plan: Plan | None, customer: Customer | None, now: datetime) -> dict[str, Any]:
-    """Lago's subscription object for one record (its lago_id filled in: `with_lago_ids`).
-
-    The current billing period is given for an active record; Lago's options that Meterline
-    has not (payment methods, invoice sections, activation rules) answer their neutral values."""
+def subscription_view(record: Subscription, plan: Plan | None, customer: Customer | None,
+                      now: datetime) -> SubscriptionView:
+    """`record` (its lago_id filled in: `with_lago_ids`) with its plan and, when it is active
+    and its plan and customer still exist, its current billing period at `now`."""
     period = None
     if record.status == "active" and plan is not None and customer is not None:
         period = period_containing(BillingSchedule.of(record, plan, customer), now)
-    body = record.to_lago()
-    if body["created_at"] is None:
-        body["created_at"] = UNKNOWN_TIME
-    return {
-        **body,
-        "lago_customer_id": lago_id("customer", record.external_customer_id),
-        "plan_amount_cents": plan.amount_cents if plan is not None else None,
-        "plan_amount_currency": plan.amount_currency if plan is not None else None,
-        "subscription_date": record.subscription_at.date().isoformat(),
-        "trial_ended_at": None,
-        "current_billing_period_started_at": _iso(period.start_utc) if period else None,
-        "current_billing_period_ending_at": _iso(period.lago_to_datetime) if period else None,
-        "on_termination_credit_note": None,
-        "on_termination_invoice": None,
-        "payment_method": None,
-        "applied_invoice_custom_sections": [],
-        "consolidate_invoice": None,
-        "billing_entity_code": None,
-        "purchase_order_number": None,
-        "cancellation_reason": None,
-        "activated_at": None,
-        "activation_rules": [],
-    }
+    return SubscriptionView(record, plan, period)
 
 
 def current_record(records: Sequence[Subscription]) -> Subscription | None:

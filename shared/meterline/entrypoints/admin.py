@@ -7,7 +7,7 @@
 
 Requests and answers are wrapped in the resource's root key ({"plan": {...}}); lists answer
 {"plans": [...], "meta": {...}}. Creates answer 200, as Lago does, and every answer is Lago's
-object (`to_lago_response()`: lago_id, timestamps, Lago's neutral values).
+object as `meterline.entrypoints.lago` renders it (lago_id, timestamps, Lago's neutral values).
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from meterline.core.subscriptions import SUBSCRIPTION_STATUSES
 from meterline.services.admin import AdminService
 from meterline.core.errors import MalformedInput, ValidationFailed
 from meterline.core.jsonbody import read_json
+from meterline.entrypoints import lago
 from meterline.entrypoints.http import (
     api_path,
     json_response,
     method_not_allowed,
     page_args,
-    pagination_meta,
     read_body,
     route_not_found,
 )
@@ -64,7 +64,7 @@ def admin_handler(runtime: AdminRuntime, request: Request) -> Response:
         if request.method == "GET":
             page, per_page = page_args(request)
             items, total = _list(service, resource, request, page, per_page)
-            return json_response(200, {resource: _lago(service, resource, items), "meta": pagination_meta(page, per_page, total)})
+            return json_response(200, lago.listing(resource, _lago(service, resource, items), page, per_page, total))
         raise method_not_allowed(("GET", "POST"))
 
     route = _OBJECT_ROUTES.get((resource, request.method))
@@ -78,11 +78,20 @@ def _body(runtime: AdminRuntime, request: Request, root: str) -> dict[str, Any]:
     return _unwrap(read_body(request, min(MAX_ADMIN_BODY, runtime.settings.max_body_bytes)), root)
 
 
+# Each resource's renderer in Lago's wire format.
+_RENDER: dict[str, Callable[[Any], dict[str, Any]]] = {
+    "billable_metrics": lago.billable_metric,
+    "plans": lago.plan,
+    "customers": lago.customer,
+    "subscriptions": lago.subscription,
+}
+
+
 def _lago(service: AdminService, resource: str, items: list[Any]) -> list[dict[str, Any]]:
-    """Lago's objects: subscriptions with their plans' amounts, the others by themselves."""
+    """Lago's objects: subscriptions with their plans and current periods, the others by themselves."""
     if resource == "subscriptions":
-        return service.subscriptions_to_lago(items)
-    return [i.to_lago_response() for i in items]
+        items = service.subscription_views(items)
+    return [_RENDER[resource](i) for i in items]
 
 
 def _answer(service: AdminService, resource: str, item: Any) -> Response:

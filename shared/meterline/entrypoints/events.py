@@ -16,12 +16,12 @@ from flask import Request, Response
 
 from meterline import logs
 from meterline.core.errors import NotFound, ValidationFailed
+from meterline.entrypoints import lago
 from meterline.entrypoints.http import (
     api_path,
     json_response,
     method_not_allowed,
     page_args,
-    pagination_meta,
     read_body,
     route_not_found,
 )
@@ -48,11 +48,12 @@ def events_handler(runtime: IngestRuntime, request: Request) -> Response:
     if request.method == "POST":
         body = read_body(request, runtime.settings.max_body_bytes)
         if rest == "":
-            answer = runtime.service.create(body)
+            answer = {"event": lago.event(runtime.service.create(body))}
             logs.event(_log, "events accepted", logging.DEBUG, events=1)
         else:
-            answer = runtime.service.create_batch(body)
-            logs.event(_log, "events accepted", logging.DEBUG, events=len(answer["events"]))
+            events = runtime.service.create_batch(body)
+            answer = {"events": lago.events(events)}
+            logs.event(_log, "events accepted", logging.DEBUG, events=len(events))
         return json_response(200, answer)
 
     subscription = request.args.get("external_subscription_id")
@@ -61,8 +62,8 @@ def events_handler(runtime: IngestRuntime, request: Request) -> Response:
     if rest == "":
         page, per_page = page_args(request)
         events, total = runtime.events.list_events(subscription, per_page, (page - 1) * per_page)
-        return json_response(200, {"events": [e.to_lago() for e in events], "meta": pagination_meta(page, per_page, total)})
+        return json_response(200, lago.listing("events", lago.events(events), page, per_page, total))
     event = runtime.events.get_event(subscription, rest)
     if event is None:
         raise NotFound("event")
-    return json_response(200, {"event": event.to_lago()})
+    return json_response(200, {"event": lago.event(event)})

@@ -22,28 +22,18 @@ import functools
 import hashlib
 import logging
 import re
-from datetime import timedelta
-from decimal import Decimal
 from importlib import resources
-from typing import Any
 from urllib.parse import quote
 
 from flask import Request, Response
 
 from meterline import logs
 from meterline.config import Settings
-from meterline.core.errors import NotFound, Unauthenticated, ValidationFailed
-from meterline.core.catalog import lago_id
-from meterline.entrypoints.http import (
-    API_PREFIX,
-    HttpError,
-    api_path,
-    json_response,
-    method_not_allowed,
-    route_not_found,
-)
+from meterline.core.errors import Forbidden, NotFound, Unauthenticated, ValidationFailed
+from meterline.entrypoints import lago
+from meterline.entrypoints.http import API_PREFIX, api_path, json_response, method_not_allowed, route_not_found
+from meterline.entrypoints.lago import HttpError
 from meterline.services.auth import bearer_token
-from meterline.services.portal import CurrentUsage, Forbidden
 
 _log = logs.get("portal")
 _API = re.compile(r"customers/(?P<customer>[^/]+)/(?P<action>current_usage|portal_url)")
@@ -97,7 +87,7 @@ def _api(runtime, request: Request, rest: str) -> Response:
         if not subscription:
             raise ValidationFailed({"external_subscription_id": ["value_is_mandatory"]})
         usage = service.current_usage(customer, subscription)
-        return json_response(200, {"customer_usage": current_usage_to_lago(usage)}, {"Cache-Control": "no-store"})
+        return json_response(200, {"customer_usage": lago.current_usage(usage)}, {"Cache-Control": "no-store"})
     # NOTE: Lago documents GET for portal_url and its official client sends GET; POST is
     # accepted too. Either way each call signs a new link; nothing is stored.
     if request.method not in ("GET", "POST"):
@@ -105,7 +95,7 @@ def _api(runtime, request: Request, rest: str) -> Response:
     link = service.issue_link(customer)
     base = _link_base(runtime.settings, request)
     url = f"{base}{_PORTAL}customers/{quote(customer, safe='')}?token={link.token}"
-    return json_response(200, {"customer": {"portal_url": url}}, {"Cache-Control": "no-store"})
+    return json_response(200, lago.portal_url(url), {"Cache-Control": "no-store"})
 
 
 def _link_base(settings: Settings, request: Request) -> str:
@@ -123,78 +113,6 @@ def _link_base(settings: Settings, request: Request) -> str:
                "in METERLINE_PORTAL_ALLOWED_HOSTS", logging.WARNING)
     raise HttpError(503, "Service Unavailable", "portal_base_url_not_configured",
                     {"portal_base_url": ["value_is_mandatory"]})
-
-
-def _iso(value) -> str:
-    return value.isoformat().replace("+00:00", "Z")
-
-
-def current_usage_to_lago(usage: CurrentUsage) -> dict[str, Any]:
-    """Lago's customer_usage: one entry per charge, its filters' fees below it. Like Lago's,
-    the amounts are the usage-based fees only (the subscription fee is billed beside them)."""
-    currency, period = usage.currency, usage.period
-    by_charge: dict[tuple[str, str], list] = {}
-    for fee in usage.charge_fees:
-        by_charge.setdefault((fee.ref.plan_code or "", fee.ref.charge_ref or ""), []).append(fee)
-    plans = {r.plan.code: r.plan for r in usage.rated}
-    charges = []
-    for (plan_code, ref), fees in by_charge.items():
-        charge = next(c for c in plans[plan_code].charges if c.ref == ref)
-        metric = usage.metrics[charge.billable_metric_code or ""]
-        filters = {f.key: f for f in charge.filters}
-        units = sum((f.units for f in fees), Decimal(0))
-        charges.append({
-            "units": _text(units),
-            "total_aggregated_units": _text(units),
-            "events_count": sum(f.events_count or 0 for f in fees),
-            "amount_cents": sum(f.amount_cents for f in fees),
-            "amount_currency": currency,
-            "pricing_unit_details": None,
-            "presentation_breakdowns": None,
-            "charge": {
-                "lago_id": lago_id("charge", plan_code, ref),
-                "charge_model": charge.charge_model,
-                "invoice_display_name": charge.invoice_display_name,
-            },
-            "billable_metric": {
-                "lago_id": metric.lago_id,
-                "name": metric.name,
-                "code": metric.code,
-                "aggregation_type": f"{metric.aggregation_type}_agg",
-            },
-            # Lago lists each filter's fee; the events matching none have `values: null`.
-            "filters": [
-                {
-                    "invoice_display_name": filters[f.ref.filter_key].invoice_display_name if f.ref.filter_key else None,
-                    "values": {k: list(v) for k, v in filters[f.ref.filter_key].values.items()} if f.ref.filter_key else None,
-                    "units": _text(f.units),
-                    "total_aggregated_units": _text(f.units),
-                    "amount_cents": f.amount_cents,
-                    "events_count": f.events_count or 0,
-                    "pricing_unit_details": None,
-                    "presentation_breakdowns": None,
-                }
-                for f in fees
-            ] if charge.filters else [],
-            "grouped_usage": [],
-        })
-    amount = sum(c["amount_cents"] for c in charges)
-    return {
-        "from_datetime": _iso(period.start_utc),
-        "to_datetime": _iso(period.lago_to_datetime),
-        # The day the invoice of this period would be issued (the billing run's rule).
-        "issuing_date": (period.end_date + timedelta(days=1)).isoformat(),
-        "lago_invoice_id": None,
-        "currency": currency,
-        "amount_cents": amount,
-        "taxes_amount_cents": 0,
-        "total_amount_cents": amount,
-        "charges_usage": charges,
-    }
-
-
-def _text(value) -> str:
-    return format(value.normalize(), "f")
 
 
 # -- the page (signed link) -------------------------------------------------------------------------
@@ -229,10 +147,7 @@ def _pages(runtime, request: Request, root: str, rest: str) -> Response:
     service = runtime.service
     static = static_urls(root)
     if kind == "usage":  # the page's refresh: JSON, errors in Lago's JSON shape
-        try:
-            service.authorize(bearer_token(request.headers.get("Authorization")), key)
-        except Forbidden:
-            raise HttpError(403, "Forbidden", "forbidden") from None
+        service.authorize(bearer_token(request.headers.get("Authorization")), key)
         return json_response(200, portal_page.page_json(service.page(key)), _PRIVATE)
     try:
         service.authorize(request.args.get("token"), key)

@@ -18,13 +18,8 @@ from typing import Any
 from meterline.core.invoices import Invoice
 from meterline.core.money import from_minor_units
 from meterline.core.pricing.fee import Fee
-from meterline.services.portal import (
-    DailySeries,
-    PortalPage,
-    SubscriptionPage,
-    format_money,
-    format_units,
-)
+from meterline.entrypoints.formatting import format_money, format_units
+from meterline.services.portal import DailySeries, PortalPage, SubscriptionPage
 
 # Each state as a customer reads it.
 _INVOICE_STATUS = {

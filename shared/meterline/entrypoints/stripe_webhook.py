@@ -23,7 +23,8 @@ from typing import Any
 from flask import Request, Response
 
 from meterline import logs
-from meterline.entrypoints.http import HttpError, json_response, method_not_allowed, read_body
+from meterline.entrypoints.http import json_response, method_not_allowed, read_body
+from meterline.entrypoints.lago import HttpError
 from meterline.ports import InvalidSignature, MalformedPaymentEvent
 from meterline.runtime import StripeWebhookRuntime
 
@@ -53,8 +54,7 @@ def stripe_webhook_handler(runtime: StripeWebhookRuntime, request: Request) -> R
         result = runtime.payments.handle(event)
     except NotYet as exc:
         logs.event(_log, "webhook event deferred", logging.INFO, event_id=event.id, event_type=event.type, reason=str(exc))
-        return json_response(503, {"status": 503, "error": "Service Unavailable", "code": "invoice_not_finalized_yet"},
-                             headers={"Retry-After": "60"})
+        raise HttpError(503, "Service Unavailable", "invoice_not_finalized_yet", headers={"Retry-After": "60"}) from None
     body_out: dict[str, Any] = {"received": True, "outcome": result.outcome.value}
     if result.invoice_id is not None:
         body_out["invoice_id"] = result.invoice_id

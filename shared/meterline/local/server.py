@@ -17,7 +17,8 @@ import orjson
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 
 from meterline import logs
-from meterline.entrypoints.http import http_error, lago_error
+from meterline.entrypoints import lago
+from meterline.entrypoints.lago import http_error
 from meterline.local.app import create_app
 from meterline.local.worker import QueueWorker
 from meterline.runtime import LocalRuntime
@@ -88,7 +89,7 @@ class _QuietHandler(WSGIRequestHandler):
         # http.server calls this for what it refuses before the app sees the request (all 4xx
         # and 5xx, so there is always a body). A client's mistake: answered, not logged.
         err = http_error(code)
-        data = orjson.dumps(lago_error(err)[1])
+        data = orjson.dumps(lago.error(err)[1])
         self.send_response(code, err.error)
         self.send_header("Connection", "close")
         self.send_header("Content-Type", "application/json")

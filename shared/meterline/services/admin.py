@@ -36,9 +36,10 @@ from meterline.core.subscriptions import (
     SubscriptionCreate,
     SubscriptionHistory,
     SubscriptionUpdate,
+    SubscriptionView,
     plan_subscription,
     record_lago_id,
-    subscription_to_lago,
+    subscription_view,
     terminate_records,
     update_record,
     with_lago_ids,
@@ -331,9 +332,9 @@ class AdminService:
 
         return self._update_history(external_id, change)
 
-    def subscriptions_to_lago(self, records: Sequence[Subscription]) -> list[dict[str, Any]]:
-        """Lago's subscription objects, each with its plan's amount and, when active, its
-        current billing period (the plans and customers are read once per call)."""
+    def subscription_views(self, records: Sequence[Subscription]) -> list[SubscriptionView]:
+        """Each record with its plan and, when active, its current billing period (the plans
+        and customers are read once per call)."""
         plans: dict[str, Plan | None] = {}
         customers: dict[str, Customer | None] = {}
         now = self._clock()
@@ -343,7 +344,7 @@ class AdminService:
                 plans[record.plan_code] = self._store.get_plan(record.plan_code)
             if record.external_customer_id not in customers:
                 customers[record.external_customer_id] = self._store.get_customer(record.external_customer_id)
-            out.append(subscription_to_lago(record, plans[record.plan_code], customers[record.external_customer_id], now))
+            out.append(subscription_view(record, plans[record.plan_code], customers[record.external_customer_id], now))
         return out
 
     def _update_history(

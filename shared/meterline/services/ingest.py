@@ -7,7 +7,6 @@ if the publish fails it raises Unavailable (503) and the client retries, which t
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from meterline import logs
 from meterline.core.clock import now_us
@@ -24,17 +23,18 @@ class IngestService:
         self._bus = bus
         self._numeric_field = numeric_field
 
-    def create(self, body: bytes) -> dict[str, Any]:
-        """`POST /api/v1/events`. Raises a DomainError: ValidationFailed, MalformedInput, Unavailable."""
+    def create(self, body: bytes) -> Event:
+        """`POST /api/v1/events`: the event published. Raises a DomainError: ValidationFailed,
+        MalformedInput, Unavailable."""
         event = parse_single_body(body, now_us(), self._numeric_field)
         self._publish([event])
-        return {"event": event.to_lago()}
+        return event
 
-    def create_batch(self, body: bytes) -> dict[str, Any]:
+    def create_batch(self, body: bytes) -> list[Event]:
         """`POST /api/v1/events/batch`: all events are validated before any is published."""
         events = parse_batch_body(body, now_us(), self._numeric_field)
         self._publish(events)
-        return {"events": [e.to_lago() for e in events]}
+        return events
 
     def _publish(self, events: Sequence[Event]) -> None:
         try:

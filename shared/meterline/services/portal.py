@@ -5,7 +5,8 @@ service (`services/usage.py`, the chain the billing run uses), so the amounts on
 in `current_usage` are what a billing run would invoice if the period closed at that instant.
 This module adds only what a page needs beside them:
 
-  * links: an HMAC-SHA256 token scoping one customer until an expiry (`LinkSigner`);
+  * links: an HMAC-SHA256 token scoping one customer until an expiry
+    (`services/portal_links.py`);
   * the daily chart and the live seat count: the SAME usage query (`UsageQuery`), asked for one
     window per local day of the period, with each charge's filters dropped so that a day's
     units are the metric's own aggregation (a day's max is the max, not a sum of maxes);
@@ -19,198 +20,36 @@ number of the customer's subscriptions.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import os
-import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
-from pathlib import Path
 
 from meterline.core.catalog import BillableMetric, Customer, Plan, Subscription
 from meterline.core.clock import to_us
-from meterline.core.errors import NotFound, Unauthenticated, Unavailable
+from meterline.core.errors import NotFound, Unavailable
 from meterline.core.invoices import Invoice
-from meterline.core.money import MONEY_CONTEXT, currency_exponent
 from meterline.core.pricing.fee import Fee
 from meterline.core.pricing.periods import Period, local_midnight_utc
 from meterline.core.pricing.rating import rate_subscription
 from meterline.core.pricing.usage import ChargeUsage
 from meterline.ports import CatalogStore, InvoiceStore, Warehouse
+from meterline.services.portal_links import LinkSigner, PortalLink
 from meterline.services.usage import RatedPeriod, UsageService
 from meterline.services.usage_query import UsageQuery, UsageWindow
 
 __all__ = [
     "CurrentUsage",
     "DailySeries",
-    "Forbidden",
-    "LinkSigner",
-    "PortalLink",
     "PortalPage",
     "PortalService",
     "SeatCount",
     "SubscriptionPage",
-    "format_money",
-    "format_units",
-    "signing_key",
 ]
 
 _ONE_DAY = timedelta(days=1)
 # Invoices a page lists (newest first): enough for two years of monthly invoices.
 _INVOICES_SHOWN = 24
-
-
-class Forbidden(Exception):
-    """A valid token used for another customer than the one it names. Not a DomainError: only
-    the portal's HTTP edge answers it (403)."""
-
-
-# -- links ------------------------------------------------------------------------------------
-#
-# token = "mlp1." b64url(customer id) "." expiry (unix seconds) "." b64url(HMAC-SHA256(key, context + the part before))
-#
-# The customer id travels inside the signed part, so the token alone says whom it is for: a
-# customer id in the URL is only compared with it, and a mismatch is refused (it can narrow,
-# never widen). The signature is compared in constant time before anything else is trusted,
-# and the expiry only then, so a forged token learns nothing from timing or from the answer.
-
-_TOKEN_VERSION = "mlp1"
-_CONTEXT = b"meterline portal link\n"  # domain separation: this key signs nothing else
-_MAX_TOKEN_CHARS = 2048
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-@dataclass(frozen=True)
-class PortalLink:
-    token: str
-    customer_external_id: str
-    expires_at: datetime
-
-
-class LinkSigner:
-    def __init__(self, key: bytes, lifetime: timedelta):
-        if len(key) < 32:
-            raise ValueError("the portal signing key must be at least 32 bytes")
-        self._key = key
-        self.lifetime = lifetime
-
-    def _signature(self, signed: str) -> str:
-        return _b64(hmac.new(self._key, _CONTEXT + signed.encode("ascii"), hashlib.sha256).digest())
-
-    def issue(self, customer_external_id: str, now: datetime) -> PortalLink:
-        # Rounded up to the second: a link is never valid for less than its lifetime.
-        expires = int((now + self.lifetime).timestamp()) + 1
-        signed = f"{_TOKEN_VERSION}.{_b64(customer_external_id.encode())}.{expires}"
-        return PortalLink(f"{signed}.{self._signature(signed)}", customer_external_id,
-                          datetime.fromtimestamp(expires, UTC))
-
-    def verify(self, token: str | None, now: datetime) -> str:
-        """The customer the token was issued for; Unauthenticated if it is missing, malformed,
-        tampered with or expired (one answer for all: a prober learns nothing)."""
-        if not token or len(token) > _MAX_TOKEN_CHARS or not token.isascii():
-            raise Unauthenticated()
-        parts = token.split(".")
-        if len(parts) != 4 or parts[0] != _TOKEN_VERSION:
-            raise Unauthenticated()
-        signed, given = token.rpartition(".")[0], parts[3]
-        # Compared as canonical text, not decoded bytes: base64 decoders accept several spellings
-        # of the same bytes, and a changed character must never pass.
-        if not hmac.compare_digest(self._signature(signed).encode(), given.encode()):
-            raise Unauthenticated()
-        expires = parts[2]
-        if not (expires.isdigit() and len(expires) <= 12) or int(expires) <= now.timestamp():
-            raise Unauthenticated()
-        return _unb64(parts[1]).decode()
-
-    def authorize(self, token: str | None, customer_external_id: str, now: datetime) -> str:
-        """The token's customer, which must be `customer_external_id` (Forbidden otherwise)."""
-        granted = self.verify(token, now)
-        if not hmac.compare_digest(granted.encode(), customer_external_id.encode()):
-            raise Forbidden()
-        return granted
-
-
-_KEY_FILE = "portal_signing_key"
-
-
-def signing_key(secret: str | None, backend: str, data_dir: Path) -> bytes:
-    """The portal's signing key: the configured secret (Secret Manager on GCP), or, embedded
-    and unset, one generated once into `<data dir>/portal_signing_key` (0600) and reused, so
-    links survive restarts. On GCP an unset key is a configuration error (a key generated per
-    instance would make every other instance refuse the links this one signs)."""
-    from meterline.config import ConfigError
-
-    if secret is not None:
-        if len(secret) < 32:
-            raise ConfigError("METERLINE_PORTAL_SIGNING_KEY must be at least 32 characters (e.g. `openssl rand -hex 32`)")
-        return secret.encode()
-    if backend != "embedded":
-        raise ConfigError("METERLINE_PORTAL_SIGNING_KEY is not set: on Google Cloud the portal function reads it from "
-                          "Secret Manager (mount the secret as this variable)")
-    path = data_dir / _KEY_FILE
-    if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        # Written whole under a private name, then linked into place: a concurrent first start
-        # either links first or reads the winner's complete key, never half of one.
-        tmp = data_dir / f".{_KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, secrets.token_hex(32).encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink()
-    if path.stat().st_mode & 0o077:
-        raise ConfigError(f"{path} is readable by other users: `chmod 600 {path}` (it signs portal links)")
-    return path.read_bytes().strip()
-
-
-# -- money and units as a customer reads them -----------------------------------------------------
-
-# The symbols customers expect; any other currency is shown by its ISO code.
-_SYMBOLS = {
-    "USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥", "CNY": "CN¥", "INR": "₹", "KRW": "₩", "BRL": "R$",
-    "CAD": "CA$", "AUD": "A$", "NZD": "NZ$", "HKD": "HK$", "MXN": "MX$", "ILS": "₪", "VND": "₫",
-    "TWD": "NT$", "PHP": "₱", "NGN": "₦", "UAH": "₴", "TRY": "₺", "THB": "฿", "PLN": "zł",
-}
-
-
-def format_money(minor_units: int, currency: str) -> str:
-    """Integer minor units as the customer reads them: `$1,234.50`, `¥1,235`, `KWD 1.250`."""
-    exponent = currency_exponent(currency)
-    amount = Decimal(abs(minor_units)).scaleb(-exponent, MONEY_CONTEXT)
-    text = f"{amount:,.{exponent}f}"
-    symbol = _SYMBOLS.get(currency)
-    text = f"{symbol}{text}" if symbol else f"{currency} {text}"
-    return f"-{text}" if minor_units < 0 else text
-
-
-_UNITS_SHOWN = Decimal("0.0001")
-
-
-def format_units(units: Decimal) -> str:
-    """Units as read: grouped by thousands, without the warehouse's padding, at most four
-    decimals (prorated seats are 1.9354838709677...): 12,000,000, 1.5 or 1.9355."""
-    if units.as_tuple().exponent < -4:  # type: ignore[operator] # finite: units are never NaN
-        units = units.quantize(_UNITS_SHOWN, ROUND_HALF_UP, MONEY_CONTEXT)
-    sign, units = ("-" if units < 0 else ""), abs(units).normalize()
-    whole, _, fraction = format(units, "f").partition(".")
-    return f"{sign}{int(whole):,}" + (f".{fraction}" if fraction else "")
 
 
 # -- what the API and the page show -------------------------------------------------------------
