@@ -15,10 +15,9 @@ from decimal import Decimal
 
 import pytest
 
-from meterline.config import ConfigError
-from meterline.core.errors import NotFound, Unauthenticated
 from meterline.adapters.embedded.keyfile import signing_key
-from meterline.core.errors import Forbidden
+from meterline.config import ConfigError
+from meterline.core.errors import Forbidden, NotFound, Unauthenticated
 from meterline.entrypoints import lago
 from meterline.entrypoints.formatting import format_money, format_units
 from meterline.services.portal_links import LinkSigner

@@ -17,10 +17,9 @@ from typing import Any
 
 from flask import Request, Response
 
-from meterline.core.subscriptions import SUBSCRIPTION_STATUSES
-from meterline.services.admin import AdminService
 from meterline.core.errors import MalformedInput, ValidationFailed
 from meterline.core.jsonbody import read_json
+from meterline.core.subscriptions import SUBSCRIPTION_STATUSES
 from meterline.entrypoints import lago
 from meterline.entrypoints.http import (
     api_path,
@@ -32,6 +31,7 @@ from meterline.entrypoints.http import (
 )
 from meterline.entrypoints.invoices import invoices_handler
 from meterline.runtime import AdminRuntime
+from meterline.services.admin import AdminService
 
 # Collection path segment -> the root key of one object.
 ROOT_KEYS = {

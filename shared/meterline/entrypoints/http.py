@@ -19,7 +19,8 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import orjson
-from flask import Request, Response, request as current_request
+from flask import Request, Response
+from flask import request as current_request
 from werkzeug.exceptions import ClientDisconnected, HTTPException
 
 from meterline import logs
