@@ -52,7 +52,7 @@ def invoices_handler(runtime, request: Request) -> Response:
     date_to = _date_arg(request, "issuing_date_to", errors)
     if errors:
         raise ValidationFailed(errors)
-    items, total = service.list(
+    items, total = service.list_page(
         customer_external_id=request.args.get("external_customer_id") or None,
         statuses=lago.invoice_statuses(status, payment, INVOICE_STATUSES),
         issuing_date_from=date_from, issuing_date_to=date_to, page=page, per_page=per_page,

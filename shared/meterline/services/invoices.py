@@ -127,7 +127,7 @@ class InvoicesService:
             raise NotFound("invoice")
         return _details(invoice, _CatalogReads(self._catalog), self._clock())
 
-    def list(
+    def list_page(
         self,
         *,
         customer_external_id: str | None = None,
