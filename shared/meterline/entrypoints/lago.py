@@ -340,9 +340,10 @@ def billing_period(details: InvoiceDetails, view: SubscriptionView) -> dict[str,
     invoice, record = details.invoice, view.record
     start = max(record.start, invoice.from_utc)
     end = invoice.to_utc if record.end is None else min(record.end, invoice.to_utc)
-    base = next((line for line in invoice.lines if line.kind == "subscription" and line.from_datetime
-                 and line.to_datetime and details.record_of(line) is record), None)
-    base_from, base_to = (base.from_datetime, base.to_datetime) if base is not None else (start, end)
+    base_from, base_to = next(((line.from_datetime, line.to_datetime) for line in invoice.lines
+                               if line.kind == "subscription" and line.from_datetime is not None
+                               and line.to_datetime is not None and details.record_of(line) is record),
+                              (start, end))
     ends_here = record.end is not None and invoice.from_utc < record.end <= invoice.to_utc
     return {
         "lago_subscription_id": record.lago_id,
@@ -397,13 +398,16 @@ def _fee_item(details: InvoiceDetails, line: InvoiceLine) -> dict[str, Any]:
 def fee(details: InvoiceDetails, line: InvoiceLine) -> dict[str, Any]:
     """One invoice line as Lago's fee."""
     invoice = details.invoice
-    charged = line.kind != "subscription" and line.plan_code is not None and line.charge_ref is not None
+    charge_id = filter_id = None
+    if line.kind != "subscription" and line.plan_code is not None and line.charge_ref is not None:
+        # Derived as GET /plans derives it, so it holds for a charge the plan has dropped since.
+        charge_id = _lago_id("charge", line.plan_code, line.charge_ref)
+        if line.filter_key:
+            filter_id = _charge_filter_id(line.plan_code, line.charge_ref, line.filter_key)
     return {
         "lago_id": f"{invoice.id}:{line.ref}",
-        # Derived as GET /plans derives it, so it holds for a charge the plan has dropped since.
-        "lago_charge_id": _lago_id("charge", line.plan_code, line.charge_ref) if charged else None,
-        "lago_charge_filter_id": _charge_filter_id(line.plan_code, line.charge_ref, line.filter_key)
-        if charged and line.filter_key else None,
+        "lago_charge_id": charge_id,
+        "lago_charge_filter_id": filter_id,
         "lago_invoice_id": invoice.id,
         "lago_true_up_fee_id": None,
         "lago_true_up_parent_fee_id": None,
