@@ -173,6 +173,8 @@ def test_every_setting_a_function_reads_is_set():
         "firestore_emulator_host": "local emulator",
         "bigquery_emulator_host": "local emulator",
         "stripe_api_base": "localstripe in the tests; unset is api.stripe.com",
+        "http_read_timeout_seconds": "meterline serve's own HTTP server; Cloud Run bounds a request on GCP",
+        "portal_allowed_hosts": "read only when the portal's base URL is unset; functions.tf always sets it",
     }
     env = local("settings_env")
     secrets = local("secrets")
