@@ -76,7 +76,7 @@ def cmd_api_keys_create(args: argparse.Namespace) -> int:
 
 
 def cmd_api_keys_list(args: argparse.Namespace) -> int:
-    from meterline.core.events import iso_ms
+    from meterline.core.clock import iso_ms
 
     keys = _adapters(args).api_keys.all()
     rows = [
