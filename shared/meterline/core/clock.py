@@ -83,7 +83,8 @@ def iso_seconds(value: datetime) -> str:
     return f"{value.astimezone(timezone.utc):%Y-%m-%dT%H:%M:%SZ}"
 
 
-def iso_exact(value: datetime) -> str:
+def iso_exact(value: datetime | None) -> str | None:
     """A datetime as Python's isoformat writes it, UTC as Z: whole seconds, or all six digits
-    when there is a fraction (`2024-01-31T09:30:00Z`, `2024-01-31T09:30:00.250000Z`)."""
-    return value.isoformat().replace("+00:00", "Z")
+    when there is a fraction (`2024-01-31T09:30:00Z`, `2024-01-31T09:30:00.250000Z`). None (a
+    time not set) stays None: Lago answers null."""
+    return None if value is None else value.isoformat().replace("+00:00", "Z")

@@ -30,6 +30,7 @@ from zoneinfo import ZoneInfo
 from pydantic import Field
 
 from meterline.core.catalog import UNKNOWN_TIME, Customer, Plan, Subscription, SubscriptionStatus, lago_id
+from meterline.core.clock import iso_seconds
 from meterline.core.errors import NotFound, ValidationFailed
 from meterline.core.fields import Key, UtcDatetime, stamp_time
 from meterline.core.lago_model import LagoModel
@@ -151,10 +152,6 @@ def with_lago_ids(records: Sequence[Subscription]) -> list[Subscription]:
     return out
 
 
-def _iso(instant: datetime) -> str:
-    return f"{instant:%Y-%m-%dT%H:%M:%SZ}"
-
-
 def subscription_to_lago(record: Subscription, plan: Plan | None, customer: Customer | None, now: datetime) -> dict[str, Any]:
     """Lago's subscription object for one record (its lago_id filled in: `with_lago_ids`).
 
@@ -173,8 +170,8 @@ def subscription_to_lago(record: Subscription, plan: Plan | None, customer: Cust
         "plan_amount_currency": plan.amount_currency if plan is not None else None,
         "subscription_date": record.subscription_at.date().isoformat(),
         "trial_ended_at": None,
-        "current_billing_period_started_at": _iso(period.start_utc) if period else None,
-        "current_billing_period_ending_at": _iso(period.lago_to_datetime) if period else None,
+        "current_billing_period_started_at": iso_seconds(period.start_utc) if period else None,
+        "current_billing_period_ending_at": iso_seconds(period.lago_to_datetime) if period else None,
         "on_termination_credit_note": None,
         "on_termination_invoice": None,
         "payment_method": None,

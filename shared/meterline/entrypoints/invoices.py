@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from flask import Request, Response
 
 from meterline.core.catalog import BillableMetric, Charge, ChargeFilter, Customer, Plan, Subscription, lago_id
+from meterline.core.clock import iso_exact, iso_seconds
 from meterline.core.errors import NotFound, ValidationFailed
 from meterline.core.invoices import INVOICE_STATUSES, Invoice, InvoiceLine
 from meterline.core.money import currency_exponent
@@ -91,15 +92,6 @@ class CatalogReads:
         return self._once(self._charges, plan_code, by_ref).get(ref)
 
 
-def _iso(value) -> str | None:
-    return None if value is None else value.isoformat().replace("+00:00", "Z")
-
-
-def _lago_time(instant: datetime) -> str:
-    """Lago's datetimes in billing periods: UTC, to the second."""
-    return f"{instant.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
-
-
 def _precise_cents(line: InvoiceLine, currency: str) -> str:
     return format(line.precise_amount.scaleb(currency_exponent(currency)).normalize(), "f")
 
@@ -140,7 +132,7 @@ def _record_of(line: InvoiceLine, records: Sequence[Subscription]) -> Subscripti
 
 def _period_end(end: datetime, record: Subscription) -> str:
     """Lago's inclusive end: the last second of a period, or the instant the record ended."""
-    return _lago_time(end if end == record.end else end - timedelta(seconds=1))
+    return iso_seconds(end if end == record.end else end - timedelta(seconds=1))
 
 
 def billing_period(invoice: Invoice, record: Subscription) -> dict[str, Any]:
@@ -157,9 +149,9 @@ def billing_period(invoice: Invoice, record: Subscription) -> dict[str, Any]:
         "lago_subscription_id": record.lago_id,
         "external_subscription_id": record.external_id,
         "lago_plan_id": lago_id("plan", record.plan_code),
-        "subscription_from_datetime": _lago_time(base_from),
+        "subscription_from_datetime": iso_seconds(base_from),
         "subscription_to_datetime": _period_end(base_to, record),
-        "charges_from_datetime": _lago_time(start),
+        "charges_from_datetime": iso_seconds(start),
         "charges_to_datetime": _period_end(end, record),
         # A starting invoice (a plan paid in advance: its first period's base fee) is Lago's
         # subscription_starting; every other is made once its period has ended (the last one
@@ -233,10 +225,10 @@ def fee_to_lago(
         "description": line.description,
         "pay_in_advance": False,
         "invoiceable": True,
-        "from_date": _iso(line.from_datetime),
-        "to_date": _iso(line.to_datetime),
+        "from_date": iso_exact(line.from_datetime),
+        "to_date": iso_exact(line.to_datetime),
         "payment_status": invoice.payment_status,
-        "created_at": _iso(invoice.created_at),
+        "created_at": iso_exact(invoice.created_at),
         "item": _item(line, records, reads),
     }
 
@@ -274,9 +266,9 @@ def invoice_to_lago(invoice: Invoice, reads: CatalogReads, now: datetime) -> dic
         "total_due_amount_cents": total - paid,
         "total_paid_amount_cents": paid,
         "prepaid_credit_amount_cents": 0,
-        "voided_at": _iso(invoice.updated_at) if invoice.status == "voided" else None,
-        "created_at": _iso(invoice.created_at),
-        "updated_at": _iso(invoice.updated_at),
+        "voided_at": iso_exact(invoice.updated_at) if invoice.status == "voided" else None,
+        "created_at": iso_exact(invoice.created_at),
+        "updated_at": iso_exact(invoice.updated_at),
         "file_url": invoice.hosted_invoice_url,
         "external_customer_id": invoice.customer_external_id,
         # The customers and subscriptions APIs' own renderers. A customer deleted since is null

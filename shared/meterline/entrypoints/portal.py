@@ -29,6 +29,7 @@ from urllib.parse import quote
 
 from flask import Request, Response
 
+from meterline.core.clock import iso_seconds
 from meterline.core.errors import NotFound, Unauthenticated, ValidationFailed
 from meterline.core.catalog import lago_id
 from meterline.entrypoints.http import (
@@ -104,10 +105,6 @@ def _api(runtime, request: Request, rest: str) -> Response:
     return json_response(200, {"customer": {"portal_url": url}}, {"Cache-Control": "no-store"})
 
 
-def _iso(value) -> str:
-    return value.isoformat().replace("+00:00", "Z")
-
-
 def current_usage_to_lago(usage: CurrentUsage) -> dict[str, Any]:
     """Lago's customer_usage: one entry per charge, its filters' fees below it. Like Lago's,
     the amounts are the usage-based fees only (the subscription fee is billed beside them)."""
@@ -159,8 +156,8 @@ def current_usage_to_lago(usage: CurrentUsage) -> dict[str, Any]:
         })
     amount = sum(c["amount_cents"] for c in charges)
     return {
-        "from_datetime": _iso(period.start_utc),
-        "to_datetime": _iso(period.lago_to_datetime),
+        "from_datetime": iso_seconds(period.start_utc),
+        "to_datetime": iso_seconds(period.lago_to_datetime),
         # The day the invoice of this period would be issued (the billing run's rule).
         "issuing_date": (period.end_date + timedelta(days=1)).isoformat(),
         "lago_invoice_id": None,
