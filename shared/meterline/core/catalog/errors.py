@@ -15,7 +15,7 @@ __all__ = ["lago_error_details"]
 #   *_type, int_from_float, is_instance_of, model_type    -> invalid_type
 #   *_parsing, string_pattern_mismatch, timezone_*        -> invalid_format
 #   extra_forbidden                                       -> unknown_field (Lago ignores
-#                                                            these; we refuse, see module doc)
+#                                                            these; we refuse: core.lago_model)
 #   every other built-in (literal_error, greater_than_equal,
 #   too_short, value_error, union_tag_invalid, ...)       -> invalid_value
 _EXACT_CODES = {
