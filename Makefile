@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo serve test test-fast fuzz bench servers clean package gcp-setup
+.PHONY: help venv demo serve test test-fast lint fuzz bench servers clean package gcp-setup
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -38,6 +38,11 @@ gcp-setup: $(STAMP) ## create the topics, subscriptions, dataset, tables and vie
 
 test: servers ## run the whole suite, starting the emulators, bqemulator and localstripe on loopback ports
 	$(PY) -m pytest -q
+
+lint: $(STAMP) ## ruff (lint and import order), mypy on shared/meterline, and the layer rules (import-linter)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+	cd shared && ../$(VENV)/bin/lint-imports --config ../.importlinter
 
 test-fast: $(STAMP) ## run only the tests that need no local server
 	$(PY) -m pytest -q -m "not servers"

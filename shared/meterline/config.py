@@ -40,6 +40,13 @@ class Settings(BaseSettings):
 
     # Ingest
     max_body_bytes: int = Field(1_048_576, gt=0, description="larger request bodies get 413")
+    http_read_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="meterline serve: a client that sends no byte of its request line, headers or body for "
+        "this long is answered 408 (where it can still be) and its connection closed, so slow clients cannot "
+        "hold the server's threads",
+    )
     publish_timeout_seconds: float = Field(30.0, gt=0)
     publish_linger_seconds: float = Field(
         0.010,
@@ -111,7 +118,13 @@ class Settings(BaseSettings):
     portal_base_url: str | None = Field(
         None,
         description="the portal's public base URL (links are <base>/portal/customers/<id>?token=...); "
-        "unset: the URL the portal_url request came to",
+        "unset: the URL the portal_url request came to, if its host is in portal_allowed_hosts",
+    )
+    portal_allowed_hosts: list[str] = Field(
+        ["127.0.0.1", "localhost", "::1"],
+        description="with portal_base_url unset, the hosts (no port) whose requests may name the portal link's "
+        "base URL; a request to any other Host gets 503 portal_base_url_not_configured, so a forged Host header "
+        "never yields a signed link to someone else's site. JSON list, e.g. '[\"billing.example.com\"]'",
     )
 
     @model_validator(mode="after")

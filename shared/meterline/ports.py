@@ -462,6 +462,15 @@ class InvalidSignature(Exception):
     not an event. The message says which (never quoting the secret)."""
 
 
+class MalformedPaymentEvent(InvalidSignature):
+    """A correctly signed delivery whose event Meterline cannot read (a field of the wrong type
+    or out of range); `field` names it. Refused, never half applied."""
+
+    def __init__(self, field: str, event_id: str | None = None):
+        super().__init__(f"the signed event's {field} is malformed")
+        self.field, self.event_id = field, event_id
+
+
 class PaymentWebhooks(Protocol):
     """The provider's webhook deliveries (Stripe: `adapters.stripe.webhooks`)."""
 

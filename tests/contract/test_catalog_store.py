@@ -333,18 +333,23 @@ def test_numeric_fields_name_the_field_of_numeric_aggregations_only(store):
     }
 
 
-def test_numeric_fields_are_cached_for_the_ttl(store):
+def test_a_new_metric_is_checked_at_once_and_a_changed_one_after_the_ttl(store):
     clock = Clock()
     lookup = NumericFields(store, ttl=30, clock=clock)
-    assert lookup("tokens") is None
+    assert lookup("tokens") is None  # no such metric (yet): read fresh, and nothing to check
     store.put_billable_metric(metric("tokens"))
-    clock.now += 29
-    assert lookup("tokens") is None  # still the cached map
-    clock.now += 1
+    # Unknown to the cached map: read fresh, so the door never checks against an older catalog
+    # than billing reads (a metric applied by the CLI beside a running serve).
     assert lookup("tokens") == "value"
+    store.put_billable_metric(metric("tokens", field="tokens"))
+    clock.now += 29
+    assert lookup("tokens") == "value"  # a known metric's change waits for the next load
+    clock.now += 1
+    assert lookup("tokens") == "tokens"
     store.put_billable_metric(metric("more"))
-    lookup.invalidate()
     assert lookup("more") == "value"
+    store.put_billable_metric(metric("calls", "count_agg", None))
+    assert lookup("calls") is None
 
 
 def test_a_failing_reload_keeps_the_last_good_map_and_never_raises(store):
@@ -356,6 +361,11 @@ def test_a_failing_reload_keeps_the_last_good_map_and_never_raises(store):
                 raise ConnectionError("catalog down")
             return store.list_billable_metrics(offset, limit)
 
+        def get_billable_metric(self, code):
+            if self.fail:
+                raise ConnectionError("catalog down")
+            return store.get_billable_metric(code)
+
     flaky, clock = Flaky(), Clock()
     lookup = NumericFields(flaky, ttl=30, retry=5, clock=clock)
     store.put_billable_metric(metric("tokens"))
@@ -363,12 +373,13 @@ def test_a_failing_reload_keeps_the_last_good_map_and_never_raises(store):
     flaky.fail = True
     clock.now += 31
     assert lookup("tokens") == "value"  # stale but served; ingest is not stopped by the catalog
-    flaky.fail = False
     store.put_billable_metric(metric("more"))
+    assert lookup("more") is None  # the store is down: accepted unchecked, never an error
+    flaky.fail = False
     clock.now += 4
-    assert lookup("more") is None  # waits `retry` seconds before trying again
+    assert lookup("more") == "value"  # unknown to the map: read fresh as soon as the store answers
     clock.now += 1
-    assert lookup("more") == "value"
+    assert lookup("tokens") == "value"
 
 
 def test_numeric_fields_before_any_good_load_answer_none():

@@ -42,6 +42,16 @@ def test_a_bad_instant_is_a_422_naming_the_field(client_and_billing, body, field
     assert field in orjson.loads(response.data)["error_details"]
 
 
+@pytest.mark.parametrize("as_of", ["9999-12-31T23:59:59Z", "9999-12-31T23:59:59-01:00", "9000-01-01T00:00:00Z",
+                                   "1969-12-31T23:59:59Z", "0001-01-01T00:00:00+01:00"])
+def test_an_instant_outside_the_calendar_is_a_422_and_bills_nothing(client_and_billing, as_of):
+    client, billing = client_and_billing
+    response = client.post("/", json={"as_of": as_of})
+    assert response.status_code == 422
+    assert orjson.loads(response.data)["error_details"] == {"as_of": ["value_is_out_of_range"]}
+    assert billing.all() == []
+
+
 def test_only_post_starts_a_run(client_and_billing):
     client, billing = client_and_billing
     assert client.get("/").status_code == 405

@@ -195,3 +195,23 @@ def test_numeric_property_checked_against_the_metric(tmp_path):
         parse_single({"event": ev(properties={"value": "12 tokens"})}, 0, lookup)
     assert failure.value.details == {"properties": ["value_is_not_valid_number"]}
     assert parse_single({"event": ev(properties={"value": "-12.50"})}, 0, lookup).properties == {"value": "-12.50"}
+
+
+NOT_UTF8 = {"status": 400, "error": "BadRequest: the body is not UTF-8 JSON", "code": "bad_request",
+            "error_details": {"body": ["invalid_encoding"]}}
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be"])
+@pytest.mark.parametrize(("path", "text"), [
+    ("/api/v1/events", '{"event": {"transaction_id": "t\ud800", "external_subscription_id": "s", "code": "c"}}'),
+    ("/api/v1/events", '{"event": {"transaction_id": "t", "external_subscription_id": "s", "code": "c"}}'),
+    ("/api/v1/events/batch", '{"events": [{"transaction_id": "t", "external_subscription_id": "s\udfff", "code": "c"}]}'),
+    ("/api/v1/customers", '{"customer": {"external_id": "c\ud800", "name": "n"}}'),
+])
+def test_a_body_that_is_not_utf8_is_refused_whole(runtime, api_key, encoding, path, text):
+    # The stdlib would guess UTF-16/32 and let a lone surrogate through to the stores (a 500).
+    from meterline.local.app import create_app as serve_app
+
+    resp = post(serve_app(runtime).test_client(), api_key, path, None, raw=text.encode(encoding, "surrogatepass"))
+    assert (resp.status_code, resp.get_json()) == (400, NOT_UTF8)
+    assert runtime.queue.depth() == 0

@@ -295,3 +295,41 @@ def test_the_portal_function_loads_only_firestore_and_bigquery(monkeypatch):
     monkeypatch.setenv("METERLINE_PORTAL_SIGNING_KEY", "k" * 32)  # from Secret Manager on GCP
     _, _, sdks = measure("portal", REPO_ROOT / "shared", REPO_ROOT / "functions")
     assert set(sdks.split(",")) == {"firestore", "firestore_v1", "bigquery"}  # catalog, keys, invoices; usage
+
+
+NOT_CONFIGURED = {"status": 503, "error": "Service Unavailable", "code": "portal_base_url_not_configured",
+                  "error_details": {"portal_base_url": ["value_is_mandatory"]}}
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:8080", "127.0.0.1.evil.example", "[2001:db8::1]:80"])
+def test_a_forged_host_header_never_yields_a_link(portal, host):
+    response = portal.client.post("/api/v1/customers/acme/portal_url", headers={**portal.auth, "Host": host})
+    assert response.status_code == 503
+    assert orjson.loads(response.data) == NOT_CONFIGURED
+    assert b"token" not in response.data
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:8080", "localhost", "[::1]:9000"])
+def test_loopback_hosts_are_allowed_by_default(portal, host):
+    response = portal.client.post("/api/v1/customers/acme/portal_url", headers={**portal.auth, "Host": host})
+    assert response.status_code == 200
+    assert orjson.loads(response.data)["customer"]["portal_url"].startswith(f"http://{host}/portal/customers/acme?token=")
+
+
+def test_an_allowed_host_setting_and_a_base_url_decide_the_link(tmp_path):
+    from tests.support import embedded_runtime
+
+    allowed = embedded_runtime(tmp_path / "a", portal_allowed_hosts=["billing.example.com"])
+    allowed.admin.service.upsert_customer({"external_id": "acme", "name": "Acme", "currency": "USD"})
+    client, auth = create_app(allowed).test_client(), {"Authorization": f"Bearer {new_key(allowed)}"}
+    ok = client.post("/api/v1/customers/acme/portal_url", headers={**auth, "Host": "billing.example.com"})
+    assert orjson.loads(ok.data)["customer"]["portal_url"].startswith("http://billing.example.com/portal/")
+    # The default list is replaced, not extended: loopback is no longer trusted.
+    assert client.post("/api/v1/customers/acme/portal_url", headers={**auth, "Host": "localhost"}).status_code == 503
+
+    based = embedded_runtime(tmp_path / "b", portal_base_url="https://usage.example.com")
+    based.admin.service.upsert_customer({"external_id": "acme", "name": "Acme", "currency": "USD"})
+    response = create_app(based).test_client().post(
+        "/api/v1/customers/acme/portal_url",
+        headers={"Authorization": f"Bearer {new_key(based)}", "Host": "evil.example"})
+    assert orjson.loads(response.data)["customer"]["portal_url"].startswith("https://usage.example.com/portal/")

@@ -403,3 +403,44 @@ def test_the_function_refuses_to_start_without_a_webhook_secret():
     runtime = StripeWebhookRuntime(SimpleNamespace(settings=Settings()))  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="METERLINE_STRIPE_WEBHOOK_SECRET"):
         runtime.warm()
+
+
+MALFORMED = [
+    ("data is text", lambda e: {**e, "data": "x"}, "data"),
+    ("object is a list", lambda e: {**e, "data": {"object": [1]}}, "data.object"),
+    ("created far in the past", lambda e: {**e, "created": -10**15}, "created"),
+    ("created far in the future", lambda e: {**e, "created": 10**15}, "created"),
+    ("created as text", lambda e: {**e, "created": "yesterday"}, "created"),
+    ("created as a float", lambda e: {**e, "created": 1.5}, "created"),
+    ("empty currency", lambda e: _obj(e, currency=""), "data.object.currency"),
+    ("currency as a number", lambda e: _obj(e, currency=840), "data.object.currency"),
+    ("amount as text", lambda e: _obj(e, amount_paid="1000"), "data.object.amount_paid"),
+    ("negative amount", lambda e: _obj(e, amount_paid=-1), "data.object.amount_paid"),
+    ("amount beyond int64", lambda e: _obj(e, amount_paid=2**63), "data.object.amount_paid"),
+    ("metadata as a list", lambda e: _obj(e, metadata=["x"]), "data.object.metadata"),
+    ("our id as a number", lambda e: _obj(e, metadata={"meterline_invoice_id": 5}), "data.object.metadata.meterline_invoice_id"),
+    ("provider id as an object", lambda e: _obj(e, id={"a": 1}), "data.object.id"),
+    ("status as a number", lambda e: _obj(e, status=3), "data.object.status"),
+]
+
+
+def _obj(evt: dict, **fields) -> dict:
+    return {**evt, "data": {"object": {**evt["data"]["object"], **fields}}}
+
+
+@pytest.mark.parametrize(("name", "change", "field"), MALFORMED, ids=[m[0] for m in MALFORMED])
+def test_a_signed_but_malformed_event_is_a_400_naming_the_field_and_changes_nothing(webhook, name, change, field):
+    evt = change(event("invoice.payment_succeeded"))
+    with captured_logs() as logged:
+        response = webhook.send(evt)
+    assert response.status_code == 400
+    assert body_of(response) == {"status": 400, "error": "Bad Request", "code": "invalid_event",
+                                 "error_details": {field: ["invalid_format"]}}
+    _nothing_changed(webhook, evt["id"])
+    (line,) = [orjson.loads(x) for x in logged.getvalue().splitlines() if "refused" in x]
+    assert (line["severity"], line["event_id"], line["field"]) == ("WARNING", evt["id"], field)
+
+
+def test_a_well_formed_currency_meterline_does_not_bill_in_is_not_refused(webhook):
+    response = webhook.send(_obj(event("invoice.payment_succeeded"), currency="xts"))
+    assert response.status_code == 200 and webhook.status() == "paid"

@@ -10,6 +10,7 @@ What no reading lets through, because it would crash later, when the value is wr
 - a lone UTF-16 surrogate ("\\ud800", or its raw bytes, which the stdlib decodes with
   "surrogatepass"): it reads as a Python str that no encoder writes. 422 naming the field
   (`UnreadableText`), since the JSON itself is well-formed.
+- a body in UTF-16 or UTF-32: 400 `invalid_encoding` (JSON between systems is UTF-8).
 """
 
 from __future__ import annotations
@@ -86,6 +87,11 @@ def _not_json(name: str) -> Any:
 
 
 def _stdlib(body: bytes, parse_float: Callable[[str], Any]) -> Any:
+    # NOTE: the stdlib guesses UTF-16 and UTF-32 from the first bytes and decodes them with
+    # "surrogatepass", so a lone surrogate would pass unseen (the byte search below knows only
+    # UTF-8). JSON between systems is UTF-8 (RFC 8259 8.1): anything else is refused whole.
+    if json.detect_encoding(body) not in ("utf-8", "utf-8-sig"):
+        raise MalformedInput({"body": ["invalid_encoding"]}, "BadRequest: the body is not UTF-8 JSON")
     try:
         data = json.loads(body, parse_float=parse_float, parse_constant=_not_json)
     except (ValueError, UnicodeDecodeError, RecursionError):

@@ -18,6 +18,19 @@ from meterline.core.jsonbody import read_json
 from meterline.entrypoints.http import json_response, method_not_allowed, read_body
 
 
+# A run bills the periods that ended by `as_of`; the calendar arithmetic of a period near year
+# 9999 overflows, and an instant before 1970 is before any event's epoch timestamp.
+AS_OF_RANGE = (datetime(1970, 1, 1, tzinfo=timezone.utc), datetime(9000, 1, 1, tzinfo=timezone.utc))
+
+
+def check_as_of(value: datetime) -> datetime:
+    """`value` in UTC, or 422 `value_is_out_of_range` outside `AS_OF_RANGE`."""
+    value = value.astimezone(timezone.utc)
+    if not AS_OF_RANGE[0] <= value < AS_OF_RANGE[1]:
+        raise ValidationFailed({"as_of": ["value_is_out_of_range"]})
+    return value
+
+
 def as_of_from(body: bytes) -> datetime:
     """`{"as_of": ISO-8601}` (optional): the instant the run bills up to; now by default."""
     data = read_json(body) if body.strip() else {}
@@ -30,7 +43,10 @@ def as_of_from(body: bytes) -> datetime:
         raise ValidationFailed({"as_of": ["invalid_format"]}) from None
     if value.tzinfo is None:
         raise ValidationFailed({"as_of": ["invalid_format"]})
-    return value.astimezone(timezone.utc)
+    try:
+        return check_as_of(value)
+    except OverflowError:  # 9999-12-31T23:59:59-01:00 is past the last UTC datetime
+        raise ValidationFailed({"as_of": ["value_is_out_of_range"]}) from None
 
 
 def bill_handler(runtime, request: Request, authenticate: bool = False) -> Response:

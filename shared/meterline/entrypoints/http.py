@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import orjson
 from flask import Request, Response, request as current_request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import ClientDisconnected, HTTPException
 
 from meterline import logs
 from meterline.core.errors import (
@@ -150,7 +150,16 @@ def read_body(request: Request, limit: int) -> bytes:
     too_large = HttpError(413, f"Payload Too Large: the limit is {limit} bytes", "payload_too_large", {"body": ["too_large"]})
     if request.content_length is not None and request.content_length > limit:
         raise too_large
-    data = request.stream.read(limit + 1)  # also bounds a chunked body, which has no length
+    try:
+        data = request.stream.read(limit + 1)  # also bounds a chunked body, which has no length
+    except (TimeoutError, ClientDisconnected) as err:
+        # The server's read timeout (`meterline serve`) ran out mid-body (werkzeug reports it as a
+        # disconnect caused by the timeout): the client's fault, so 408, and the connection is
+        # closed (its unread rest cannot be told from a next request). A real disconnect is
+        # werkzeug's 400 as before: nobody reads that answer.
+        if isinstance(err, TimeoutError) or isinstance(err.__context__, TimeoutError):
+            raise http_error(408, {"Connection": "close"}) from None
+        raise
     if len(data) > limit:
         raise too_large
     return data

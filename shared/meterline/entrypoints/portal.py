@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import re
 from datetime import timedelta
 from decimal import Decimal
@@ -29,6 +30,8 @@ from urllib.parse import quote
 
 from flask import Request, Response
 
+from meterline import logs
+from meterline.config import Settings
 from meterline.core.clock import iso_seconds
 from meterline.core.errors import NotFound, Unauthenticated, ValidationFailed
 from meterline.core.catalog import lago_id
@@ -43,6 +46,7 @@ from meterline.entrypoints.http import (
 from meterline.services.auth import bearer_token
 from meterline.services.portal import CurrentUsage, Forbidden
 
+_log = logs.get("portal")
 _API = re.compile(r"customers/(?P<customer>[^/]+)/(?P<action>current_usage|portal_url)")
 _PORTAL = "/portal/"
 _STATIC = {"portal.js": "text/javascript; charset=utf-8", "portal.css": "text/css; charset=utf-8"}
@@ -100,9 +104,26 @@ def _api(runtime, request: Request, rest: str) -> Response:
     if request.method not in ("GET", "POST"):
         raise method_not_allowed(("GET", "POST"))
     link = service.issue_link(customer)
-    base = (runtime.settings.portal_base_url or request.host_url).rstrip("/")
+    base = _link_base(runtime.settings, request)
     url = f"{base}{_PORTAL}customers/{quote(customer, safe='')}?token={link.token}"
     return json_response(200, {"customer": {"portal_url": url}}, {"Cache-Control": "no-store"})
+
+
+def _link_base(settings: Settings, request: Request) -> str:
+    """The base URL of a portal link: the configured one, else the request's own, but only when
+    its Host is allowed. The Host header is the client's to write: trusting it would let anyone
+    with an API key get a correctly signed link that points at their own site."""
+    if settings.portal_base_url:
+        return settings.portal_base_url.rstrip("/")
+    host = request.host.lower()
+    name = host[1:].split("]", 1)[0] if host.startswith("[") else host.split(":", 1)[0]  # no port
+    if name in {h.lower().strip("[]") for h in settings.portal_allowed_hosts}:
+        return request.host_url.rstrip("/")
+    # The Host itself is not logged: it is the client's text.
+    logs.event(_log, "portal_url refused: METERLINE_PORTAL_BASE_URL is unset and the request's host is not "
+               "in METERLINE_PORTAL_ALLOWED_HOSTS", logging.WARNING)
+    raise HttpError(503, "Service Unavailable", "portal_base_url_not_configured",
+                    {"portal_base_url": ["value_is_mandatory"]})
 
 
 def current_usage_to_lago(usage: CurrentUsage) -> dict[str, Any]:

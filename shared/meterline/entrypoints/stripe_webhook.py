@@ -24,7 +24,7 @@ from flask import Request, Response
 
 from meterline import logs
 from meterline.entrypoints.http import HttpError, json_response, method_not_allowed, read_body
-from meterline.ports import InvalidSignature
+from meterline.ports import InvalidSignature, MalformedPaymentEvent
 from meterline.runtime import StripeWebhookRuntime
 
 _log = logs.get("stripe_webhook")
@@ -41,6 +41,11 @@ def stripe_webhook_handler(runtime: StripeWebhookRuntime, request: Request) -> R
     body = read_body(request, MAX_BODY_BYTES)  # the raw bytes: the signature covers exactly these
     try:
         event = runtime.webhooks.verify(body, request.headers.get("Stripe-Signature"))
+    except MalformedPaymentEvent as exc:
+        # Signed by Stripe, yet not readable: refused whole and recorded in the log (Stripe
+        # shows the 400 in its dashboard and retries; nothing was applied).
+        logs.event(_log, "webhook event refused", logging.WARNING, event_id=exc.event_id, field=exc.field)
+        raise HttpError(400, "Bad Request", "invalid_event", {exc.field: ["invalid_format"]}) from None
     except InvalidSignature as exc:
         logs.event(_log, "webhook delivery refused", logging.WARNING, reason=str(exc))
         raise HttpError(400, "Bad Request", "invalid_signature", {"stripe_signature": [str(exc)]}) from None

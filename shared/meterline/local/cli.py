@@ -4,16 +4,98 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
 import os
 import sys
+import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import TextIO
+from typing import Any, NoReturn, TextIO
 
 import orjson
 
 from meterline.local import output
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a bad argument answered in one line (and exit 2), not a usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
+def _ranged_int(low: int, high: int | None = None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{value} is not between {low} and {high}" if high is not None
+                                             else f"{value} is less than {low}")
+        return value
+
+    return parse
+
+
+def _name(text: str) -> str:
+    name = text.strip()
+    if not name or len(name) > 100 or not name.isprintable():
+        raise argparse.ArgumentTypeError("a name is 1 to 100 printable characters")
+    return name
+
+
+def _readable_file(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file() or not os.access(path, os.R_OK):
+        raise argparse.ArgumentTypeError(f"{text}: no such readable file")
+    return path
+
+
+def _instant(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO-8601 instant (e.g. 2026-12-01T02:00:00Z)") from None
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError("needs a timezone (e.g. 2026-12-01T02:00:00Z)")
+    from meterline.entrypoints.bill import AS_OF_RANGE
+
+    if not AS_OF_RANGE[0] <= value < AS_OF_RANGE[1]:
+        raise argparse.ArgumentTypeError(f"must be from {AS_OF_RANGE[0]:%Y} to before {AS_OF_RANGE[1]:%Y}")
+    return value
+
+
+class _Refused(Exception):
+    """A command that cannot go on; its message is the one line the user sees (exit 2)."""
+
+
+def _existing_data_dir(args: argparse.Namespace) -> None:
+    """Commands that only read or change what is there never create a data dir."""
+    settings = _settings(args)
+    if settings.backend == "embedded" and not settings.data_dir.is_dir():
+        raise _Refused(f"no data dir at {settings.data_dir} (--data-dir or METERLINE_DATA_DIR; "
+                       "`meterline serve` or `meterline api-keys create` makes one)")
+
+
+def _ask_server(server: Any, request: urllib.request.Request, timeout: float) -> dict[str, Any]:
+    """A call to the `meterline serve` that holds the data dir; its failures become one line."""
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return orjson.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            body = orjson.loads(exc.read())
+            detail = body.get("error_details") or body.get("code") or body.get("error")
+        except (orjson.JSONDecodeError, AttributeError):
+            detail = exc.reason
+        raise _Refused(f"the server at {server.url} answered {exc.code}: {detail}") from None
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+        raise _Refused(f"the server at {server.url} did not answer ({type(exc).__name__}); "
+                       "is `meterline serve` still running? Run the command again once it is, or stop it") from None
 
 
 def _settings(args: argparse.Namespace):
@@ -79,6 +161,7 @@ def cmd_api_keys_create(args: argparse.Namespace) -> int:
 def cmd_api_keys_list(args: argparse.Namespace) -> int:
     from meterline.core.clock import iso_ms
 
+    _existing_data_dir(args)
     keys = _adapters(args).api_keys.all()
     rows = [
         {"name": r.name, "prefix": r.prefix + "…", "created_at": iso_ms(r.created_at_us),
@@ -93,6 +176,7 @@ def cmd_api_keys_revoke(args: argparse.Namespace) -> int:
     from meterline.core.clock import now_us
     from meterline.services.auth import revoke_api_keys
 
+    _existing_data_dir(args)
     settings = _settings(args)
     what = f"prefix {args.prefix}" if args.prefix is not None else f"name '{args.name}'"
     revoked, already = revoke_api_keys(_adapters(args).api_keys, now_us(), prefix=args.prefix, name=args.name)
@@ -123,6 +207,7 @@ def cmd_dead_letters_list(args: argparse.Namespace) -> int:
     """The dead letters, without their payloads: id, reason, attempts, age, event count."""
     from meterline.core.clock import now_us
 
+    _existing_data_dir(args)
     now = now_us()
     letters = _adapters(args).dead_letter_queue.all(args.limit)
     rows = [
@@ -138,6 +223,7 @@ def cmd_dead_letters_list(args: argparse.Namespace) -> int:
 
 def cmd_dead_letters_replay(args: argparse.Namespace) -> int:
     """Put dead letters back on the events bus, once their cause is fixed."""
+    _existing_data_dir(args)
     replayed = _adapters(args).dead_letter_queue.replay(None if args.all else args.ids)
     print(f"replayed {len(replayed)} dead letter(s)" + (f": {', '.join(replayed)}" if replayed else ""))
     missing = [] if args.all else sorted(set(args.ids) - set(replayed))
@@ -151,6 +237,7 @@ def cmd_events_list(args: argparse.Namespace) -> int:
     """A page of one subscription's counted events (events_deduped), newest first."""
     from meterline.local.datadir import DataDirBusy, hold_warehouse, running_server
 
+    _existing_data_dir(args)
     settings = _settings(args)
     server = running_server(settings.data_dir) if settings.backend == "embedded" else None
     if server is not None:
@@ -182,31 +269,24 @@ def _nothing():
 def _events_from_server(server, subscription: str, page: int, per_page: int) -> tuple[list[dict], int]:
     query = urllib.parse.urlencode({"external_subscription_id": subscription, "page": page, "per_page": per_page})
     request = urllib.request.Request(f"{server.url}/api/v1/events?{query}", headers={"Authorization": f"Bearer {server.token}"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        body = orjson.loads(response.read())
+    body = _ask_server(server, request, timeout=30)
     return body["events"], int(body["meta"]["total_count"])
 
 
 def cmd_bill(args: argparse.Namespace) -> int:
     """A billing run as of --as-of (default now): through the running server if one holds the
     data dir, else here, holding the warehouse for the run."""
-    from datetime import datetime, timezone
-
     from meterline.local.datadir import DataDirBusy, hold_warehouse, running_server
     from meterline.runtime import BillRuntime
 
     settings = _settings(args)
-    as_of = (datetime.fromisoformat(args.as_of.replace("Z", "+00:00")) if args.as_of else datetime.now(timezone.utc))
-    if as_of.tzinfo is None:
-        print("meterline bill: --as-of needs a timezone (e.g. 2026-12-01T02:00:00Z)", file=sys.stderr)
-        return 2
+    as_of = args.as_of or datetime.now(timezone.utc)
     server = running_server(settings.data_dir) if settings.backend == "embedded" else None
     if server is not None:
         request = urllib.request.Request(
             f"{server.url}/api/v1/billing_runs", data=orjson.dumps({"as_of": as_of.isoformat()}), method="POST",
             headers={"Authorization": f"Bearer {server.token}", "Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=600) as response:
-            summary = orjson.loads(response.read())["billing_run"]
+        summary = _ask_server(server, request, timeout=600)["billing_run"]
         invoices = None
     else:
         try:
@@ -284,18 +364,18 @@ def cmd_catalog_apply(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="meterline", description="Exact metering and usage-based billing.")
+    parser = _Parser(prog="meterline", description="Exact metering and usage-based billing.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run every function in one local HTTP server (embedded backend)")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--port", type=_ranged_int(0, 65535), default=8080, help="0 picks a free port")
     serve.add_argument("--data-dir", type=Path)
     serve.set_defaults(func=cmd_serve)
 
     keys = sub.add_parser("api-keys", help="manage API keys").add_subparsers(dest="keys_command", required=True)
     create = keys.add_parser("create", help="create a key; it is printed once and stored hashed")
-    create.add_argument("--name", required=True)
+    create.add_argument("--name", type=_name, required=True, help="what the key is for (e.g. gateway)")
     create.add_argument("--data-dir", type=Path)
     create.set_defaults(func=cmd_api_keys_create)
     lst = keys.add_parser("list", help="list keys (names and prefixes only)")
@@ -305,14 +385,14 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = keys.add_parser("revoke", help="revoke keys by prefix or name; revoked keys stay listed as revoked")
     which = revoke.add_mutually_exclusive_group(required=True)
     which.add_argument("--prefix", help="the key's prefix as `api-keys list` shows it")
-    which.add_argument("--name", help="every key with this name")
+    which.add_argument("--name", type=_name, help="every key with this name")
     revoke.add_argument("--data-dir", type=Path)
     revoke.set_defaults(func=cmd_api_keys_revoke)
 
     dead = sub.add_parser("dead-letters", help="messages that failed every attempt: list and replay them")
     dead_sub = dead.add_subparsers(dest="dead_letters_command", required=True)
     dead_list = dead_sub.add_parser("list", help="id, reason, attempts, age and event count (never payloads)")
-    dead_list.add_argument("--limit", type=int, default=1000)
+    dead_list.add_argument("--limit", type=_ranged_int(1), default=1000, help="show at most this many")
     dead_list.add_argument("--data-dir", type=Path)
     dead_list.add_argument("--format", choices=output.FORMATS, default="table")
     dead_list.set_defaults(func=cmd_dead_letters_list)
@@ -326,28 +406,28 @@ def build_parser() -> argparse.ArgumentParser:
     events = sub.add_parser("events", help="read counted events").add_subparsers(dest="events_command", required=True)
     events_list = events.add_parser("list", help="one subscription's counted events, newest first")
     events_list.add_argument("--subscription", required=True, help="external_subscription_id")
-    events_list.add_argument("--page", type=int, default=1)
-    events_list.add_argument("--per-page", type=int, default=20)
+    events_list.add_argument("--page", type=_ranged_int(1, 1_000_000), default=1)
+    events_list.add_argument("--per-page", type=_ranged_int(1, 100), default=20)
     events_list.add_argument("--data-dir", type=Path)
     events_list.add_argument("--format", choices=output.FORMATS, default="table")
     events_list.set_defaults(func=cmd_events_list)
 
     catalog = sub.add_parser("catalog", help="manage the catalog").add_subparsers(dest="catalog_command", required=True)
     apply = catalog.add_parser("apply", help="create or update billable metrics and plans from a YAML file (idempotent)")
-    apply.add_argument("file", type=Path, help="YAML with billable_metrics: and plans: in Lago's shapes")
+    apply.add_argument("file", type=_readable_file, help="YAML with billable_metrics: and plans: in Lago's shapes")
     apply.add_argument("--dry-run", action="store_true", help="show the changes without writing them")
     apply.add_argument("--data-dir", type=Path)
     apply.add_argument("--format", choices=output.FORMATS, default="table")
     apply.set_defaults(func=cmd_catalog_apply)
 
     bill = sub.add_parser("bill", help="run billing: invoice every period that has ended (idempotent)")
-    bill.add_argument("--as-of", help="bill up to this instant (ISO-8601 with a timezone); default now")
+    bill.add_argument("--as-of", type=_instant, help="bill up to this instant (ISO-8601 with a timezone); default now")
     bill.add_argument("--data-dir", type=Path)
     bill.add_argument("--format", choices=output.FORMATS, default="table")
     bill.set_defaults(func=cmd_bill)
 
     demo = sub.add_parser("demo", help="post a realistic LLM-gateway stream and show what was counted")
-    demo.add_argument("--events", type=int, default=3000)
+    demo.add_argument("--events", type=_ranged_int(1, 10_000_000), default=3000)
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--data-dir", type=Path)
     demo.add_argument("--format", choices=output.FORMATS, default="table")
@@ -359,11 +439,25 @@ def main(argv: list[str] | None = None) -> int:
     from meterline.config import ConfigError
 
     args = build_parser().parse_args(argv)
+    command = " ".join(["meterline", *(v for k, v in vars(args).items() if k.endswith("command") and isinstance(v, str))])
     try:
         return args.func(args)
     except ConfigError as exc:
         print(f"meterline: {exc}", file=sys.stderr)
         return 2
+    except _Refused as exc:
+        print(f"{command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        # Never a traceback for the user: one line, and the whole story on request.
+        if os.environ.get("METERLINE_DEBUG"):
+            raise
+        print(f"{command}: failed: {type(exc).__name__}: {str(exc)[:300]} (METERLINE_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

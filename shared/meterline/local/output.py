@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -23,16 +24,34 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+# OWASP's rule against CSV injection: a spreadsheet runs a cell that begins with one of these
+# as a formula (`=HYPERLINK(...)`, `=cmd|...`, `@SUM(...)`), so such a text cell is written with a
+# leading apostrophe, which the spreadsheet shows as text. A number keeps its sign: `-5` and
+# `-1.25` (ints, Decimals, or their exact text) are written as they are, or finance's sums break.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+
+
+def csv_cell(value: Any) -> str:
+    """One CSV cell: text that a spreadsheet would run as a formula is escaped; numbers never are."""
+    text = _cell(value)
+    if isinstance(value, str) and text.startswith(_FORMULA_START) and not _NUMBER.fullmatch(text):
+        return "'" + text
+    return text
+
+
 def render(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: str = "table") -> str:
     if fmt == "json":
         return orjson.dumps([{c: r.get(c) for c in columns} for r in rows], default=str, option=orjson.OPT_INDENT_2).decode()
     if fmt == "csv":
         buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(columns)
+        # RFC 4180's CRLF: the writer then also quotes a cell holding a bare CR, which would
+        # otherwise split its row in a spreadsheet.
+        writer = csv.writer(buf, lineterminator="\r\n")
+        writer.writerow([csv_cell(c) for c in columns])
         for r in rows:
-            writer.writerow([_cell(r.get(c)) for c in columns])
-        return buf.getvalue().rstrip("\n")
+            writer.writerow([csv_cell(r.get(c)) for c in columns])
+        return buf.getvalue().removesuffix("\r\n")
     cells = [[_cell(r.get(c)) for c in columns] for r in rows]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
 

@@ -17,7 +17,8 @@ import orjson
 import stripe
 
 from meterline.adapters.stripe.payments import INVOICE_KEY, stripe_units
-from meterline.ports import InvalidSignature, PaymentEvent, PaymentProviderError
+from meterline.core.numbers import INT64_MAX
+from meterline.ports import InvalidSignature, MalformedPaymentEvent, PaymentEvent, PaymentProviderError
 
 __all__ = ["EVENT_MOVES", "StripeWebhooks", "event_from_stripe"]
 
@@ -62,7 +63,11 @@ class StripeWebhooks:
             raise InvalidSignature("signed body is not JSON") from None
         if not isinstance(data, dict) or not isinstance(data.get("id"), str) or not isinstance(data.get("type"), str):
             raise InvalidSignature("signed body is not a Stripe event")
-        return event_from_stripe(data)
+        try:
+            return event_from_stripe(data)
+        except MalformedPaymentEvent as exc:
+            exc.event_id = data["id"][:255]
+            raise
 
 
 def _signed_at(header: str) -> int:
@@ -74,33 +79,61 @@ def _signed_at(header: str) -> int:
     raise InvalidSignature("signature has no timestamp")
 
 
+def _optional(value: Any, kind: type, field: str) -> Any:
+    if value is not None and not isinstance(value, kind):
+        raise MalformedPaymentEvent(field)
+    return value
+
+
+# What `datetime.fromtimestamp` takes on every platform, and a bound on any sane event time.
+_CREATED_RANGE = (0, 253402300799)  # 1970 .. 9999-12-31T23:59:59Z
+
+
 def event_from_stripe(data: dict[str, Any]) -> PaymentEvent:
     """A Stripe event (parsed JSON) as a `PaymentEvent`. Events about anything but an invoice
-    carry no invoice fields and move nothing."""
-    obj = (data.get("data") or {}).get("object") or {}
+    carry no invoice fields and move nothing. A field of the wrong type or out of range raises
+    `MalformedPaymentEvent` naming it: a signed body is Stripe's, but nothing in it is trusted to
+    be well-formed before it reaches the stores."""
+    if len(data["id"]) > 255 or len(data["type"]) > 255:
+        raise MalformedPaymentEvent("id" if len(data["id"]) > 255 else "type")
+    envelope = _optional(data.get("data"), dict, "data") or {}
+    obj = _optional(envelope.get("object"), dict, "data.object") or {}
     created = data.get("created")
-    occurred_at = datetime.fromtimestamp(created, tz=timezone.utc) if isinstance(created, int) else datetime.now(timezone.utc)
-    if not isinstance(obj, dict) or obj.get("object") != "invoice":
+    if created is None:
+        occurred_at = datetime.now(timezone.utc)
+    elif type(created) is int and _CREATED_RANGE[0] <= created <= _CREATED_RANGE[1]:
+        occurred_at = datetime.fromtimestamp(created, tz=timezone.utc)
+    else:
+        raise MalformedPaymentEvent("created")
+    if obj.get("object") != "invoice":
         return PaymentEvent(id=data["id"], type=data["type"], occurred_at=occurred_at, moves_to=None)
-    currency = obj.get("currency")
-    amount = obj.get("amount_paid") if data["type"] in ("invoice.paid", "invoice.payment_succeeded") else obj.get("amount_due")
-    if isinstance(amount, int) and isinstance(currency, str):
+    currency = _optional(obj.get("currency"), str, "data.object.currency")
+    if currency is not None and not (len(currency) == 3 and currency.isascii() and currency.isalpha()):
+        raise MalformedPaymentEvent("data.object.currency")
+    paid = data["type"] in ("invoice.paid", "invoice.payment_succeeded")
+    amount_field = "amount_paid" if paid else "amount_due"
+    amount = obj.get(amount_field)
+    if amount is not None and (type(amount) is not int or not 0 <= amount <= INT64_MAX):
+        raise MalformedPaymentEvent(f"data.object.{amount_field}")
+    if amount is not None and currency is not None:
         try:
             amount = stripe_units(amount, currency, to_stripe=False)
-        except PaymentProviderError:
-            amount = None  # not representable in our unit: finance gets no amount rather than a wrong one
+        except (PaymentProviderError, ValueError):
+            # Not representable in our unit, or a currency Meterline does not bill in (not one of
+            # our invoices): finance gets no amount rather than a wrong one.
+            amount = None
     else:
         amount = None
-    metadata = obj.get("metadata") or {}
+    metadata = _optional(obj.get("metadata"), dict, "data.object.metadata") or {}
     return PaymentEvent(
         id=data["id"],
         type=data["type"],
         occurred_at=occurred_at,
         moves_to=EVENT_MOVES.get(data["type"]),  # type: ignore[arg-type]
-        provider_invoice_id=obj.get("id"),
-        invoice_id=metadata.get(INVOICE_KEY) if isinstance(metadata, dict) else None,
-        provider_status=obj.get("status"),
-        hosted_invoice_url=obj.get("hosted_invoice_url"),
+        provider_invoice_id=_optional(obj.get("id"), str, "data.object.id"),
+        invoice_id=_optional(metadata.get(INVOICE_KEY), str, f"data.object.metadata.{INVOICE_KEY}"),
+        provider_status=_optional(obj.get("status"), str, "data.object.status"),
+        hosted_invoice_url=_optional(obj.get("hosted_invoice_url"), str, "data.object.hosted_invoice_url"),
         amount_cents=amount,
-        currency=currency.upper() if isinstance(currency, str) else None,
+        currency=currency.upper() if currency is not None else None,
     )
