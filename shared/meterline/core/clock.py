@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import functools
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def now_us() -> int:
@@ -33,7 +33,7 @@ def to_us(value: Any) -> int:
     if isinstance(value, str):
         value = datetime.fromisoformat(value.replace("Z", "+00:00"))
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
+        value = value.replace(tzinfo=UTC)
     delta = value - EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
@@ -41,7 +41,7 @@ def to_us(value: Any) -> int:
 @functools.lru_cache(maxsize=4096)  # rows repeat a few instants (a period's bounds, a run's time) many times
 def iso_us(us: int) -> str:
     """Epoch microseconds -> ISO-8601 UTC text with all six digits (how rows carry time)."""
-    dt = datetime.fromtimestamp(us // 1_000_000, tz=timezone.utc)
+    dt = datetime.fromtimestamp(us // 1_000_000, tz=UTC)
     return f"{dt:%Y-%m-%dT%H:%M:%S}.{us % 1_000_000:06d}Z"
 
 
@@ -69,7 +69,7 @@ def iso_ms(value: int | datetime) -> str:
     with the same text.
     """
     if isinstance(value, datetime):
-        value = value.astimezone(timezone.utc)
+        value = value.astimezone(UTC)
         return f"{value:%Y-%m-%dT%H:%M:%S}.{value.microsecond // 1000:03d}Z"
     seconds, micros = divmod(value, 1_000_000)
     days, second_of_day = divmod(seconds, 86_400)
@@ -80,7 +80,7 @@ def iso_ms(value: int | datetime) -> str:
 def iso_seconds(value: datetime) -> str:
     """An aware datetime -> ISO-8601 UTC to the second, as Lago prints a billing period's
     bounds: `2024-01-31T23:59:59Z` (a fraction, if any, is dropped)."""
-    return f"{value.astimezone(timezone.utc):%Y-%m-%dT%H:%M:%SZ}"
+    return f"{value.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
 
 
 def iso_exact(value: datetime | None) -> str | None:

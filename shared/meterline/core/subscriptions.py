@@ -24,10 +24,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Literal, get_args
+from typing import Any, Literal, get_args
 from zoneinfo import ZoneInfo
-
-from pydantic import Field
 
 from meterline.core.catalog import UNKNOWN_TIME, Customer, Plan, Subscription, SubscriptionStatus, lago_id
 from meterline.core.clock import iso_seconds

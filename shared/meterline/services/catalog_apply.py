@@ -19,8 +19,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from pathlib import Path
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -48,7 +48,7 @@ class _Loader(yaml.SafeLoader):
 
 
 def _decimal(loader: yaml.SafeLoader, node: yaml.Node) -> Decimal | float:
-    text = loader.construct_scalar(node)  # type: ignore[arg-type]
+    text = loader.construct_scalar(node)
     try:
         return Decimal(str(text).replace("_", ""))
     except InvalidOperation:
@@ -75,7 +75,7 @@ class Change:
 def load(path: Path) -> CatalogFile:
     """Parse and validate the file; raises CatalogFileError naming every problem."""
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
     except OSError as exc:
         raise CatalogFileError([f"{path}: {exc.strerror or exc}"]) from None
     except yaml.YAMLError as exc:
@@ -120,7 +120,7 @@ def diff(old: Any, new: Any, path: str = "") -> list[str]:
         return out
     if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
         out = []
-        for index, (a, b) in enumerate(zip(old, new)):
+        for index, (a, b) in enumerate(zip(old, new, strict=True)):  # lengths checked equal above
             out += diff(a, b, f"{path}.{index}" if path else str(index))
         return out
     return [] if old == new else [path or "(all)"]
@@ -145,10 +145,10 @@ def plan_changes(store: CatalogStore, catalog: CatalogFile) -> list[Change]:
 
     plans_after = {p.code: p for p in store.list_plans()[0]} | {p.code: p for p in catalog.plans}
     for index, metric in enumerate(catalog.billable_metrics):
-        stored = stored_metrics[metric.code]
-        if stored is not None:
+        stored_metric = stored_metrics[metric.code]
+        if stored_metric is not None:
             try:
-                check_metric_update(stored, metric, plans_after.values(), get_metric)
+                check_metric_update(stored_metric, metric, plans_after.values(), get_metric)
             except ValidationFailed as err:
                 refused(f"billable_metrics[{index}] ({metric.code})", err)
 
@@ -162,9 +162,9 @@ def plan_changes(store: CatalogStore, catalog: CatalogFile) -> list[Change]:
             continue
         try:
             check_plan_references(plan, get_metric)
-            stored = stored_plans[plan.code]
-            if stored is not None:
-                check_plan_update(stored, plan, records)
+            stored_plan = stored_plans[plan.code]
+            if stored_plan is not None:
+                check_plan_update(stored_plan, plan, records)
         except NotFound:
             problems.append(f"{label}: billable_metric_not_found")
         except ValidationFailed as err:

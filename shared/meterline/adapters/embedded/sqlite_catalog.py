@@ -14,7 +14,7 @@ from typing import TypeVar
 
 from meterline.adapters.catalog_documents import dump_document, dump_records, load_document, load_records
 from meterline.adapters.embedded.sqlite import SqliteDatabase
-from meterline.core.catalog import BillableMetric, Customer, Plan, Subscription, Stamped
+from meterline.core.catalog import BillableMetric, Customer, Plan, Stamped, Subscription
 from meterline.core.subscriptions import SubscriptionHistory, history_customer
 from meterline.ports import AlreadyExists, StaleWrite
 

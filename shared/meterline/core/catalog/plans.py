@@ -19,6 +19,7 @@ from meterline.core.fields import Currency, Integer, Key
 from meterline.core.lago_model import LagoModel
 from meterline.core.money import from_minor_units
 from meterline.core.pricing.charge_models import ChargeProperties
+from meterline.core.pricing.periods import MONTHS_PER_INTERVAL
 
 __all__ = [
     "CHARGE_MODEL_NAMES",
@@ -35,8 +36,6 @@ __all__ = [
 ChargeModelName = Literal["standard", "graduated", "volume", "package", "percentage", "graduated_percentage"]
 CHARGE_MODEL_NAMES = frozenset(get_args(ChargeModelName))
 Interval = Literal["weekly", "monthly", "quarterly", "semiannual", "yearly"]
-# Whole months per interval (weekly has none: it counts in days).
-MONTHS_PER_INTERVAL = {"monthly": 1, "quarterly": 3, "semiannual": 6, "yearly": 12}
 
 
 def filter_key(values: dict[str, tuple[str, ...]] | dict[str, list[str]]) -> str:
