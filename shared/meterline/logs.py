@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 from typing import Any
 
 import orjson
+
+from meterline.core.clock import iso_ms
 
 # Loggers of the servers around our code: their error lines are written as ours are.
 FRAMEWORK_LOGGERS = ("werkzeug", "gunicorn.error")
@@ -26,14 +27,13 @@ _handler: logging.Handler | None = None
 
 
 class JsonFormatter(logging.Formatter):
-    converter = time.gmtime  # the time field says Z: UTC, whatever the host's zone
-
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "severity": record.levelname,
             "message": record.getMessage(),
             "logger": record.name,
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            # UTC (Z), whatever the host's zone, to the millisecond the logging module took.
+            "time": iso_ms(int(record.created) * 1_000_000 + int(record.msecs) * 1000),
         }
         fields = getattr(record, "fields", None)
         if fields:

@@ -38,7 +38,7 @@ from lago_python_client.models.event import EventResponse
 from lago_python_client.models.plan import PlanResponse
 from lago_python_client.models.subscription import SubscriptionResponse
 
-from meterline.core.catalog import iso_ms
+from meterline.core.clock import iso_ms
 from tests.compat.targets import find_event, unique
 
 UNPROCESSABLE = {"status": 422, "error": "Unprocessable Entity", "code": "validation_errors"}

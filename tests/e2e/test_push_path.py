@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 
-from meterline.core.events import iso_ms
+from meterline.core.clock import iso_ms
 from infra.servers import LocalServer, start_function
 from tests.support import REPO_ROOT, env
 

@@ -10,13 +10,12 @@ from meterline.core.catalog import (
     BillableMetric,
     Charge,
     Customer,
-    GraduatedProperties,
-    PercentageProperties,
     Plan,
     Subscription,
     filter_key,
     lago_error_details,
 )
+from meterline.core.pricing.charge_models import GraduatedProperties, PercentageProperties
 
 D = Decimal
 

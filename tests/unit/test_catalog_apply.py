@@ -11,7 +11,7 @@ import pytest
 from meterline.local import cli
 from meterline.adapters.embedded.sqlite import SqliteDatabase
 from meterline.adapters.embedded.sqlite_catalog import SqliteCatalogStore
-from meterline.services.catalog_apply import diff, run
+from meterline.services.catalog_apply import diff
 from tests.support import REPO_ROOT
 
 EXAMPLE = REPO_ROOT / "shared/meterline/local/example_catalog.yaml"
@@ -24,7 +24,7 @@ def store(tmp_path):
 
 def apply_file(store, path: Path, dry_run=False, fmt="json"):
     out, err = io.StringIO(), io.StringIO()
-    code = run(path, store, dry_run, fmt, out, err)
+    code = cli.apply_catalog_file(path, store, dry_run, fmt, out, err)
     rows = json.loads(out.getvalue()) if fmt == "json" and code == 0 else out.getvalue()
     return code, rows, err.getvalue()
 

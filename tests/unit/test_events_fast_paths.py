@@ -12,11 +12,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from meterline.core import events
+from meterline.core.clock import iso_ms
 from meterline.core.errors import ValidationFailed
 from meterline.core.events import (
     _LAGO_ID_NS,
     decode_json,
-    iso_ms,
     parse_batch,
     parse_batch_body,
     parse_single,

@@ -21,12 +21,12 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
-from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
 import orjson
 
+from meterline.core.clock import iso_ms
 from meterline.core.errors import MalformedInput, ValidationFailed
 from meterline.core.jsonbody import (
     STORABLE_CHECKED_TYPES,
@@ -54,7 +54,7 @@ _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 def addressable(value: str) -> bool:
     """Whether an id can be one segment of a URL path: no "/" and no control character (the
-    rule for transaction ids here and for catalog codes and external_ids in core.catalog)."""
+    rule for transaction ids here and for catalog codes and external_ids in core.fields)."""
     return "/" not in value and not _CONTROL_CHARACTER.search(value)
 
 # How deep properties may nest, the properties object included: far more than any event needs,
@@ -66,7 +66,6 @@ _FIELDS = frozenset({"transaction_id", "external_subscription_id", "code", "time
 # lago_id is derived from the dedup key, so a retried event answers with the same id.
 _LAGO_ID_NS = uuid.UUID("6f3a1c2e-9b7d-4e4a-8c1f-5d2b7a9e0c31")
 _LAGO_ID_NS_BYTES = _LAGO_ID_NS.bytes
-_EPOCH_DAY = date(1970, 1, 1)
 
 # A function that, given an event code, names the property that must be numeric (or None).
 NumericFieldLookup = Callable[[str], "str | None"]
@@ -217,30 +216,6 @@ def uuid5_text(name: str) -> str:
 
 
 _VARIANT_DIGIT = {d: "89ab"[int(d, 16) & 3] for d in "0123456789abcdef"}
-
-
-@functools.lru_cache(maxsize=1024)
-def _iso_day(days: int) -> str:
-    return (_EPOCH_DAY + timedelta(days=days)).isoformat()
-
-
-# Text pieces of a time of day, built once (about 150 kB): looking them up is 3-4x cheaper
-# than formatting numbers, and iso_ms runs for every event answered.
-_HH_MM = [f"{h:02d}:{m:02d}:" for h in range(24) for m in range(60)]
-_SS = [f"{s:02d}" for s in range(60)]
-_MMM = [f"{ms:03d}" for ms in range(1000)]
-
-
-def iso_ms(us: int) -> str:
-    """ISO-8601 with milliseconds (truncated), as Lago prints timestamps.
-
-    Runs twice per event on the hot path, so the date is cached per day and the time of day is
-    looked up in tables: several times cheaper than formatting a datetime, with the same text.
-    """
-    seconds, micros = divmod(us, 1_000_000)
-    days, second_of_day = divmod(seconds, 86_400)
-    minute, second = divmod(second_of_day, 60)
-    return f"{_iso_day(days)}T{_HH_MM[minute]}{_SS[second]}.{_MMM[micros // 1000]}Z"
 
 
 # A request's events share their receipt time: its text is made once per request, not per event.

@@ -1,7 +1,7 @@
 """Subscription rules: create, change plan, terminate, and execute due downgrades. Pure.
 
-Lago keeps one record per plan for each external_id (see `meterline.services.numeric_fields`
-for how the history is stored). Creating a subscription with an existing external_id and
+Lago keeps one record per plan for each external_id (see `meterline.ports.CatalogStore` for
+how the history is stored: whole, with an optimistic version check). Creating a subscription with an existing external_id and
 another plan_code is a plan change:
 - an upgrade (a base fee at least as high per year) applies at once: the current record is
   terminated now, keeping next_plan_code (billing prorates it as a switch), and a new active
@@ -24,23 +24,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Literal, get_args
+from typing import Any, Literal, get_args
 from zoneinfo import ZoneInfo
 
-from pydantic import Field
-
-from meterline.core.catalog import (
-    Key,
-    Customer,
-    Plan,
-    Subscription,
-    SubscriptionStatus,
-    UtcDatetime,
-    _LagoModel,
-    lago_id,
-    stamp_time,
-)
+from meterline.core.catalog import Customer, Plan, Subscription, SubscriptionStatus, lago_id
 from meterline.core.errors import NotFound, ValidationFailed
+from meterline.core.fields import Key, UtcDatetime, stamp_time
+from meterline.core.lago_model import LagoModel
 from meterline.core.pricing.periods import BillingSchedule, Period, local_date, local_midnight_utc, period_containing
 
 __all__ = [
@@ -67,7 +57,7 @@ SUBSCRIPTION_STATUSES: tuple[SubscriptionStatus, ...] = get_args(SubscriptionSta
 
 
 # Lago options of a subscription request that Meterline does not implement, at their neutral
-# values (see catalog._LagoModel).
+# values (see core.lago_model.LagoModel).
 _SUBSCRIPTION_NEUTRAL = {
     "plan_overrides": (None,),
     "payment_method": (None,),
@@ -79,7 +69,7 @@ _SUBSCRIPTION_NEUTRAL = {
 }
 
 
-class SubscriptionCreate(_LagoModel):
+class SubscriptionCreate(LagoModel):
     """The fields a client may send to create (or change the plan of) a subscription. Status,
     dates of termination and plan links are Meterline's to set, so they are unknown fields here."""
 
@@ -94,7 +84,7 @@ class SubscriptionCreate(_LagoModel):
     ending_at: UtcDatetime | None = None
 
 
-class SubscriptionUpdate(_LagoModel):
+class SubscriptionUpdate(LagoModel):
     """Lago's PUT /subscriptions/{external_id}: a new name, end date, or (before it starts) start
     date. A null clears name or ending_at (`model_fields_set` tells a null from an absent field).
 

@@ -18,11 +18,12 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
+from meterline.core.clock import iso_exact, iso_ms, iso_seconds
 from meterline.core.errors import (
     DomainError,
     Forbidden,
@@ -140,18 +141,9 @@ def _lago_id(kind: str, *key: str) -> str:
 
 def _stamp(value: datetime | None) -> str:
     """A catalog object's stored timestamp; a fixed "unknown" for one stored before them."""
-    from meterline.core.catalog import UNKNOWN_TIME, iso_ms  # lazily: see the module doc
+    from meterline.core.catalog import UNKNOWN_TIME  # lazily: see the module doc
 
     return UNKNOWN_TIME if value is None else iso_ms(value)
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat().replace("+00:00", "Z")
-
-
-def _seconds(instant: datetime) -> str:
-    """Lago's datetimes of billing periods: UTC, to the second."""
-    return f"{instant.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
 
 
 def _decimal(value: Decimal) -> str:
@@ -263,8 +255,8 @@ def subscription(view: SubscriptionView) -> dict[str, Any]:
         "plan_amount_currency": p.amount_currency if p is not None else None,
         "subscription_date": record.subscription_at.date().isoformat(),
         "trial_ended_at": None,
-        "current_billing_period_started_at": _seconds(period.start_utc) if period else None,
-        "current_billing_period_ending_at": _seconds(period.lago_to_datetime) if period else None,
+        "current_billing_period_started_at": iso_seconds(period.start_utc) if period else None,
+        "current_billing_period_ending_at": iso_seconds(period.lago_to_datetime) if period else None,
         "on_termination_credit_note": None,
         "on_termination_invoice": None,
         "payment_method": None,
@@ -330,7 +322,7 @@ def _filter_display_name(charge_filter: ChargeFilter) -> str:
 
 def _period_end(end: datetime, record_end: datetime | None) -> str:
     """Lago's inclusive end: the last second of a period, or the instant the record ended."""
-    return _seconds(end if end == record_end else end - timedelta(seconds=1))
+    return iso_seconds(end if end == record_end else end - timedelta(seconds=1))
 
 
 def billing_period(details: InvoiceDetails, view: SubscriptionView) -> dict[str, Any]:
@@ -349,9 +341,9 @@ def billing_period(details: InvoiceDetails, view: SubscriptionView) -> dict[str,
         "lago_subscription_id": record.lago_id,
         "external_subscription_id": record.external_id,
         "lago_plan_id": _lago_id("plan", record.plan_code),
-        "subscription_from_datetime": _seconds(base_from),
+        "subscription_from_datetime": iso_seconds(base_from),
         "subscription_to_datetime": _period_end(base_to, record.end),
-        "charges_from_datetime": _seconds(start),
+        "charges_from_datetime": iso_seconds(start),
         "charges_to_datetime": _period_end(end, record.end),
         # A starting invoice (a plan paid in advance: its first period's base fee) is Lago's
         # subscription_starting; every other is made once its period has ended (the last one
@@ -427,10 +419,10 @@ def fee(details: InvoiceDetails, line: InvoiceLine) -> dict[str, Any]:
         "description": line.description,
         "pay_in_advance": False,
         "invoiceable": True,
-        "from_date": _iso(line.from_datetime),
-        "to_date": _iso(line.to_datetime),
+        "from_date": iso_exact(line.from_datetime),
+        "to_date": iso_exact(line.to_datetime),
         "payment_status": invoice.payment_status,
-        "created_at": _iso(invoice.created_at),
+        "created_at": iso_exact(invoice.created_at),
         "item": _fee_item(details, line),
     }
 
@@ -467,9 +459,9 @@ def invoice(details: InvoiceDetails) -> dict[str, Any]:
         "total_due_amount_cents": total - paid,
         "total_paid_amount_cents": paid,
         "prepaid_credit_amount_cents": 0,
-        "voided_at": _iso(inv.updated_at) if inv.status == "voided" else None,
-        "created_at": _iso(inv.created_at),
-        "updated_at": _iso(inv.updated_at),
+        "voided_at": iso_exact(inv.updated_at) if inv.status == "voided" else None,
+        "created_at": iso_exact(inv.created_at),
+        "updated_at": iso_exact(inv.updated_at),
         "file_url": inv.hosted_invoice_url,
         "external_customer_id": inv.customer_external_id,
         # A customer deleted since is null (the client allows it); its subscriptions still
@@ -539,8 +531,8 @@ def current_usage(usage: CurrentUsage) -> dict[str, Any]:
         })
     amount = sum(c["amount_cents"] for c in charges)
     return {
-        "from_datetime": _iso(period.start_utc),
-        "to_datetime": _iso(period.lago_to_datetime),
+        "from_datetime": iso_exact(period.start_utc),
+        "to_datetime": iso_exact(period.lago_to_datetime),
         # The day the invoice of this period would be issued (the billing run's rule).
         "issuing_date": (period.end_date + timedelta(days=1)).isoformat(),
         "lago_invoice_id": None,

@@ -13,7 +13,7 @@ import urllib.request
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO
 
 import orjson
 
@@ -159,7 +159,7 @@ def cmd_api_keys_create(args: argparse.Namespace) -> int:
 
 
 def cmd_api_keys_list(args: argparse.Namespace) -> int:
-    from meterline.core.events import iso_ms
+    from meterline.core.clock import iso_ms
 
     _existing_data_dir(args)
     keys = _adapters(args).api_keys.all()
@@ -329,10 +329,38 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 2
 
 
-def cmd_catalog_apply(args: argparse.Namespace) -> int:
+_CHANGE_COLUMNS = ["kind", "code", "action", "changes"]
+
+
+def apply_catalog_file(path: Path, store, dry_run: bool, fmt: str, out: TextIO, err: TextIO) -> int:
+    """`meterline catalog apply`: the changes as a table (CSV, JSON) on `out`, what was done
+    (or every problem, and that nothing was written) on `err`."""
     from meterline.services import catalog_apply
 
-    return catalog_apply.run_cli(args, lambda: _adapters(args).catalog)
+    try:
+        catalog = catalog_apply.load(path)
+        changes = catalog_apply.plan_changes(store, catalog)
+    except catalog_apply.CatalogFileError as exc:
+        print(f"meterline: {path} cannot be applied; nothing was written:", file=err)
+        for problem in exc.problems:
+            print(f"  {problem}", file=err)
+        return 1
+    rows = [{"kind": c.kind, "code": c.code, "action": c.action, "changes": ", ".join(c.fields)} for c in changes]
+    print(output.render(rows, _CHANGE_COLUMNS, fmt), file=out)
+    counts = {a: sum(c.action == a for c in changes) for a in ("create", "update", "unchanged")}
+    summary = f"{counts['create']} to create, {counts['update']} to update, {counts['unchanged']} unchanged"
+    if dry_run:
+        print(f"dry run: {summary}; nothing was written", file=err)
+    elif counts["create"] == counts["update"] == 0:
+        print(f"nothing to change: the catalog already matches {path}", file=err)
+    else:
+        catalog_apply.apply(store, catalog, changes)
+        print(f"applied: {counts['create']} created, {counts['update']} updated, {counts['unchanged']} unchanged", file=err)
+    return 0
+
+
+def cmd_catalog_apply(args: argparse.Namespace) -> int:
+    return apply_catalog_file(args.file, _adapters(args).catalog, args.dry_run, args.format, sys.stdout, sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:

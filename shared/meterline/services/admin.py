@@ -11,9 +11,11 @@ kept; a plan's `charges`, when sent, is the whole new list, and a charge naming 
 by `id` (its lago_id, or Meterline's own id) updates that charge. Codes never change (a code is
 what subscriptions, events and lago_ids refer to).
 
-Deleting refuses what billing still reads (422, `error_details` {"base": [...]}): a metric a
-plan charges for, a plan or a customer with a subscription record that is not canceled (a
-terminated record's last period is still to be invoiced). Lago cascades instead; see
+The catalog's rules (a metric or plan in use, a plan's references) are
+`meterline.core.catalog.rules`, which `meterline catalog apply` calls too. Deleting refuses
+what billing still reads (422, `error_details` {"base": [...]}): a metric a plan charges for,
+a plan or a customer with a subscription record that is not canceled (a terminated record's
+last period is still to be invoiced). Lago cascades instead; see
 docs/lago-compatibility.md. The check and the delete are two steps: a plan created on a metric
 between them would be refused by no one, as in a Lago race between two API calls.
 
@@ -31,6 +33,14 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from meterline.core.catalog import BillableMetric, Customer, Plan, Subscription, lago_error_details, lago_id
+from meterline.core.catalog.rules import (
+    billed,
+    check_metric_update,
+    check_plan_references,
+    check_plan_update,
+    check_unused,
+    plans_using,
+)
 from meterline.core.errors import NotFound, Unavailable, ValidationFailed
 from meterline.core.subscriptions import (
     SubscriptionCreate,
@@ -46,7 +56,7 @@ from meterline.core.subscriptions import (
 )
 from meterline.ports import AlreadyExists, CatalogStore, StaleWrite
 
-__all__ = ["AdminService", "check_plan_references", "validate"]
+__all__ = ["AdminService", "validate"]
 
 _WRITE_ATTEMPTS = 5
 
@@ -63,15 +73,6 @@ _KEYS = {
     SubscriptionCreate: ("external_customer_id", "plan_code", "external_id"),
 }
 
-# What a metric's charges are priced on: changing it under a plan would reprice the current
-# period. Lago ignores these fields once a plan uses the metric; Meterline refuses a change.
-_METRIC_PRICING_FIELDS = ("aggregation_type", "field_name", "recurring", "rounding_function", "rounding_precision",
-                          "weighted_interval")
-# What shapes a plan's periods and currency: changing it under live subscriptions would cut
-# their current period differently, or bill it in another currency than its customer's.
-_PLAN_SCHEDULE_FIELDS = ("interval", "amount_currency")
-
-
 def validate(model: type[M], data: Any) -> M:
     """model_validate with pydantic's errors turned into Lago's 422."""
     keys = _KEYS.get(model, ())
@@ -86,11 +87,6 @@ def validate(model: type[M], data: Any) -> M:
 def _page(items: Sequence[Any], page: int, per_page: int) -> tuple[list[Any], int]:
     start = (page - 1) * per_page
     return list(items[start : start + per_page]), len(items)
-
-
-def _billed(record: Subscription) -> bool:
-    """A record that billing reads: anything but one canceled before it started."""
-    return record.status != "canceled"
 
 
 class AdminService:
@@ -133,19 +129,7 @@ class AdminService:
         units are computed from is fixed, and its filters must keep every charge filter valid."""
         existing = self.get_billable_metric(code)
         metric = validate(BillableMetric, _merged(existing, body, code))
-        plans = self._plans_using(code)
-        if plans and metric.to_lago() != existing.to_lago():
-            errors = {f: ["billable_metric_in_use"] for f in _METRIC_PRICING_FIELDS
-                      if getattr(metric, f) != getattr(existing, f)}
-            if metric.filters != existing.filters:
-                get = self._store.get_billable_metric
-                try:
-                    for plan in plans:
-                        check_plan_references(plan, lambda c: metric if c == code else get(c))
-                except ValidationFailed:
-                    errors["filters"] = ["billable_metric_in_use"]
-            if errors:
-                raise ValidationFailed(errors)
+        check_metric_update(existing, metric, self._store.list_plans()[0], self._store.get_billable_metric)
         stored = self._store.put_billable_metric(metric)
         self._metrics_changed()
         return stored
@@ -158,7 +142,7 @@ class AdminService:
         return deleted
 
     def _plans_using(self, code: str) -> list[Plan]:
-        return [p for p in self._store.list_plans()[0] if any(c.billable_metric_code == code for c in p.charges)]
+        return plans_using(self._store.list_plans()[0], code)
 
     # -- plans -----------------------------------------------------------------------------
 
@@ -186,9 +170,9 @@ class AdminService:
             body = {**body, "charges": _merge_charges(existing, body["charges"])}
         plan = validate(Plan, self._resolve_metric_ids(_merged(existing, body, code)))
         check_plan_references(plan, self._store.get_billable_metric)
-        changed = [f for f in _PLAN_SCHEDULE_FIELDS if getattr(plan, f) != getattr(existing, f)]
-        if changed and self._plan_in_use(code):
-            raise ValidationFailed({f: ["plan_in_use"] for f in changed})
+        # NOTE: reads every subscription history (records are not indexed by plan), and only
+        # when the interval or currency changes.
+        check_plan_update(existing, plan, self._store.list_subscriptions)
         return self._store.put_plan(plan)
 
     def delete_plan(self, code: str) -> Plan:
@@ -197,7 +181,7 @@ class AdminService:
     def _plan_in_use(self, code: str) -> bool:
         # NOTE: reads every subscription history (records are not indexed by plan); admin
         # updates and deletes are rare.
-        return any(r.plan_code == code and _billed(r) for r in self._store.list_subscriptions())
+        return any(r.plan_code == code and billed(r) for r in self._store.list_subscriptions())
 
     def _resolve_metric_ids(self, body: Any) -> Any:
         """Charges that name their metric by Lago id (`billable_metric_id`, as Lago's clients
@@ -253,7 +237,7 @@ class AdminService:
     def delete_customer(self, external_id: str) -> Customer:
         store = self._store
         return self._delete_unused("customer", external_id, store.get_customer,
-                                   lambda: any(_billed(r) for r in store.list_subscriptions(external_id)),
+                                   lambda: any(billed(r) for r in store.list_subscriptions(external_id)),
                                    store.delete_customer)
 
     @staticmethod
@@ -263,8 +247,7 @@ class AdminService:
         {"base": ["<resource>_in_use"]} if used (see the module doc)."""
         if get(key) is None:
             raise NotFound(resource)
-        if used():
-            raise ValidationFailed({"base": [f"{resource}_in_use"]})
+        check_unused(resource, used())
         deleted = delete(key)
         if deleted is None:
             raise NotFound(resource)  # deleted meanwhile
@@ -405,32 +388,3 @@ def _merge_charges(existing: Plan, charges: list[Any]) -> list[Any]:
             merged["id"] = old.id
         out.append(merged)
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Pure rule (no store): plan references
-# ---------------------------------------------------------------------------------------------
-
-
-def check_plan_references(plan: Plan, get_metric: Callable[[str], BillableMetric | None]) -> None:
-    """Every charge names an existing metric (404 billable_metric_not_found), only recurring
-    metrics are prorated, and every charge filter uses its metric's filter keys and values
-    (422 on `charges.N.filters.M.values`): a filter that can never match would silently bill
-    its usage at the default price."""
-    errors: dict[str, list[str]] = {}
-    for i, charge in enumerate(plan.charges):
-        # NOTE: the admin service resolves a Lago id (billable_metric_id) to the metric's code
-        # first; an id left unresolved names no metric.
-        metric = get_metric(charge.billable_metric_code) if charge.billable_metric_code else None
-        if metric is None:
-            raise NotFound("billable_metric")
-        if charge.prorated and not metric.recurring:
-            # Lago prorates only recurring metrics (seats, storage): usage that resets every
-            # period has no "days it was held" to prorate by.
-            errors[f"charges.{i}.prorated"] = ["invalid_billable_metric_or_charge_model"]
-        allowed = {f.key: set(f.values) for f in metric.filters}
-        for j, charge_filter in enumerate(charge.filters):
-            if any(key not in allowed or not set(values) <= allowed[key] for key, values in charge_filter.values.items()):
-                errors[f"charges.{i}.filters.{j}.values"] = ["invalid_value"]
-    if errors:
-        raise ValidationFailed(errors)

@@ -1,10 +1,13 @@
 """`meterline catalog apply FILE.yaml`: make the stored catalog match a YAML file.
 
 The file holds `billable_metrics:` and `plans:` lists in Lago's shapes (what POST
-/api/v1/billable_metrics and /api/v1/plans take). Every object is validated, and every plan's
-references checked, before anything is written: a bad file changes nothing. Each object is
-then created, updated or left alone, so applying the same file twice changes nothing the
-second time, and `--dry-run` shows the same table of changes without writing.
+/api/v1/billable_metrics and /api/v1/plans take). Every object is validated, and every change
+checked against the catalog's rules (`meterline.core.catalog.rules`, the admin API's too: a
+plan's references, a metric or plan in use), before anything is written: a file with any
+problem changes nothing, and every problem is listed. Each object is then created, updated or
+left alone, so applying the same file twice changes nothing the second time, and `--dry-run`
+shows the same changes without writing. This module returns the changes; the CLI
+(`meterline.local.cli`) prints them.
 
 Writes are per object (metrics first, so plans never point at a missing metric), not one
 transaction: an apply cut short leaves some objects updated, and running it again finishes
@@ -13,26 +16,22 @@ the job.
 
 from __future__ import annotations
 
-import argparse
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from functools import cache
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from meterline.local import output
-from meterline.services.admin import check_plan_references
 from meterline.core.catalog import BillableMetric, Plan, lago_error_details
-from meterline.ports import CatalogStore
+from meterline.core.catalog.rules import check_metric_update, check_plan_references, check_plan_update
 from meterline.core.errors import NotFound, ValidationFailed
+from meterline.ports import CatalogStore
 
-__all__ = ["CatalogFile", "CatalogFileError", "Change", "apply", "diff", "load", "plan_changes", "run_cli"]
-
-COLUMNS = ["kind", "code", "action", "changes"]
+__all__ = ["CatalogFile", "CatalogFileError", "Change", "apply", "diff", "load", "plan_changes"]
 
 
 class CatalogFileError(Exception):
@@ -49,7 +48,7 @@ class _Loader(yaml.SafeLoader):
 
 
 def _decimal(loader: yaml.SafeLoader, node: yaml.Node) -> Decimal | float:
-    text = loader.construct_scalar(node)  # type: ignore[arg-type]
+    text = loader.construct_scalar(node)
     try:
         return Decimal(str(text).replace("_", ""))
     except InvalidOperation:
@@ -72,14 +71,11 @@ class Change:
     action: str  # create | update | unchanged
     fields: tuple[str, ...] = ()  # dotted paths of what changes, for an update
 
-    def row(self) -> dict[str, str]:
-        return {"kind": self.kind, "code": self.code, "action": self.action, "changes": ", ".join(self.fields)}
-
 
 def load(path: Path) -> CatalogFile:
     """Parse and validate the file; raises CatalogFileError naming every problem."""
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
     except OSError as exc:
         raise CatalogFileError([f"{path}: {exc.strerror or exc}"]) from None
     except yaml.YAMLError as exc:
@@ -124,21 +120,39 @@ def diff(old: Any, new: Any, path: str = "") -> list[str]:
         return out
     if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
         out = []
-        for index, (a, b) in enumerate(zip(old, new)):
+        for index, (a, b) in enumerate(zip(old, new, strict=True)):  # lengths checked equal above
             out += diff(a, b, f"{path}.{index}" if path else str(index))
         return out
     return [] if old == new else [path or "(all)"]
 
 
 def plan_changes(store: CatalogStore, catalog: CatalogFile) -> list[Change]:
-    """What applying `catalog` would do, object by object; checks every plan's references
-    against the file's metrics (which win) and the stored ones."""
+    """What applying `catalog` would do, object by object. Raises CatalogFileError naming every
+    change the catalog's rules refuse: plan references (checked against the file's metrics,
+    which win, and the stored ones), and metrics and plans in use (judged against the catalog
+    as it will be: the stored plans with the file's over them)."""
     in_file = {m.code: m for m in catalog.billable_metrics}
+    stored_metrics = {m.code: store.get_billable_metric(m.code) for m in catalog.billable_metrics}
+    stored_plans = {p.code: store.get_plan(p.code) for p in catalog.plans}
 
     def get_metric(code: str) -> BillableMetric | None:
         return in_file.get(code) or store.get_billable_metric(code)
 
-    problems = []
+    problems: list[str] = []
+
+    def refused(label: str, err: ValidationFailed) -> None:
+        problems.extend(f"{label}: {field}: {', '.join(codes)}" for field, codes in (err.details or {}).items())
+
+    plans_after = {p.code: p for p in store.list_plans()[0]} | {p.code: p for p in catalog.plans}
+    for index, metric in enumerate(catalog.billable_metrics):
+        stored_metric = stored_metrics[metric.code]
+        if stored_metric is not None:
+            try:
+                check_metric_update(stored_metric, metric, plans_after.values(), get_metric)
+            except ValidationFailed as err:
+                refused(f"billable_metrics[{index}] ({metric.code})", err)
+
+    records = cache(store.list_subscriptions)  # read once, and only if a plan's schedule changes
     for index, plan in enumerate(catalog.plans):
         label = f"plans[{index}] ({plan.code})"
         missing = sorted({c.billable_metric_code or c.billable_metric_id or "" for c in plan.charges} - set(in_file))
@@ -148,15 +162,18 @@ def plan_changes(store: CatalogStore, catalog: CatalogFile) -> list[Change]:
             continue
         try:
             check_plan_references(plan, get_metric)
+            stored_plan = stored_plans[plan.code]
+            if stored_plan is not None:
+                check_plan_update(stored_plan, plan, records)
         except NotFound:
             problems.append(f"{label}: billable_metric_not_found")
         except ValidationFailed as err:
-            problems += [f"{label}: {field}: {', '.join(codes)}" for field, codes in (err.details or {}).items()]
+            refused(label, err)
     if problems:
         raise CatalogFileError(problems)
 
-    changes = [_change("billable_metric", m.code, store.get_billable_metric(m.code), m) for m in catalog.billable_metrics]
-    changes += [_change("plan", p.code, store.get_plan(p.code), p) for p in catalog.plans]
+    changes = [_change("billable_metric", m.code, stored_metrics[m.code], m) for m in catalog.billable_metrics]
+    changes += [_change("plan", p.code, stored_plans[p.code], p) for p in catalog.plans]
     return changes
 
 
@@ -176,29 +193,3 @@ def apply(store: CatalogStore, catalog: CatalogFile, changes: list[Change]) -> N
     for plan in catalog.plans:
         if ("plan", plan.code) in todo:
             store.put_plan(plan)
-
-
-def run(path: Path, store: CatalogStore, dry_run: bool, fmt: str, out: TextIO, err: TextIO) -> int:
-    try:
-        catalog = load(path)
-        changes = plan_changes(store, catalog)
-    except CatalogFileError as exc:
-        print(f"meterline: {path} cannot be applied; nothing was written:", file=err)
-        for problem in exc.problems:
-            print(f"  {problem}", file=err)
-        return 1
-    print(output.render([c.row() for c in changes], COLUMNS, fmt), file=out)
-    counts = {a: sum(c.action == a for c in changes) for a in ("create", "update", "unchanged")}
-    summary = f"{counts['create']} to create, {counts['update']} to update, {counts['unchanged']} unchanged"
-    if dry_run:
-        print(f"dry run: {summary}; nothing was written", file=err)
-    elif counts["create"] == counts["update"] == 0:
-        print(f"nothing to change: the catalog already matches {path}", file=err)
-    else:
-        apply(store, catalog, changes)
-        print(f"applied: {counts['create']} created, {counts['update']} updated, {counts['unchanged']} unchanged", file=err)
-    return 0
-
-
-def run_cli(args: argparse.Namespace, build_store: Callable[[], CatalogStore]) -> int:
-    return run(args.file, build_store(), args.dry_run, args.format, sys.stdout, sys.stderr)

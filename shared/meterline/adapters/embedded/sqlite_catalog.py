@@ -2,7 +2,8 @@
 
 The key columns (code, external_id, external_customer_id) are the only ones SQL looks at;
 the document is the model's `to_document()` (its `to_lago()` and its timestamps), read back
-with `from_document`, so a model change needs no migration of columns.
+with `from_document` (`meterline.adapters.catalog_documents`, the text Firestore's catalog
+keeps too), so a model change needs no migration of columns.
 """
 
 from __future__ import annotations
@@ -11,10 +12,9 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TypeVar
 
-import orjson
-
+from meterline.adapters.catalog_documents import dump_document, dump_records, load_document, load_records
 from meterline.adapters.embedded.sqlite import SqliteDatabase
-from meterline.core.catalog import BillableMetric, Customer, Plan, Subscription, Stamped
+from meterline.core.catalog import BillableMetric, Customer, Plan, Stamped, Subscription
 from meterline.core.subscriptions import SubscriptionHistory, history_customer
 from meterline.ports import AlreadyExists, StaleWrite
 
@@ -47,10 +47,6 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _dump(model: Stamped) -> str:
-    return orjson.dumps(model.to_document()).decode()
-
-
 class SqliteCatalogStore:
     def __init__(self, db: SqliteDatabase, clock: Callable[[], datetime] = _utc_now):
         self._db = db
@@ -65,15 +61,15 @@ class SqliteCatalogStore:
             row = conn.execute(f"SELECT doc FROM {table} WHERE {column} = ?", (key,)).fetchone()
             if row is not None and create_only:
                 raise AlreadyExists(key)
-            stored = type(model).from_document(orjson.loads(row[0])) if row is not None else None
+            stored = load_document(type(model), row[0]) if row is not None else None
             written = model.stamped_over(stored, self._clock())
             if written is not stored:
-                conn.execute(f"INSERT OR REPLACE INTO {table} VALUES (?, ?)", (key, _dump(written)))
+                conn.execute(f"INSERT OR REPLACE INTO {table} VALUES (?, ?)", (key, dump_document(written)))
         return written
 
     def _get(self, table: str, column: str, key: str, model: type[S]) -> S | None:
         row = self._db.connect().execute(f"SELECT doc FROM {table} WHERE {column} = ?", (key,)).fetchone()
-        return model.from_document(orjson.loads(row[0])) if row else None
+        return load_document(model, row[0]) if row else None
 
     def _list(self, table: str, column: str, model: type[S], offset: int, limit: int | None) -> tuple[list[S], int]:
         conn = self._db.connect()
@@ -86,12 +82,12 @@ class SqliteCatalogStore:
             ).fetchall()
         finally:
             conn.execute("COMMIT")
-        return [model.from_document(orjson.loads(r[0])) for r in rows], total
+        return [load_document(model, r[0]) for r in rows], total
 
     def _delete(self, table: str, column: str, key: str, model: type[S]) -> S | None:
         with self._db.write() as conn:
             row = conn.execute(f"DELETE FROM {table} WHERE {column} = ? RETURNING doc", (key,)).fetchone()
-        return model.from_document(orjson.loads(row[0])) if row else None
+        return load_document(model, row[0]) if row else None
 
     def put_billable_metric(self, metric: BillableMetric, *, create_only: bool = False) -> BillableMetric:
         return self._put("catalog_billable_metrics", "code", metric.code, metric, create_only)
@@ -137,11 +133,11 @@ class SqliteCatalogStore:
         ).fetchone()
         if row is None:
             return SubscriptionHistory(external_id, (), 0)
-        return SubscriptionHistory(external_id, _records(row[1]), row[0])
+        return SubscriptionHistory(external_id, load_records(row[1]), row[0])
 
     def put_subscription_history(self, external_id: str, records: Sequence[Subscription], *, version: int) -> None:
         customer = history_customer(external_id, records)
-        doc = orjson.dumps([r.to_lago() for r in records]).decode()
+        doc = dump_records(records)
         # IMMEDIATE: the version read and the write are one atomic step.
         with self._db.write() as conn:
             row = conn.execute("SELECT version FROM catalog_subscriptions WHERE external_id = ?", (external_id,)).fetchone()
@@ -161,9 +157,6 @@ class SqliteCatalogStore:
                 "SELECT records FROM catalog_subscriptions WHERE external_customer_id = ? ORDER BY external_id",
                 (external_customer_id,),
             ).fetchall()
-        return [record for row in rows for record in _records(row[0])]
+        return [record for row in rows for record in load_records(row[0])]
 
-
-def _records(doc: str | bytes) -> tuple[Subscription, ...]:
-    return tuple(Subscription.model_validate(r) for r in orjson.loads(doc))
 

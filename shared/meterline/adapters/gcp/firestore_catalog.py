@@ -1,11 +1,11 @@
 """CatalogStore on Firestore: one collection per kind, one document per code/external_id.
 
-Document ids are the SHA-256 of the key: Lago codes are free text, and a raw code could hold
+Document ids are the SHA-256 of the key (`catalog_documents.doc_id`): Lago codes are free text, and a raw code could hold
 '/' or be '.', '..' or '__x__', which Firestore refuses as ids. The key is kept in a field
 (`code` or `external_id`) for ordering and reading.
 
 The Lago-shaped model is stored as a JSON string (`doc`: `to_document()`, the definition and
-its timestamps), not as Firestore maps: Firestore refuses arrays nested in arrays and integers
+its timestamps, by `meterline.adapters.catalog_documents`), not as Firestore maps: Firestore refuses arrays nested in arrays and integers
 past 64 bits, both of which a free-form field such as a customer's billing_configuration may
 hold, and a JSON string round-trips exactly the text the SQLite adapter stores. Nothing
 queries inside the document.
@@ -13,13 +13,11 @@ queries inside the document.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-import orjson
-
+from meterline.adapters.catalog_documents import doc_id, dump_document, dump_records, load_document, load_records
 from meterline.core.catalog import BillableMetric, Customer, Plan, Stamped, Subscription
 from meterline.core.subscriptions import SubscriptionHistory, history_customer
 from meterline.ports import AlreadyExists, StaleWrite
@@ -32,16 +30,8 @@ SUBSCRIPTIONS = "meterline_subscriptions"
 S = TypeVar("S", bound=Stamped)
 
 
-def doc_id(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
 def _utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def _dump(model: Stamped) -> str:
-    return orjson.dumps(model.to_document()).decode()
 
 
 class FirestoreCatalogStore:
@@ -63,7 +53,7 @@ class FirestoreCatalogStore:
         if create_only:
             written = model.stamped_over(None, self._clock())
             try:
-                ref.create({field: key, "doc": _dump(written)})  # fails if it exists, atomically on the server
+                ref.create({field: key, "doc": dump_document(written)})  # fails if it exists, atomically on the server
             except exceptions.AlreadyExists:
                 raise AlreadyExists(key) from None
             return written
@@ -73,10 +63,10 @@ class FirestoreCatalogStore:
             # The stored stamps are read in the transaction that writes: a concurrent put
             # makes Firestore run this again on the newer document.
             snap = ref.get(transaction=transaction)
-            stored = type(model).from_document(orjson.loads(snap.get("doc"))) if snap.exists else None
+            stored = load_document(type(model), snap.get("doc")) if snap.exists else None
             written = model.stamped_over(stored, self._clock())
             if written is not stored:
-                transaction.set(ref, {field: key, "doc": _dump(written)})
+                transaction.set(ref, {field: key, "doc": dump_document(written)})
             return written
 
         return upsert(self._client.transaction(max_attempts=5))
@@ -84,7 +74,7 @@ class FirestoreCatalogStore:
     @staticmethod
     def _get(collection, key: str, model: type[S]) -> S | None:
         snap = collection.document(doc_id(key)).get()
-        return model.from_document(orjson.loads(snap.get("doc"))) if snap.exists else None
+        return load_document(model, snap.get("doc")) if snap.exists else None
 
     @staticmethod
     def _list(collection, field: str, model: type[S], offset: int, limit: int | None) -> tuple[list[S], int]:
@@ -96,7 +86,7 @@ class FirestoreCatalogStore:
             query = query.offset(offset)
         if limit is not None:
             query = query.limit(limit)
-        return [model.from_document(orjson.loads(s.get("doc"))) for s in query.stream()], total
+        return [load_document(model, s.get("doc")) for s in query.stream()], total
 
     def _delete(self, collection, key: str, model: type[S]) -> S | None:
         from google.cloud import firestore
@@ -109,7 +99,7 @@ class FirestoreCatalogStore:
             if not snap.exists:
                 return None
             transaction.delete(ref)
-            return model.from_document(orjson.loads(snap.get("doc")))
+            return load_document(model, snap.get("doc"))
 
         return delete(self._client.transaction(max_attempts=5))
 
@@ -156,7 +146,7 @@ class FirestoreCatalogStore:
         if not snap.exists:
             return SubscriptionHistory(external_id, (), 0)
         data = snap.to_dict()
-        return SubscriptionHistory(external_id, _records(data["records"]), data["version"])
+        return SubscriptionHistory(external_id, load_records(data["records"]), data["version"])
 
     def put_subscription_history(self, external_id: str, records: Sequence[Subscription], *, version: int) -> None:
         from google.cloud import firestore
@@ -167,7 +157,7 @@ class FirestoreCatalogStore:
             "external_id": external_id,
             "external_customer_id": customer,
             "version": version + 1,
-            "records": orjson.dumps([r.to_lago() for r in records]).decode(),
+            "records": dump_records(records),
         }
 
         @firestore.transactional
@@ -192,8 +182,5 @@ class FirestoreCatalogStore:
             # one customer's subscriptions are few, and are sorted here.
             query = self._subscriptions.where(filter=FieldFilter("external_customer_id", "==", external_customer_id))
             snaps = sorted(query.stream(), key=lambda s: s.get("external_id"))
-        return [record for snap in snaps for record in _records(snap.get("records"))]
+        return [record for snap in snaps for record in load_records(snap.get("records"))]
 
-
-def _records(doc: str) -> tuple[Subscription, ...]:
-    return tuple(Subscription.model_validate(r) for r in orjson.loads(doc))

@@ -22,12 +22,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 from zoneinfo import ZoneInfo
 
-from meterline.core.catalog import MONTHS_PER_INTERVAL, Customer, Plan, Subscription
+if TYPE_CHECKING:
+    # Types only: pricing reads catalog objects but never needs the catalog loaded (the catalog
+    # imports the charge models, so a runtime import would make the two packages a cycle).
+    from meterline.core.catalog import Customer, Plan, Subscription
 
 __all__ = [
+    "MONTHS_PER_INTERVAL",
     "BillingSchedule",
     "Period",
     "closed_periods_between",
@@ -37,6 +41,9 @@ __all__ = [
     "period_containing",
     "period_for_date",
 ]
+
+# Whole months per billing interval (weekly has none: it counts in days).
+MONTHS_PER_INTERVAL = {"monthly": 1, "quarterly": 3, "semiannual": 6, "yearly": 12}
 
 # Anchors for calendar billing: month-based periods count from Jan 1, weeks from a Monday.
 _CALENDAR_MONTH_ANCHOR = date(2000, 1, 1)

@@ -20,12 +20,14 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from operator import itemgetter
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from meterline.core.catalog import Subscription
 from meterline.core.money import MONEY_CONTEXT
 from meterline.core.pricing.periods import Period, local_date
 from meterline.core.pricing.usage import SeatEvent
+
+if TYPE_CHECKING:
+    from meterline.core.catalog import Subscription  # types only, as in periods
 
 __all__ = [
     "SeatProration",

@@ -29,9 +29,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from meterline.core.catalog import BillableMetric, Charge, Customer, Plan, Subscription
 from meterline.core.money import MONEY_CONTEXT, from_minor_units, money_context
 from meterline.core.pricing.charge_models import CHARGE_MODELS, ChargeModel, price
 from meterline.core.pricing.charge_models.base import clamped
@@ -49,6 +48,9 @@ from meterline.core.pricing.memo import ByIdentity
 from meterline.core.pricing.periods import BillingSchedule, Period, next_period, period_containing
 from meterline.core.pricing.proration import active_dates, billable_days, day_ratio, seat_units
 from meterline.core.pricing.usage import ChargeUsage, UsageKey, new_charge_usage
+
+if TYPE_CHECKING:
+    from meterline.core.catalog import BillableMetric, Charge, Customer, Plan, Subscription  # types only, as in periods
 
 __all__ = [
     "InvoiceDraft",

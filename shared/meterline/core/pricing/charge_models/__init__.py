@@ -1,24 +1,47 @@
 """The charge models, registered in one table keyed by Lago's `charge_model` name.
 
-Adding a model means one module here, one properties model in `meterline.core.catalog`, and one
-line in CHARGE_MODELS; nothing else dispatches on the name.
+Each model is one module here holding both its configuration (its `...Properties` model, what
+a plan's charge carries in Lago's `properties`) and its pricing. Adding a model means that
+module, one line in CHARGE_MODELS and in ChargeProperties below, and its name in
+`meterline.core.catalog.ChargeModelName` (a test holds the names equal); nothing else
+dispatches on the name.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field
 
 from meterline.core.pricing.charge_models.base import ChargeModel
-from meterline.core.pricing.charge_models.graduated import GraduatedModel
-from meterline.core.pricing.charge_models.graduated_percentage import GraduatedPercentageModel
-from meterline.core.pricing.charge_models.package import PackageModel
-from meterline.core.pricing.charge_models.percentage import PercentageModel
-from meterline.core.pricing.charge_models.standard import StandardModel
-from meterline.core.pricing.charge_models.volume import VolumeModel
+from meterline.core.pricing.charge_models.graduated import GraduatedModel, GraduatedProperties, GraduatedRange
+from meterline.core.pricing.charge_models.graduated_percentage import (
+    GraduatedPercentageModel,
+    GraduatedPercentageProperties,
+    GraduatedPercentageRange,
+)
+from meterline.core.pricing.charge_models.package import PackageModel, PackageProperties
+from meterline.core.pricing.charge_models.percentage import PercentageModel, PercentageProperties
+from meterline.core.pricing.charge_models.standard import StandardModel, StandardProperties
+from meterline.core.pricing.charge_models.volume import VolumeModel, VolumeProperties, VolumeRange
 from meterline.core.pricing.fee import ChargeResult
 from meterline.core.pricing.usage import ChargeUsage
 
-__all__ = ["CHARGE_MODELS", "ChargeModel", "price"]
+__all__ = [
+    "CHARGE_MODELS",
+    "ChargeModel",
+    "ChargeProperties",
+    "GraduatedPercentageProperties",
+    "GraduatedPercentageRange",
+    "GraduatedProperties",
+    "GraduatedRange",
+    "PackageProperties",
+    "PercentageProperties",
+    "StandardProperties",
+    "VolumeProperties",
+    "VolumeRange",
+    "price",
+]
 
 # By each model's own name; the names are catalog.ChargeModelName (a test holds them equal).
 CHARGE_MODELS: dict[str, ChargeModel] = {
@@ -27,6 +50,19 @@ CHARGE_MODELS: dict[str, ChargeModel] = {
 }
 
 
+# A charge's `properties`: the model named by its charge_model (which the catalog's Charge
+# copies in, since Lago nests them the other way).
+ChargeProperties = Annotated[
+    StandardProperties
+    | GraduatedProperties
+    | VolumeProperties
+    | PackageProperties
+    | PercentageProperties
+    | GraduatedPercentageProperties,
+    Field(discriminator="charge_model"),
+]
+
+
 def price(properties: Any, usage: ChargeUsage) -> ChargeResult:
-    """Price usage with a catalog properties model (its charge_model picks the model)."""
+    """Price usage with a charge's properties (its charge_model picks the model)."""
     return CHARGE_MODELS[properties.charge_model].apply(properties, usage)

@@ -1,6 +1,9 @@
-"""What every charge model shares: clamping, the money context and the tier walk.
+"""What every charge model shares: the properties base and range rules, clamping, the money
+context and the tier walk.
 
-A charge model is a small class with one method, `compute(properties, usage)`, returning the
+Each model's module holds its configuration (a `Properties` model: what a plan's charge says
+in Lago's `properties`) and its pricing. A charge model is a small class with one method,
+`compute(properties, usage)`, returning the
 precise amount with its details. `apply` wraps it so every model clamps negative units to 0
 (Lago does the same: refunds or decrements never make a charge pay the customer) and computes
 in the 50-digit money context. No model rounds: `pricing.fee.make_fee` does, once.
@@ -13,15 +16,54 @@ from collections.abc import Callable
 from decimal import ROUND_HALF_UP, Decimal, getcontext
 from typing import Any, ClassVar, Protocol
 
+from pydantic import Field
+from pydantic_core import PydanticCustomError
+
+from meterline.core.lago_model import LagoModel
 from meterline.core.money import MONEY_CONTEXT, money_context
 from meterline.core.pricing.fee import ChargeResult, TierDetail, new_tier_detail
 from meterline.core.pricing.memo import ByIdentity
 from meterline.core.pricing.usage import ChargeUsage
 
-__all__ = ["ChargeModel", "clamped", "walk_tiers"]
+__all__ = ["ChargeModel", "Properties", "check_ranges", "clamped", "walk_tiers"]
 
 ZERO = Decimal(0)
 HUNDRED = Decimal(100)
+
+
+class Properties(LagoModel):
+    """A charge model's configuration: Lago's `properties` object of a charge."""
+
+    # Injected from Charge.charge_model so pydantic can pick the right model; never dumped,
+    # because Lago's `properties` object does not carry it.
+    charge_model: str = Field(exclude=True)
+
+
+def check_ranges(ranges: tuple[Any, ...], code: str) -> tuple[Any, ...]:
+    """Lago's range rules: the first from_value is 0, each range starts at the previous
+    to_value (+1 for integer tiers, or equal for "adjacent" decimal tiers), every range is
+    non-empty, and only the last to_value may be null."""
+    if not ranges:
+        raise PydanticCustomError(f"missing_{code}", "at least one range is required")
+    previous_to: Decimal | None = None
+    for index, rng in enumerate(ranges):
+        last = index == len(ranges) - 1
+        if index == 0:
+            if rng.from_value != 0:
+                raise PydanticCustomError(f"invalid_{code}", "the first range must start at 0")
+        elif rng.from_value not in (previous_to, previous_to + 1):
+            raise PydanticCustomError(f"invalid_{code}", "ranges must be contiguous")
+        if rng.to_value is None:
+            if not last:
+                raise PydanticCustomError(f"invalid_{code}", "only the last range may be open-ended")
+        else:
+            lower = previous_to if previous_to is not None else Decimal(0)
+            if rng.to_value < rng.from_value or rng.to_value <= lower:
+                raise PydanticCustomError(f"invalid_{code}", "to_value must be above from_value")
+            if last:
+                raise PydanticCustomError(f"invalid_{code}", "the last range must be open-ended (to_value null)")
+        previous_to = rng.to_value
+    return ranges
 
 
 class ChargeModel(ABC):
@@ -30,7 +72,7 @@ class ChargeModel(ABC):
     name: ClassVar[str]
 
     def apply(self, properties: Any, usage: ChargeUsage) -> ChargeResult:
-        """Price `usage` with this model's `properties` (the catalog's properties model)."""
+        """Price `usage` with this model's `properties` (its Properties model)."""
         usage = clamped(usage)
         context = getcontext()
         if context.prec >= MONEY_CONTEXT.prec and context.rounding == ROUND_HALF_UP:

@@ -6,10 +6,32 @@ Lago's example (0-10 at 10 + 2 flat, 11-20 at 5 + 3, 21+ at 5 + 3): 11 units cos
 
 from __future__ import annotations
 
-from meterline.core.catalog import GraduatedProperties
-from meterline.core.pricing.charge_models.base import ChargeModel, walk_tiers
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from meterline.core.fields import Amount, Bound
+from meterline.core.lago_model import LagoModel
+from meterline.core.pricing.charge_models.base import ChargeModel, Properties, check_ranges, walk_tiers
 from meterline.core.pricing.fee import ChargeResult, new_charge_result
 from meterline.core.pricing.usage import ChargeUsage
+
+
+class GraduatedRange(LagoModel):
+    from_value: Bound
+    to_value: Bound | None
+    per_unit_amount: Amount
+    flat_amount: Amount
+
+
+class GraduatedProperties(Properties):
+    charge_model: Literal["graduated"] = Field("graduated", exclude=True)
+    graduated_ranges: tuple[GraduatedRange, ...]
+
+    @field_validator("graduated_ranges")
+    @classmethod
+    def _ranges(cls, value: tuple[GraduatedRange, ...]) -> tuple[GraduatedRange, ...]:
+        return check_ranges(value, "graduated_ranges")
 
 
 def _per_unit(rng):

@@ -7,10 +7,32 @@ volume to take a percentage of.
 
 from __future__ import annotations
 
-from meterline.core.catalog import GraduatedPercentageProperties
-from meterline.core.pricing.charge_models.base import HUNDRED, ChargeModel, walk_tiers
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from meterline.core.fields import Amount, Bound
+from meterline.core.lago_model import LagoModel
+from meterline.core.pricing.charge_models.base import HUNDRED, ChargeModel, Properties, check_ranges, walk_tiers
 from meterline.core.pricing.fee import ChargeResult, new_charge_result
 from meterline.core.pricing.usage import ChargeUsage
+
+
+class GraduatedPercentageRange(LagoModel):
+    from_value: Bound
+    to_value: Bound | None
+    rate: Amount  # a percentage: "1.5" means 1.5 %
+    flat_amount: Amount
+
+
+class GraduatedPercentageProperties(Properties):
+    charge_model: Literal["graduated_percentage"] = Field("graduated_percentage", exclude=True)
+    graduated_percentage_ranges: tuple[GraduatedPercentageRange, ...]
+
+    @field_validator("graduated_percentage_ranges")
+    @classmethod
+    def _ranges(cls, value: tuple[GraduatedPercentageRange, ...]) -> tuple[GraduatedPercentageRange, ...]:
+        return check_ranges(value, "graduated_percentage_ranges")
 
 
 def _per_unit(rng):

@@ -7,11 +7,21 @@ free units, 201 units cost 0 + 5 + 5 = $10.
 from __future__ import annotations
 
 from decimal import ROUND_CEILING, Decimal
+from typing import Annotated, Literal
 
-from meterline.core.catalog import PackageProperties
-from meterline.core.pricing.charge_models.base import ZERO, ChargeModel
+from pydantic import Field
+
+from meterline.core.fields import Amount, Integer
+from meterline.core.pricing.charge_models.base import ZERO, ChargeModel, Properties
 from meterline.core.pricing.fee import ChargeResult, TierDetail
 from meterline.core.pricing.usage import ChargeUsage
+
+
+class PackageProperties(Properties):
+    charge_model: Literal["package"] = Field("package", exclude=True)
+    amount: Amount
+    free_units: Annotated[Integer, Field(ge=0)] = 0
+    package_size: Annotated[Integer, Field(ge=1)]
 
 
 class PackageModel(ChargeModel):

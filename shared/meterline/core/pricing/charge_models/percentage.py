@@ -13,11 +13,44 @@ the simple form (rate and fixed_amount) can be priced, from units and events_cou
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Annotated, Literal
 
-from meterline.core.catalog import PercentageProperties
-from meterline.core.pricing.charge_models.base import HUNDRED, ZERO, ChargeModel
+from pydantic import Field, model_validator
+from pydantic_core import PydanticCustomError
+
+from meterline.core.fields import Amount, Integer
+from meterline.core.pricing.charge_models.base import HUNDRED, ZERO, ChargeModel, Properties
 from meterline.core.pricing.fee import ChargeResult, TierDetail
 from meterline.core.pricing.usage import ChargeUsage
+
+
+class PercentageProperties(Properties):
+    """rate % of each event's amount plus fixed_amount per event, after free events/amount."""
+
+    charge_model: Literal["percentage"] = Field("percentage", exclude=True)
+    rate: Amount
+    fixed_amount: Amount | None = None
+    free_units_per_events: Annotated[Integer, Field(ge=0)] | None = None
+    free_units_per_total_aggregation: Amount | None = None
+    per_transaction_min_amount: Amount | None = None
+    per_transaction_max_amount: Amount | None = None
+
+    @model_validator(mode="after")
+    def _min_below_max(self) -> PercentageProperties:
+        low, high = self.per_transaction_min_amount, self.per_transaction_max_amount
+        if low is not None and high is not None and low > high:
+            raise PydanticCustomError("invalid_value", "per_transaction_min_amount exceeds per_transaction_max_amount")
+        return self
+
+    @property
+    def needs_event_values(self) -> bool:
+        """Free allowances and per-transaction bounds depend on each event's amount."""
+        return bool(
+            self.free_units_per_events
+            or self.free_units_per_total_aggregation
+            or self.per_transaction_min_amount is not None
+            or self.per_transaction_max_amount is not None
+        )
 
 
 class PercentageModel(ChargeModel):

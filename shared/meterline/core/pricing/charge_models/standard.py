@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-from meterline.core.catalog import StandardProperties
-from meterline.core.pricing.charge_models.base import ZERO, ChargeModel
+from typing import Literal
+
+from pydantic import Field
+
+from meterline.core.fields import Amount
+from meterline.core.pricing.charge_models.base import ZERO, ChargeModel, Properties
 from meterline.core.pricing.fee import ChargeResult, new_charge_result, new_tier_detail
 from meterline.core.pricing.usage import ChargeUsage
+
+
+class StandardProperties(Properties):
+    charge_model: Literal["standard"] = Field("standard", exclude=True)
+    amount: Amount
 
 
 class StandardModel(ChargeModel):

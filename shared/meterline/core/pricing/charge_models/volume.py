@@ -6,10 +6,28 @@ that is the point of volume pricing). At 0 units the first tier's flat fee appli
 
 from __future__ import annotations
 
-from meterline.core.catalog import VolumeProperties
-from meterline.core.pricing.charge_models.base import ChargeModel
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from meterline.core.pricing.charge_models.base import ChargeModel, Properties, check_ranges
+from meterline.core.pricing.charge_models.graduated import GraduatedRange
 from meterline.core.pricing.fee import ChargeResult, new_charge_result, new_tier_detail
 from meterline.core.pricing.usage import ChargeUsage
+
+
+class VolumeRange(GraduatedRange):
+    """A volume tier: the same fields as a graduated one, priced differently."""
+
+
+class VolumeProperties(Properties):
+    charge_model: Literal["volume"] = Field("volume", exclude=True)
+    volume_ranges: tuple[VolumeRange, ...]
+
+    @field_validator("volume_ranges")
+    @classmethod
+    def _ranges(cls, value: tuple[VolumeRange, ...]) -> tuple[VolumeRange, ...]:
+        return check_ranges(value, "volume_ranges")
 
 
 class VolumeModel(ChargeModel):
