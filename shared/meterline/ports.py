@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 if TYPE_CHECKING:
     # Types only: a function that never touches the catalog (process) does not import its
-    # pydantic models at cold start; the usage query's request lives with its service.
+    # pydantic models at cold start.
     from meterline.core.catalog import BillableMetric, Customer, Plan, Subscription
     from meterline.core.events import Event
     from meterline.core.invoices import Invoice
     from meterline.core.subscriptions import SubscriptionHistory
-    from meterline.services.usage_query import UsageQuery, UsageWindow
+    from meterline.core.usage_query import UsageQuery, UsageRow, UsageWindow
 
 
 class PublishFailed(Exception):
@@ -89,27 +89,6 @@ class Rejection:
     reason: str
 
 
-class UsageRow(NamedTuple):
-    """One row of the usage query: the aggregates of one (window, charge, bucket), or, when the
-    charge needs its events one by one, of one event of it (`row_key` is then its transaction_id).
-
-    A NamedTuple: a billing run reads thousands of them.
-    """
-
-    window_id: str
-    charge_ref: str
-    bucket: str  # the matching filter's key; '' for the charge's own bucket
-    row_key: str | None
-    events_count: int
-    sum_value: Decimal | None  # None: no numeric value
-    max_value: Decimal | None
-    unique_count: int  # distinct values of the metric's field (unique_count charges; 0 for the others)
-    latest_value: Decimal | None  # the value of the latest event
-    row_value: str | None  # the field's text (the smallest one when aggregated)
-    row_operation: str | None  # a seat event's `operation_type` (add/remove); None for other metrics
-    row_timestamp: datetime  # the earliest event's time, timezone-aware
-
-
 class SubscriptionTotal(NamedTuple):
     external_subscription_id: str
     events: int
@@ -148,7 +127,7 @@ class Warehouse(Protocol):
         ...
 
     def usage_rows(self, query: UsageQuery, windows: Sequence[UsageWindow]) -> list[UsageRow]:
-        """The usage of every window, deduplicated, in ONE query (`UsageQuery.run` reads it)."""
+        """The usage of every window, deduplicated, in ONE query (`services.usage.read_usage` asks it)."""
         ...
 
     def totals(self, code: str, field: str) -> list[SubscriptionTotal]:

@@ -20,11 +20,12 @@ import orjson
 from meterline.adapters.sql import json_path, usage
 from meterline.core.clock import iso_us, to_us
 from meterline.core.events import Event
-from meterline.ports import ArrivalProbe, Payment, Rejection, SubscriptionTotal, UsageRow
+from meterline.core.usage_query import UsageRow
+from meterline.ports import ArrivalProbe, Payment, Rejection, SubscriptionTotal
 
 if TYPE_CHECKING:
     from meterline.core.invoices import Invoice
-    from meterline.services.usage_query import UsageQuery, UsageWindow
+    from meterline.core.usage_query import UsageQuery, UsageWindow
 
 
 def _payload_columns(event: Event) -> dict[str, Any]:

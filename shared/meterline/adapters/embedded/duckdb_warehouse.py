@@ -13,10 +13,11 @@ from meterline.adapters import sql
 from meterline.adapters.rows import DedupedReads, FinanceRecords, event_row, rejected_row
 from meterline.adapters.sql import usage
 from meterline.core.events import Event
-from meterline.ports import Rejection, UsageRow
+from meterline.core.usage_query import UsageRow
+from meterline.ports import Rejection
 
 if TYPE_CHECKING:
-    from meterline.services.usage_query import UsageQuery, UsageWindow
+    from meterline.core.usage_query import UsageQuery, UsageWindow
 
 # Whether any key has two rows in `events` before the usage query's scan ends (DuckDB SQL).
 _HAS_COPIES = (
