@@ -1,7 +1,7 @@
 """InvoiceStore and ProcessedEvents on Firestore.
 
 `meterline_invoices`: one document per invoice, its id the invoice's id (a UUID, always a valid
-document id), holding `rows.invoice_record` as the SQLite adapter stores it: the invoice as a
+document id), holding `invoice_documents.invoice_record` as the SQLite adapter stores it: the invoice as a
 JSON string (`doc`; Firestore maps would turn Decimals into floats), beside the fields that
 queries filter and sort on, rewritten from the invoice on every write.
 
@@ -32,7 +32,7 @@ from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
 
 from meterline.adapters.gcp.firestore_catalog import doc_id
-from meterline.adapters.rows import invoice_from_document, invoice_record
+from meterline.adapters.invoice_documents import invoice_from_document, invoice_record
 from meterline.core.invoices import Invoice, invoice_number
 from meterline.ports import StaleWrite
 
