@@ -94,7 +94,7 @@ class EmbeddedAdapters(Adapters):
 
     @once
     def queue(self):
-        from meterline.adapters.embedded.sqlite import SqliteQueue
+        from meterline.adapters.embedded.sqlite_queue import SqliteQueue
 
         return SqliteQueue(self.db, self.settings.max_delivery_attempts)
 
@@ -104,7 +104,7 @@ class EmbeddedAdapters(Adapters):
 
     @once
     def dead_letters(self) -> EventBus:
-        from meterline.adapters.embedded.sqlite import SqliteDeadLetters
+        from meterline.adapters.embedded.sqlite_queue import SqliteDeadLetters
 
         return SqliteDeadLetters(self.queue)
 
@@ -114,7 +114,7 @@ class EmbeddedAdapters(Adapters):
 
     @once
     def dedup(self) -> DedupStore:
-        from meterline.adapters.embedded.sqlite import SqliteDedupStore
+        from meterline.adapters.embedded.sqlite_dedup import SqliteDedupStore
 
         return SqliteDedupStore(self.db)
 
@@ -126,7 +126,7 @@ class EmbeddedAdapters(Adapters):
 
     @once
     def api_keys(self) -> ApiKeyStore:
-        from meterline.adapters.embedded.sqlite import SqliteApiKeyStore
+        from meterline.adapters.embedded.sqlite_keys import SqliteApiKeyStore
 
         return SqliteApiKeyStore(self.db)
 

@@ -41,7 +41,7 @@ first payload's message, replayed later, is the one rejected, and the warehouse 
 two payloads for one key (the invariant `events_deduped` relies on). The rule needs no signal
 from the bus, which matters on GCP: Pub/Sub's dead-letter policy tells nobody when it moves
 a message. The embedded queue does know, and makes a dead-lettered message's claims stale at
-once (`adapters.embedded.sqlite._release_claims`), so there a corrected resend wins without
+once (`adapters.embedded.sqlite_queue._release_claims`), so there a corrected resend wins without
 waiting. The warehouse lookup is one query per message, paid only for keys claimed longer
 ago than the window: resends and replays, not the normal flow.
 """
