@@ -95,11 +95,17 @@ class SubscriptionTotal(NamedTuple):
     total: Decimal  # the sum of the numeric property; 0 when no event has one
 
 
-class Warehouse(Protocol):
-    """The events table and its deduplicated view, and the finance tables (BigQuery, or DuckDB).
+# -- the warehouse -----------------------------------------------------------------------------
+# One warehouse (BigQuery, or DuckDB) holds the events and the finance tables, and one adapter
+# class serves all three ports below; each service is typed on the narrow one it uses (process:
+# the event store; usage, portal, the billing run's late-usage check: the usage reader; the
+# billing run and the payment webhook: the finance ledger). Every read is typed: the SQL belongs
+# to the adapters (`meterline.adapters.sql`).
 
-    Every read is typed: the SQL belongs to the adapters (`meterline.adapters.sql`).
-    """
+
+class EventStore(Protocol):
+    """The `events` and `rejected_events` tables, written by process and read one key or one
+    subscription's page at a time (`events_deduped`)."""
 
     def insert_events(self, events: Sequence[Event], processed_at_us: int) -> None:
         """Append rows with the dedup key as insertId. Raises if any row was not written."""
@@ -107,12 +113,24 @@ class Warehouse(Protocol):
 
     def insert_rejected(self, rejections: Sequence[Rejection], rejected_at_us: int) -> None: ...
 
+    def stored_keys(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of these (subscription, transaction) keys have a row in `events`, in one query."""
+        ...
+
     def get_event(self, external_subscription_id: str, transaction_id: str) -> Event | None:
         """One event from `events_deduped`."""
         ...
 
-    def stored_keys(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
-        """Which of these (subscription, transaction) keys have a row in `events`, in one query."""
+    def list_events(self, external_subscription_id: str, limit: int, offset: int) -> tuple[list[Event], int]:
+        """A page of events from `events_deduped`, newest first, and the total count."""
+        ...
+
+
+class UsageReader(Protocol):
+    """The aggregate reads of the events: usage for rating, late arrivals, totals."""
+
+    def usage_rows(self, query: UsageQuery, windows: Sequence[UsageWindow]) -> list[UsageRow]:
+        """The usage of every window, deduplicated, in ONE query (`services.usage.read_usage` asks it)."""
         ...
 
     def windows_with_arrivals(self, probes: Sequence[ArrivalProbe], carry_over_codes: Sequence[str] = ()) -> set[str]:
@@ -120,14 +138,6 @@ class Warehouse(Protocol):
         or after `since_us` and timed in the window (widened by the usage query's dedup slack)
         or, for the codes of recurring metrics, whose events carry over, at any time before its
         end; one query reading a few narrow columns (the billing run's late-usage check)."""
-        ...
-
-    def list_events(self, external_subscription_id: str, limit: int, offset: int) -> tuple[list[Event], int]:
-        """A page of events from `events_deduped`, newest first, and the total count."""
-        ...
-
-    def usage_rows(self, query: UsageQuery, windows: Sequence[UsageWindow]) -> list[UsageRow]:
-        """The usage of every window, deduplicated, in ONE query (`services.usage.read_usage` asks it)."""
         ...
 
     def totals(self, code: str, field: str) -> list[SubscriptionTotal]:
@@ -138,8 +148,10 @@ class Warehouse(Protocol):
         """How many distinct events were rejected (`rejected_events_deduped`)."""
         ...
 
-    # For finance: append-only histories next to the usage (`invoices`, `invoice_lines`,
-    # `payments`; read through `invoices_latest`, `invoice_lines_latest`, `payments_deduped`).
+
+class FinanceLedger(Protocol):
+    """For finance: append-only histories next to the usage (`invoices`, `invoice_lines`,
+    `payments`; read through `invoices_latest`, `invoice_lines_latest`, `payments_deduped`)."""
 
     def record_invoice(self, invoice: Invoice, recorded_at_us: int) -> None:
         """Append one `invoices` row and its `invoice_lines` rows for the invoice as stored
@@ -154,6 +166,11 @@ class Warehouse(Protocol):
     def record_payment(self, payment: Payment) -> None:
         """Append one `payments` row for a payment provider's event (insertId: its id)."""
         ...
+
+
+class Warehouse(EventStore, UsageReader, FinanceLedger, Protocol):
+    """The whole warehouse, as its adapters implement it (`BigQueryWarehouse`,
+    `DuckDbWarehouse`) and the composition holds it; services take the narrow ports."""
 
 
 @dataclass(frozen=True)
@@ -346,7 +363,7 @@ class InvoiceStore(Protocol):
 @dataclass(frozen=True)
 class Payment:
     """A payment provider's event about an invoice's payment, as finance's `payments` table
-    keeps it (`Warehouse.record_payment`)."""
+    keeps it (`FinanceLedger.record_payment`)."""
 
     invoice_id: str
     customer_external_id: str

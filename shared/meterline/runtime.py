@@ -7,7 +7,7 @@ Two layers, both lazy:
     one or two Google SDKs, not three, and its service account needs only those roles:
 
         ingest   the bus, the API keys, the catalog (numeric fields); the warehouse on GET only
-        process  the dedup store and the warehouse
+        process  the dedup store and the warehouse's event store
         admin    the catalog and the API keys
 
 `LocalRuntime` is `meterline serve`'s (and the demo's and the tests'): every function over
@@ -23,8 +23,20 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from meterline.config import Settings, get_settings
-from meterline.ports import ApiKeyStore, DeadLetters, DedupStore, EventBus, Warehouse
-from meterline.ports import CatalogStore, InvoiceStore, PaymentProvider, ProcessedEvents
+from meterline.ports import (
+    ApiKeyStore,
+    CatalogStore,
+    DeadLetters,
+    DedupStore,
+    EventBus,
+    EventStore,
+    FinanceLedger,
+    InvoiceStore,
+    PaymentProvider,
+    ProcessedEvents,
+    UsageReader,
+    Warehouse,
+)
 
 T = TypeVar("T")
 
@@ -64,11 +76,24 @@ class Adapters:
     dead_letters: EventBus  # where process moves a message it gives up on
     dead_letter_queue: DeadLetters  # the dead letters, listed and replayed (`meterline dead-letters`)
     dedup: DedupStore
-    warehouse: Warehouse
+    warehouse: Warehouse  # one adapter for its three ports, below
     api_keys: ApiKeyStore
     catalog: CatalogStore
     invoices: InvoiceStore
     processed_events: ProcessedEvents  # webhook event ids already handled
+
+    # The warehouse under the name of each narrow port a service takes: one object, built once.
+    @property
+    def event_store(self) -> EventStore:
+        return self.warehouse
+
+    @property
+    def usage_reader(self) -> UsageReader:
+        return self.warehouse
+
+    @property
+    def finance_ledger(self) -> FinanceLedger:
+        return self.warehouse
 
     @once
     def payments(self) -> PaymentProvider | None:
@@ -274,9 +299,9 @@ class IngestRuntime(_FunctionRuntime):
         self.auth, self.service  # noqa: B018 - build the hot path before the first request
 
     @property
-    def events(self) -> Warehouse:
+    def events(self) -> EventStore:
         """The reads behind GET /events (built on the first GET, not at cold start)."""
-        return self.adapters.warehouse
+        return self.adapters.event_store
 
 
 class ProcessRuntime(_FunctionRuntime):
@@ -286,7 +311,7 @@ class ProcessRuntime(_FunctionRuntime):
     def service(self):
         from meterline.services.process import ProcessService
 
-        return ProcessService(self.adapters.dedup, self.adapters.warehouse, self.settings.claim_takeover_seconds)
+        return ProcessService(self.adapters.dedup, self.adapters.event_store, self.settings.claim_takeover_seconds)
 
     def warm(self) -> None:
         self.service  # noqa: B018
@@ -323,7 +348,7 @@ class BillRuntime(_FunctionRuntime):
     def usage(self):
         from meterline.services.usage import UsageService
 
-        return UsageService(self.adapters.catalog, self.adapters.warehouse)
+        return UsageService(self.adapters.catalog, self.adapters.usage_reader)
 
     @once
     def billing(self):
@@ -333,7 +358,7 @@ class BillRuntime(_FunctionRuntime):
 
         s = self.settings
         return BillingService(
-            self.adapters.catalog, self.usage, self.adapters.invoices, self.adapters.warehouse, self.adapters.payments,
+            self.adapters.catalog, self.usage, self.adapters.invoices, self.adapters.finance_ledger, self.adapters.payments,
             default_grace=timedelta(seconds=s.invoice_grace_seconds), time_budget_s=s.billing_time_budget_seconds,
         )
 
@@ -361,7 +386,7 @@ class StripeWebhookRuntime(_FunctionRuntime):
         from meterline.services.payments import PaymentEvents
 
         a = self.adapters
-        return PaymentEvents(a.invoices, a.processed_events, a.warehouse)
+        return PaymentEvents(a.invoices, a.processed_events, a.finance_ledger)
 
     def warm(self) -> None:
         self.webhooks, self.payments  # noqa: B018 - fail fast on a missing secret, at cold start
@@ -382,7 +407,7 @@ class PortalRuntime(_FunctionRuntime):
         secret = s.portal_signing_key.get_secret_value() if s.portal_signing_key else None
         signer = LinkSigner(signing_key(secret, s.backend, s.data_dir), timedelta(seconds=s.portal_link_seconds))
         a = self.adapters
-        return PortalService(a.catalog, UsageService(a.catalog, a.warehouse), a.warehouse, a.invoices, signer)
+        return PortalService(a.catalog, UsageService(a.catalog, a.usage_reader), a.usage_reader, a.invoices, signer)
 
     def warm(self) -> None:
         self.auth, self.service  # noqa: B018 - an unset signing key on GCP fails here, at cold start

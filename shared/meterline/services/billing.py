@@ -54,7 +54,7 @@ from meterline.core.invoices import Invoice, InvoiceLine, invoice_id, late_lines
 from meterline.core.pricing.periods import BillingSchedule, Period, period_containing
 from meterline.core.pricing.rating import rate_subscription_start
 from meterline.core.subscriptions import apply_due_downgrades
-from meterline.ports import ArrivalProbe, CatalogStore, InvoiceStore, PaymentProvider, StaleWrite, Warehouse
+from meterline.ports import ArrivalProbe, CatalogStore, FinanceLedger, InvoiceStore, PaymentProvider, StaleWrite
 from meterline.services.usage import RatedPeriods, UsageService
 
 _log = logs.get("billing")
@@ -151,12 +151,12 @@ class _FinanceLog:
     counted (`BillingResult.finance_unrecorded`), and never fails a subscription's billing.
     """
 
-    def __init__(self, warehouse: Warehouse | None, as_of: datetime):
-        self._warehouse = warehouse
+    def __init__(self, ledger: FinanceLedger | None, as_of: datetime):
+        self._ledger = ledger
         self._at_us = to_us(as_of)
         self._pending: list[Invoice] = []
         self._writes: list[tuple[int, Future]] = []
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finance") if warehouse else None
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finance") if ledger else None
 
     def add(self, invoice: Invoice) -> None:
         if self._writer is None:
@@ -168,7 +168,7 @@ class _FinanceLog:
     def _submit(self) -> None:
         if self._pending and self._writer is not None:
             chunk, self._pending = self._pending, []
-            self._writes.append((len(chunk), self._writer.submit(self._warehouse.record_invoices, chunk, self._at_us)))
+            self._writes.append((len(chunk), self._writer.submit(self._ledger.record_invoices, chunk, self._at_us)))
 
     def close(self) -> int:
         """Write what is left, wait for every write; how many state changes were refused."""
@@ -190,7 +190,7 @@ class BillingService:
         catalog: CatalogStore,
         usage: UsageService,
         invoices: InvoiceStore,
-        warehouse: Warehouse | None = None,
+        ledger: FinanceLedger | None = None,
         payments: PaymentProvider | None = None,
         default_grace: timedelta = timedelta(hours=1),
         time_budget_s: float = float("inf"),
@@ -200,7 +200,7 @@ class BillingService:
         self._catalog = catalog
         self._usage = usage
         self._invoices = invoices
-        self._warehouse = warehouse
+        self._ledger = ledger
         self._payments = payments
         self._default_grace = default_grace
         self._budget = time_budget_s
@@ -215,7 +215,7 @@ class BillingService:
         result = BillingResult(as_of)
         # Per run and per thread: two runs on one instance (a function serves requests in
         # threads) never mix their finance rows.
-        finance = self._local.finance = _FinanceLog(self._warehouse, as_of)
+        finance = self._local.finance = _FinanceLog(self._ledger, as_of)
         try:
             self._run(as_of, progress, started, result)
         finally:
@@ -411,8 +411,6 @@ class BillingService:
         since their invoice's usage was read (less ARRIVAL_MARGIN), in one narrow query. The
         others' usage is what they were invoiced for: rating them again would find no late
         line, and would read every event of CATCH_UP_PERIODS periods on every run."""
-        if self._warehouse is None:
-            return previous
         probes = {}
         for external_id, gs in previous.items():
             for g in gs:
@@ -423,7 +421,7 @@ class BillingService:
         if not probes:
             return previous
         recurring = [m.code for m in self._catalog.list_billable_metrics()[0] if m.recurring]
-        arrived = self._warehouse.windows_with_arrivals(list(probes.values()), recurring)
+        arrived = self._usage.windows_with_arrivals(list(probes.values()), recurring)
         kept = {external_id: [g for g in gs if g.id not in probes or g.id in arrived] for external_id, gs in previous.items()}
         return {external_id: gs for external_id, gs in kept.items() if gs}
 

@@ -40,7 +40,7 @@ from meterline.core.pricing.periods import Period, local_midnight_utc
 from meterline.core.pricing.rating import rate_subscription
 from meterline.core.pricing.usage import ChargeUsage
 from meterline.core.usage_query import UsageQuery, UsageWindow
-from meterline.ports import CatalogStore, InvoiceStore, Warehouse
+from meterline.ports import CatalogStore, InvoiceStore, UsageReader
 from meterline.services.usage import RatedPeriod, UsageService, read_usage
 
 __all__ = [
@@ -300,7 +300,7 @@ class PortalPage:
 
 
 class PortalService:
-    def __init__(self, catalog: CatalogStore, usage: UsageService, warehouse: Warehouse, invoices: InvoiceStore,
+    def __init__(self, catalog: CatalogStore, usage: UsageService, warehouse: UsageReader, invoices: InvoiceStore,
                  signer: LinkSigner, clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
         self._catalog = catalog
         self._usage = usage

@@ -57,7 +57,7 @@ from meterline import logs
 from meterline.core.clock import now_us
 from meterline.core.events import Event
 from meterline.core.messages import UndecodableMessage, decode_message
-from meterline.ports import Claim, DedupStore, Rejection, Warehouse
+from meterline.ports import Claim, DedupStore, EventStore, Rejection
 
 _log = logs.get("process")
 
@@ -100,9 +100,9 @@ CLAIM_TAKEOVER_SECONDS = 900.0  # the default of `Settings.claim_takeover_second
 
 
 class ProcessService:
-    def __init__(self, dedup: DedupStore, warehouse: Warehouse, claim_takeover_seconds: float = CLAIM_TAKEOVER_SECONDS):
+    def __init__(self, dedup: DedupStore, events: EventStore, claim_takeover_seconds: float = CLAIM_TAKEOVER_SECONDS):
         self._dedup = dedup
-        self._warehouse = warehouse
+        self._events = events
         self._takeover_after = claim_takeover_seconds
 
     def handle_message(self, data: bytes) -> ProcessResult:
@@ -129,10 +129,10 @@ class ProcessService:
         now = now_us()
         # Step 2: insert. A crash before it leaves fresh claims; redelivery inserts (RETRY).
         if to_insert:
-            self._warehouse.insert_events(to_insert, now)
+            self._events.insert_events(to_insert, now)
         # Step 3: reject. A crash here or later costs a copy on redelivery, removed by the view.
         if rejections:
-            self._warehouse.insert_rejected(rejections, now)
+            self._events.insert_rejected(rejections, now)
 
         # Logged by the caller, which knows the message id and when it was published.
         return ProcessResult(len(to_insert), duplicates, len(rejections), rejections)
@@ -146,7 +146,7 @@ class ProcessService:
         if not unsure:
             return claims
         # A crash after the lookup costs nothing: the claims are unchanged until the next step.
-        stored = self._warehouse.stored_keys([e.key for e in unsure])
+        stored = self._events.stored_keys([e.key for e in unsure])
         free = [e for e in unsure if e.key not in stored]
         # Re-checked in one transaction: an attempt that touched a claim since makes it a CONFLICT.
         again = self._dedup.claim(free, stale_after_s=self._takeover_after, take_over=True) if free else []

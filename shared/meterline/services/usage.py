@@ -24,7 +24,7 @@ from meterline.core.errors import NotFound
 from meterline.core.pricing.periods import BillingSchedule, Period, period_containing
 from meterline.core.pricing.rating import InvoiceDraft, rate_subscription
 from meterline.core.usage_query import UsageQuery, UsageWindow, WindowUsage
-from meterline.ports import CatalogStore, Warehouse
+from meterline.ports import ArrivalProbe, CatalogStore, UsageReader
 
 _log = logs.get("usage")
 
@@ -38,7 +38,7 @@ _FIRST_FAILURES_TO_GIVE_UP = 3
 _MAX_FAILED = 16
 
 
-def read_usage(reader: Warehouse, query: UsageQuery, windows: Sequence[UsageWindow]) -> WindowUsage:
+def read_usage(reader: UsageReader, query: UsageQuery, windows: Sequence[UsageWindow]) -> WindowUsage:
     """Usage per window id, in the shape `rate_subscription` takes, from one query; the
     windows the warehouse fails on are left out and named in `failed` (see _isolate)."""
     if not windows or not query.charges:
@@ -51,7 +51,7 @@ def read_usage(reader: Warehouse, query: UsageQuery, windows: Sequence[UsageWind
     return WindowUsage(query.to_usage(rows, windows))
 
 
-def _isolate(reader: Warehouse, query: UsageQuery, windows: Sequence[UsageWindow], first: Exception) -> WindowUsage:
+def _isolate(reader: UsageReader, query: UsageQuery, windows: Sequence[UsageWindow], first: Exception) -> WindowUsage:
     """Ask again in halves, down to single windows: the usage of every window that can be
     read, and the error of each one that cannot (or raise `first`, see _MAX_FAILED)."""
     usage = WindowUsage()
@@ -115,9 +115,9 @@ class RatedPeriod:
 
 
 class UsageService:
-    def __init__(self, catalog: CatalogStore, warehouse: Warehouse):
+    def __init__(self, catalog: CatalogStore, reader: UsageReader):
         self._catalog = catalog
-        self._warehouse = warehouse
+        self._reader = reader
 
     def current(self, subscriptions: Sequence[Subscription], at: datetime) -> RatedPeriods:
         """Each record's period that contains `at`, rated with the usage so far."""
@@ -146,7 +146,7 @@ class UsageService:
             UsageWindow(str(i), s.external_id, s.plan_code, period.start_utc, period.end_utc)
             for i, (s, period) in enumerate(items)
         ]
-        usage = read_usage(self._warehouse, UsageQuery(metrics, plans.values()), windows)
+        usage = read_usage(self._reader, UsageQuery(metrics, plans.values()), windows)
         rated, failed = [], []
         for window, (subscription, period) in zip(windows, items, strict=True):
             if window.window_id in usage.failed:
@@ -156,6 +156,11 @@ class UsageService:
             draft = rate_subscription(subscription, plan, customer, period, usage[window.window_id], metrics=metrics)
             rated.append(RatedPeriod(subscription, customer, plan, period, draft))
         return RatedPeriods(rated, failed)
+
+    def windows_with_arrivals(self, probes: Sequence[ArrivalProbe], carry_over_codes: Sequence[str] = ()) -> set[str]:
+        """The probes' windows with events processed since (`UsageReader.windows_with_arrivals`):
+        the billing run's check for late usage, before it rates those periods again."""
+        return self._reader.windows_with_arrivals(probes, carry_over_codes)
 
     def _customers(self, records: Sequence[Subscription]) -> dict[str, Customer]:
         return {cid: self._required(self._catalog.get_customer(cid), "customer") for cid in {s.external_customer_id for s in records}}

@@ -108,7 +108,7 @@ def invoice_line_rows(invoice: Invoice, recorded_at_us: int) -> list[dict[str, A
 
 
 class FinanceRecords:
-    """The Warehouse port's finance writes, shared by every Warehouse adapter, which supplies
+    """The FinanceLedger port's writes, shared by every Warehouse adapter, which supplies
     `_insert(table, rows, row_ids)` (row_ids: BigQuery's insertIds; DuckDB has no use for them)."""
 
     def _insert(self, table: str, rows: list[dict[str, Any]], row_ids: list[str]) -> None:

@@ -18,8 +18,8 @@ if TYPE_CHECKING:
 
 
 class DedupedReads:
-    """The Warehouse port's typed reads, each one BigQuery SQL over deduplicated rows; shared by
-    every Warehouse adapter, which supplies `_query`."""
+    """The typed reads of the EventStore and UsageReader ports, each one BigQuery SQL over
+    deduplicated rows; shared by every Warehouse adapter, which supplies `_query`."""
 
     def _query(self, bigquery_sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Run BigQuery-dialect SQL with `@name` parameters; rows as dicts."""
