@@ -330,15 +330,15 @@ class InvoiceStore(Protocol):
         trips as the store allows: a billing run reads every subscription's recent invoices."""
         ...
 
-    def finalize(self, invoice: Invoice, at: datetime) -> Invoice:
-        """Move a draft to finalized and give it the customer's next invoice number, in ONE
+    def issue(self, invoice: Invoice, at: datetime) -> Invoice:
+        """Issue an invoice: move a draft to finalized and give it the customer's next invoice number, in ONE
         transaction with the customer's counter, so a number is never given twice or lost to
         a crash. Raises StaleWrite like `update`. An invoice never stored (version 0) is
         created finalized, if it is still absent (StaleWrite otherwise)."""
         ...
 
-    def finalize_many(self, invoices: Sequence[Invoice], at: datetime) -> list[Invoice | Exception]:
-        """`finalize` each, in order, in as few store transactions as the store allows; each
+    def issue_many(self, invoices: Sequence[Invoice], at: datetime) -> list[Invoice | Exception]:
+        """`issue` each, in order, in as few store transactions as the store allows; each
         outcome is the finalized invoice, or the exception that refused it (StaleWrite,
         ValueError, or a store error), which used up no number. Raises only if nothing was written."""
         ...
@@ -429,7 +429,9 @@ class PaymentProvider(Protocol):
         units (created if absent, items added if missing; never twice)."""
         ...
 
-    def finalize(self, invoice: Invoice) -> ProviderInvoice: ...
+    def finalize_invoice(self, invoice: Invoice) -> ProviderInvoice:
+        """Finalize the provider's draft (it then shows our total and can be paid)."""
+        ...
 
     def collect(self, invoice: Invoice) -> ProviderInvoice:
         """Charge the saved payment method, or send the invoice, per its collection method.

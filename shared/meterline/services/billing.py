@@ -24,8 +24,8 @@ What a crash at each step costs (every step is idempotent; nothing is lost):
   | crash                                   | next run                                    | cost |
   | before the draft is created             | creates it                                  | none |
   | after create, before a refresh/finalize | refreshes or finalizes it (versioned write) | none |
-  | inside finalize (one store transaction; | all or nothing: finalizes them then          | none |
-  |   embedded: a chunk, `finalize_many`)   |                                             |      |
+  | inside issue (one store transaction;    | all or nothing: finalizes them then          | none |
+  |   embedded: a chunk, `issue_many`)      |                                             |      |
   | between two provider calls              | repeats them; each is idempotent on our ids | none |
   | after collect, before storing the step  | collect again: the provider's idempotency   | none |
   |                                         | key returns the first result                |      |
@@ -68,7 +68,7 @@ CATCH_UP_PERIODS = 3
 # 60 s), so rows processed this long before the read are looked at again.
 ARRIVAL_MARGIN_US = 30 * 60 * 1_000_000
 RECORD_CHUNK = 500  # finance-table rows are written this many invoices at a time
-FINALIZE_CHUNK = 500  # invoices created finalized in one store call (InvoiceStore.finalize_many)
+FINALIZE_CHUNK = 500  # invoices created finalized in one store call (InvoiceStore.issue_many)
 
 
 @dataclass
@@ -309,13 +309,13 @@ class BillingService:
 
     def _finalize_batch(self, batch: list[tuple[_Group, Invoice]], known, as_of: datetime, result: BillingResult) -> None:
         """Create the batch's invoices finalized, in as few store transactions as the store
-        allows (`InvoiceStore.finalize_many`), then carry each on as `_advance` would. Empties
+        allows (`InvoiceStore.issue_many`), then carry each on as `_advance` would. Empties
         `batch`. One invoice's refusal or failure is its subscription's alone."""
         if not batch:
             return
         chunk, batch[:] = list(batch), []
         try:
-            outcomes: list = self._invoices.finalize_many([draft for _, draft in chunk], as_of)
+            outcomes: list = self._invoices.issue_many([draft for _, draft in chunk], as_of)
         except Exception as exc:  # noqa: BLE001 - nothing in the chunk was written
             outcomes = [exc] * len(chunk)
         for (group, _), outcome in zip(chunk, outcomes, strict=True):
@@ -480,7 +480,7 @@ class BillingService:
             if as_of < invoice.grace_until:
                 return invoice
             # Its lines are this run's usage, whether or not they changed.
-            invoice = self._invoices.finalize(replace(invoice, usage_read_at=read_at), as_of)
+            invoice = self._invoices.issue(replace(invoice, usage_read_at=read_at), as_of)
             result.finalized += 1
             self._record(invoice)
         return self._carry_on(invoice, group, as_of, result)
@@ -538,7 +538,7 @@ class BillingService:
             invoice = self._invoices.update(replace(
                 invoice, provider_customer_id=customer_id, provider_invoice_id=remote.id, provider_step="invoice", updated_at=as_of))
         if invoice.provider_step == "invoice":
-            remote = payments.finalize(invoice)
+            remote = payments.finalize_invoice(invoice)
             flag = None if remote.total_cents == invoice.amount_cents else "provider_total_mismatch"
             invoice = self._invoices.update(replace(
                 invoice, provider_step="finalized", hosted_invoice_url=remote.hosted_invoice_url, flag=flag, updated_at=as_of))

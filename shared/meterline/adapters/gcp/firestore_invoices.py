@@ -76,25 +76,25 @@ class FirestoreInvoiceStore:
     def update(self, invoice: Invoice) -> Invoice:
         return self._transact(invoice, lambda transaction: invoice)
 
-    def finalize(self, invoice: Invoice, at: datetime) -> Invoice:
+    def issue(self, invoice: Invoice, at: datetime) -> Invoice:
         counter = self._counters.document(doc_id(invoice.customer_external_id))
 
-        def finalized(transaction) -> Invoice:
+        def issued(transaction) -> Invoice:
             snap = counter.get(transaction=transaction)
             sequence = (snap.get("last_sequence") if snap.exists else 0) + 1
             transaction.set(counter, {"customer_external_id": invoice.customer_external_id, "last_sequence": sequence})
             number = invoice_number(invoice.customer_external_id, sequence)
             return invoice.moved("finalized", at, number=number, sequential_id=sequence)
 
-        return self._transact(invoice, finalized)
+        return self._transact(invoice, issued)
 
-    def finalize_many(self, invoices: Sequence[Invoice], at: datetime) -> list[Invoice | Exception]:
+    def issue_many(self, invoices: Sequence[Invoice], at: datetime) -> list[Invoice | Exception]:
         # One transaction each: a Firestore transaction may not write a counter twice, and
         # one customer's invoices share it.
         outcomes: list[Invoice | Exception] = []
         for invoice in invoices:
             try:
-                outcomes.append(self.finalize(invoice, at))
+                outcomes.append(self.issue(invoice, at))
             except Exception as failed:  # noqa: BLE001 - the others are written: say which failed
                 outcomes.append(failed)
         return outcomes
