@@ -50,7 +50,7 @@ from datetime import datetime, timedelta, timezone
 from meterline import logs
 from meterline.core.catalog import Customer, Plan, Subscription
 from meterline.core.clock import to_us
-from meterline.core.invoices import Invoice, InvoiceLine, invoice_id, late_lines, lines_from_fees
+from meterline.core.invoices import Invoice, InvoiceLine, ProviderStep, invoice_id, late_lines, lines_from_fees
 from meterline.core.pricing.periods import BillingSchedule, Period, period_containing
 from meterline.core.pricing.rating import rate_subscription_start
 from meterline.core.subscriptions import apply_due_downgrades
@@ -402,7 +402,7 @@ class BillingService:
             return True
         # Finalized here but not yet through the provider's steps (a crash, a provider outage).
         return (self._payments is not None and invoice.status == "finalized" and invoice.flag is None
-                and invoice.provider_step != "collected")
+                and invoice.provider_step is not ProviderStep.COLLECTED)
 
     # -- rating ----------------------------------------------------------------------------------
 
@@ -535,13 +535,13 @@ class BillingService:
             customer_id = invoice.provider_customer_id or payments.ensure_customer(
                 customer.external_id, customer.name, customer.email)
             remote = payments.ensure_invoice(replace(invoice, provider_customer_id=customer_id), customer_id, invoice.days_until_due)
-            invoice = self._invoices.update(replace(
-                invoice, provider_customer_id=customer_id, provider_invoice_id=remote.id, provider_step="invoice", updated_at=as_of))
-        if invoice.provider_step == "invoice":
+            invoice = self._invoices.update(invoice.stepped(
+                ProviderStep.INVOICE, as_of, provider_customer_id=customer_id, provider_invoice_id=remote.id))
+        if invoice.provider_step is ProviderStep.INVOICE:
             remote = payments.finalize_invoice(invoice)
             flag = None if remote.total_cents == invoice.amount_cents else "provider_total_mismatch"
-            invoice = self._invoices.update(replace(
-                invoice, provider_step="finalized", hosted_invoice_url=remote.hosted_invoice_url, flag=flag, updated_at=as_of))
+            invoice = self._invoices.update(invoice.stepped(
+                ProviderStep.FINALIZED, as_of, hosted_invoice_url=remote.hosted_invoice_url, flag=flag))
             if flag is not None:
                 # NOTE: never collect an amount we did not compute; a person looks at it.
                 result.flagged.append(invoice.id)
@@ -549,15 +549,15 @@ class BillingService:
                            invoice_id=invoice.id, ours=invoice.amount_cents, theirs=remote.total_cents)
                 self._record(invoice)
                 return invoice
-        if invoice.provider_step == "finalized":
+        if invoice.provider_step is ProviderStep.FINALIZED:
             remote = payments.collect(invoice)
             # "paid" (charged), "payment_failed" (declined: the provider retries or the customer
             # pays by hand; its webhook says so), or "open" (sent, awaiting payment).
             status = remote.status if remote.status in ("paid", "payment_failed") else None
             if status is not None and invoice.status != status:
-                invoice = self._invoices.update(invoice.moved(status, as_of, provider_step="collected"))
+                invoice = self._invoices.update(invoice.moved(status, as_of).stepped(ProviderStep.COLLECTED, as_of))
             else:
-                invoice = self._invoices.update(replace(invoice, provider_step="collected", updated_at=as_of))
+                invoice = self._invoices.update(invoice.stepped(ProviderStep.COLLECTED, as_of))
             result.collected += 1
             self._record(invoice)
         return invoice
