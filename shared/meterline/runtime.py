@@ -20,7 +20,7 @@ import gc
 import threading
 from datetime import timedelta
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from meterline.config import Settings, get_settings
 from meterline.ports import (
@@ -37,6 +37,9 @@ from meterline.ports import (
     UsageReader,
     Warehouse,
 )
+
+if TYPE_CHECKING:
+    from meterline.services.auth import ApiKeyAuthenticator
 
 T = TypeVar("T")
 
@@ -96,7 +99,7 @@ class Adapters:
         return self.warehouse
 
     @once
-    def payments(self) -> PaymentProvider | None:
+    def payment_provider(self) -> PaymentProvider | None:
         """Stripe when a key is set; None (the embedded default): invoices are finalized
         locally and nothing is sent."""
         key = self.settings.stripe_api_key
@@ -269,12 +272,17 @@ class _FunctionRuntime:
     """What every function's runtime has: its adapters and settings, and (built only by the
     functions that authenticate API keys) the key check."""
 
-    def __init__(self, adapters: Adapters):
+    def __init__(self, adapters: Adapters, auth: ApiKeyAuthenticator | None = None):
         self.adapters = adapters
         self.settings = adapters.settings
+        # Given: the key check (and its cache) of another runtime in the same process
+        # (`LocalRuntime`), so a revoked key leaves every function at once.
+        self._shared_auth = auth
 
     @once
-    def auth(self):
+    def auth(self) -> ApiKeyAuthenticator:
+        if self._shared_auth is not None:
+            return self._shared_auth
         from meterline.services.auth import ApiKeyAuthenticator
 
         return ApiKeyAuthenticator(self.adapters.api_keys, self.settings.api_key_cache_seconds)
@@ -320,8 +328,9 @@ class ProcessRuntime(_FunctionRuntime):
 class AdminRuntime(_FunctionRuntime):
     """Cloud Function `admin`: the catalog API."""
 
-    def __init__(self, adapters: Adapters, on_metrics_changed: Callable[[], None] | None = None):
-        super().__init__(adapters)
+    def __init__(self, adapters: Adapters, on_metrics_changed: Callable[[], None] | None = None,
+                 auth: ApiKeyAuthenticator | None = None):
+        super().__init__(adapters, auth)
         # In one process with ingest (meterline serve), a new metric reaches ingest's numeric
         # check at once; a separate ingest function sees it within its reload time.
         self._on_metrics_changed = on_metrics_changed
@@ -358,7 +367,7 @@ class BillRuntime(_FunctionRuntime):
 
         s = self.settings
         return BillingService(
-            self.adapters.catalog, self.usage, self.adapters.invoices, self.adapters.finance_ledger, self.adapters.payments,
+            self.adapters.catalog, self.usage, self.adapters.invoices, self.adapters.finance_ledger, self.adapters.payment_provider,
             default_grace=timedelta(seconds=s.invoice_grace_seconds), time_budget_s=s.billing_time_budget_seconds,
         )
 
@@ -382,14 +391,14 @@ class StripeWebhookRuntime(_FunctionRuntime):
         return StripeWebhooks(secret.get_secret_value(), self.settings.stripe_webhook_tolerance_seconds)
 
     @once
-    def payments(self):
+    def payment_events(self):
         from meterline.services.payments import PaymentEvents
 
         a = self.adapters
         return PaymentEvents(a.invoices, a.processed_events, a.finance_ledger)
 
     def warm(self) -> None:
-        self.webhooks, self.payments  # noqa: B018 - fail fast on a missing secret, at cold start
+        self.webhooks, self.payment_events  # noqa: B018 - fail fast on a missing secret, at cold start
 
 
 class PortalRuntime(_FunctionRuntime):
@@ -422,13 +431,11 @@ class LocalRuntime:
         self.settings = adapters.settings
         self.ingest = IngestRuntime(adapters)
         self.process = ProcessRuntime(adapters)
-        self.admin = AdminRuntime(adapters, on_metrics_changed=self.ingest.numeric_fields.invalidate)
-        self.admin.__dict__["auth"] = self.ingest.auth  # one cache: a revoked key leaves both at once
-        self.bill = BillRuntime(adapters)
-        self.bill.__dict__["auth"] = self.ingest.auth
+        auth = self.ingest.auth  # one cache: a revoked key leaves every function at once
+        self.admin = AdminRuntime(adapters, on_metrics_changed=self.ingest.numeric_fields.invalidate, auth=auth)
+        self.bill = BillRuntime(adapters, auth)
         self.stripe_webhook = StripeWebhookRuntime(adapters)
-        self.portal = PortalRuntime(adapters)
-        self.portal.__dict__["auth"] = self.ingest.auth
+        self.portal = PortalRuntime(adapters, auth)
 
     @property
     def queue(self):

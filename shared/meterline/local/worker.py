@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from meterline import logs
 from meterline.adapters.embedded.sqlite_queue import QueuedMessage, SqliteQueue
 from meterline.core.clock import now_us
-from meterline.services.process import ProcessService, log_processed
+from meterline.entrypoints.pubsub import log_processed
+from meterline.services.process import ProcessService
 
 _log = logs.get("worker")
 

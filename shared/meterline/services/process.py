@@ -51,7 +51,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from meterline import logs
 from meterline.core.clock import now_us
@@ -162,16 +161,3 @@ class ProcessService:
             (settled[c] if e.key in stored else retaken[e.key]) if c in settled else c
             for e, c in zip(events, claims, strict=True)
         ]
-
-
-def log_processed(logger: logging.Logger, result: ProcessResult, message_id: Any, published_us: int | None,
-                  started_us: int) -> None:
-    """The one INFO line per processed message, for its entry point (the Pub/Sub function, the
-    embedded worker): counts, the delay since publish and the time it took; no payload."""
-    done = now_us()
-    logs.event(
-        logger, "message processed", logging.INFO, message_id=message_id,
-        inserted=result.inserted, duplicates=result.duplicates, rejected=result.rejected,
-        delay_ms=None if published_us is None else (done - published_us) // 1000,
-        duration_ms=(done - started_us) // 1000,
-    )
