@@ -96,7 +96,8 @@ def seed(catalog, customer: str = CUSTOMER, subscription: str = SUBSCRIPTION) ->
 @contextlib.contextmanager
 def embedded_stack(data_dir: Path) -> Iterator[Stack]:
     """`meterline serve` in a subprocess; the key and catalog written to its SQLite first."""
-    from meterline.adapters.embedded.sqlite import SqliteApiKeyStore, SqliteDatabase
+    from meterline.adapters.embedded.sqlite import SqliteDatabase
+    from meterline.adapters.embedded.sqlite_keys import SqliteApiKeyStore
     from meterline.adapters.embedded.sqlite_catalog import SqliteCatalogStore
     from meterline.core.clock import now_us
     from meterline.services.auth import create_api_key

@@ -61,7 +61,7 @@ LATER = {
     "ingest": "from meterline.runtime import ingest_runtime as r; r().events",  # GET /events: BigQuery
     "process": "from meterline.runtime import process_runtime as r; r().adapters.dead_letters",  # max age: Pub/Sub
     "admin": "from meterline.runtime import admin_runtime as r; r().invoices",  # GET /invoices
-    "bill": "from meterline.runtime import bill_runtime as r; r().adapters.payments",  # Stripe, when a key is set
+    "bill": "from meterline.runtime import bill_runtime as r; r().adapters.payment_provider",  # Stripe, when a key is set
 }
 
 # The child: load main.py as the platform does, serve one request, touch LATER, then name the

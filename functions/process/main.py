@@ -4,6 +4,7 @@ import functions_framework
 
 from meterline.entrypoints.http import error_response
 from meterline.entrypoints.pubsub import handle_cloud_event
+from meterline.runtime import process_runtime
 
 # Raising gets the message delivered again. `handle_cloud_event` logs the failure as one JSON
 # line first; this handler then answers 500 without a second one (Flask's own would print a
@@ -14,4 +15,4 @@ functions_framework.errorhandler(Exception)(error_response)
 
 @functions_framework.cloud_event
 def process(cloud_event):
-    handle_cloud_event(cloud_event)
+    handle_cloud_event(cloud_event, process_runtime())

@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 if TYPE_CHECKING:
     # Types only: a function that never touches the catalog (process) does not import its
-    # pydantic models at cold start; the usage query's request lives with its service.
+    # pydantic models at cold start.
     from meterline.core.catalog import BillableMetric, Customer, Plan, Subscription
     from meterline.core.events import Event
     from meterline.core.invoices import Invoice
     from meterline.core.subscriptions import SubscriptionHistory
-    from meterline.services.usage_query import UsageQuery, UsageWindow
+    from meterline.core.usage_query import UsageQuery, UsageRow, UsageWindow
 
 
 class PublishFailed(Exception):
@@ -89,38 +89,23 @@ class Rejection:
     reason: str
 
 
-class UsageRow(NamedTuple):
-    """One row of the usage query: the aggregates of one (window, charge, bucket), or, when the
-    charge needs its events one by one, of one event of it (`row_key` is then its transaction_id).
-
-    A NamedTuple: a billing run reads thousands of them.
-    """
-
-    window_id: str
-    charge_ref: str
-    bucket: str  # the matching filter's key; '' for the charge's own bucket
-    row_key: str | None
-    events_count: int
-    sum_value: Decimal | None  # None: no numeric value
-    max_value: Decimal | None
-    unique_count: int  # distinct values of the metric's field (unique_count charges; 0 for the others)
-    latest_value: Decimal | None  # the value of the latest event
-    row_value: str | None  # the field's text (the smallest one when aggregated)
-    row_operation: str | None  # a seat event's `operation_type` (add/remove); None for other metrics
-    row_timestamp: datetime  # the earliest event's time, timezone-aware
-
-
 class SubscriptionTotal(NamedTuple):
     external_subscription_id: str
     events: int
     total: Decimal  # the sum of the numeric property; 0 when no event has one
 
 
-class Warehouse(Protocol):
-    """The events table and its deduplicated view, and the finance tables (BigQuery, or DuckDB).
+# -- the warehouse -----------------------------------------------------------------------------
+# One warehouse (BigQuery, or DuckDB) holds the events and the finance tables, and one adapter
+# class serves all three ports below; each service is typed on the narrow one it uses (process:
+# the event store; usage, portal, the billing run's late-usage check: the usage reader; the
+# billing run and the payment webhook: the finance ledger). Every read is typed: the SQL belongs
+# to the adapters (`meterline.adapters.sql`).
 
-    Every read is typed: the SQL belongs to the adapters (`meterline.adapters.sql`).
-    """
+
+class EventStore(Protocol):
+    """The `events` and `rejected_events` tables, written by process and read one key or one
+    subscription's page at a time (`events_deduped`)."""
 
     def insert_events(self, events: Sequence[Event], processed_at_us: int) -> None:
         """Append rows with the dedup key as insertId. Raises if any row was not written."""
@@ -128,12 +113,24 @@ class Warehouse(Protocol):
 
     def insert_rejected(self, rejections: Sequence[Rejection], rejected_at_us: int) -> None: ...
 
+    def stored_keys(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of these (subscription, transaction) keys have a row in `events`, in one query."""
+        ...
+
     def get_event(self, external_subscription_id: str, transaction_id: str) -> Event | None:
         """One event from `events_deduped`."""
         ...
 
-    def stored_keys(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
-        """Which of these (subscription, transaction) keys have a row in `events`, in one query."""
+    def list_events(self, external_subscription_id: str, limit: int, offset: int) -> tuple[list[Event], int]:
+        """A page of events from `events_deduped`, newest first, and the total count."""
+        ...
+
+
+class UsageReader(Protocol):
+    """The aggregate reads of the events: usage for rating, late arrivals, totals."""
+
+    def usage_rows(self, query: UsageQuery, windows: Sequence[UsageWindow]) -> list[UsageRow]:
+        """The usage of every window, deduplicated, in ONE query (`services.usage.read_usage` asks it)."""
         ...
 
     def windows_with_arrivals(self, probes: Sequence[ArrivalProbe], carry_over_codes: Sequence[str] = ()) -> set[str]:
@@ -141,14 +138,6 @@ class Warehouse(Protocol):
         or after `since_us` and timed in the window (widened by the usage query's dedup slack)
         or, for the codes of recurring metrics, whose events carry over, at any time before its
         end; one query reading a few narrow columns (the billing run's late-usage check)."""
-        ...
-
-    def list_events(self, external_subscription_id: str, limit: int, offset: int) -> tuple[list[Event], int]:
-        """A page of events from `events_deduped`, newest first, and the total count."""
-        ...
-
-    def usage_rows(self, query: UsageQuery, windows: Sequence[UsageWindow]) -> list[UsageRow]:
-        """The usage of every window, deduplicated, in ONE query (`UsageQuery.run` reads it)."""
         ...
 
     def totals(self, code: str, field: str) -> list[SubscriptionTotal]:
@@ -159,8 +148,10 @@ class Warehouse(Protocol):
         """How many distinct events were rejected (`rejected_events_deduped`)."""
         ...
 
-    # For finance: append-only histories next to the usage (`invoices`, `invoice_lines`,
-    # `payments`; read through `invoices_latest`, `invoice_lines_latest`, `payments_deduped`).
+
+class FinanceLedger(Protocol):
+    """For finance: append-only histories next to the usage (`invoices`, `invoice_lines`,
+    `payments`; read through `invoices_latest`, `invoice_lines_latest`, `payments_deduped`)."""
 
     def record_invoice(self, invoice: Invoice, recorded_at_us: int) -> None:
         """Append one `invoices` row and its `invoice_lines` rows for the invoice as stored
@@ -175,6 +166,11 @@ class Warehouse(Protocol):
     def record_payment(self, payment: Payment) -> None:
         """Append one `payments` row for a payment provider's event (insertId: its id)."""
         ...
+
+
+class Warehouse(EventStore, UsageReader, FinanceLedger, Protocol):
+    """The whole warehouse, as its adapters implement it (`BigQueryWarehouse`,
+    `DuckDbWarehouse`) and the composition holds it; services take the narrow ports."""
 
 
 @dataclass(frozen=True)
@@ -334,15 +330,15 @@ class InvoiceStore(Protocol):
         trips as the store allows: a billing run reads every subscription's recent invoices."""
         ...
 
-    def finalize(self, invoice: Invoice, at: datetime) -> Invoice:
-        """Move a draft to finalized and give it the customer's next invoice number, in ONE
+    def issue(self, invoice: Invoice, at: datetime) -> Invoice:
+        """Issue an invoice: move a draft to finalized and give it the customer's next invoice number, in ONE
         transaction with the customer's counter, so a number is never given twice or lost to
         a crash. Raises StaleWrite like `update`. An invoice never stored (version 0) is
         created finalized, if it is still absent (StaleWrite otherwise)."""
         ...
 
-    def finalize_many(self, invoices: Sequence[Invoice], at: datetime) -> list[Invoice | Exception]:
-        """`finalize` each, in order, in as few store transactions as the store allows; each
+    def issue_many(self, invoices: Sequence[Invoice], at: datetime) -> list[Invoice | Exception]:
+        """`issue` each, in order, in as few store transactions as the store allows; each
         outcome is the finalized invoice, or the exception that refused it (StaleWrite,
         ValueError, or a store error), which used up no number. Raises only if nothing was written."""
         ...
@@ -367,7 +363,7 @@ class InvoiceStore(Protocol):
 @dataclass(frozen=True)
 class Payment:
     """A payment provider's event about an invoice's payment, as finance's `payments` table
-    keeps it (`Warehouse.record_payment`)."""
+    keeps it (`FinanceLedger.record_payment`)."""
 
     invoice_id: str
     customer_external_id: str
@@ -433,7 +429,9 @@ class PaymentProvider(Protocol):
         units (created if absent, items added if missing; never twice)."""
         ...
 
-    def finalize(self, invoice: Invoice) -> ProviderInvoice: ...
+    def finalize_invoice(self, invoice: Invoice) -> ProviderInvoice:
+        """Finalize the provider's draft (it then shows our total and can be paid)."""
+        ...
 
     def collect(self, invoice: Invoice) -> ProviderInvoice:
         """Charge the saved payment method, or send the invoice, per its collection method.

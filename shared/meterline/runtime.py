@@ -7,7 +7,7 @@ Two layers, both lazy:
     one or two Google SDKs, not three, and its service account needs only those roles:
 
         ingest   the bus, the API keys, the catalog (numeric fields); the warehouse on GET only
-        process  the dedup store and the warehouse
+        process  the dedup store and the warehouse's event store
         admin    the catalog and the API keys
 
 `LocalRuntime` is `meterline serve`'s (and the demo's and the tests'): every function over
@@ -20,11 +20,26 @@ import gc
 import threading
 from datetime import timedelta
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from meterline.config import Settings, get_settings
-from meterline.ports import ApiKeyStore, DeadLetters, DedupStore, EventBus, Warehouse
-from meterline.ports import CatalogStore, InvoiceStore, PaymentProvider, ProcessedEvents
+from meterline.ports import (
+    ApiKeyStore,
+    CatalogStore,
+    DeadLetters,
+    DedupStore,
+    EventBus,
+    EventStore,
+    FinanceLedger,
+    InvoiceStore,
+    PaymentProvider,
+    ProcessedEvents,
+    UsageReader,
+    Warehouse,
+)
+
+if TYPE_CHECKING:
+    from meterline.services.auth import ApiKeyAuthenticator
 
 T = TypeVar("T")
 
@@ -64,14 +79,27 @@ class Adapters:
     dead_letters: EventBus  # where process moves a message it gives up on
     dead_letter_queue: DeadLetters  # the dead letters, listed and replayed (`meterline dead-letters`)
     dedup: DedupStore
-    warehouse: Warehouse
+    warehouse: Warehouse  # one adapter for its three ports, below
     api_keys: ApiKeyStore
     catalog: CatalogStore
     invoices: InvoiceStore
     processed_events: ProcessedEvents  # webhook event ids already handled
 
+    # The warehouse under the name of each narrow port a service takes: one object, built once.
+    @property
+    def event_store(self) -> EventStore:
+        return self.warehouse
+
+    @property
+    def usage_reader(self) -> UsageReader:
+        return self.warehouse
+
+    @property
+    def finance_ledger(self) -> FinanceLedger:
+        return self.warehouse
+
     @once
-    def payments(self) -> PaymentProvider | None:
+    def payment_provider(self) -> PaymentProvider | None:
         """Stripe when a key is set; None (the embedded default): invoices are finalized
         locally and nothing is sent."""
         key = self.settings.stripe_api_key
@@ -94,7 +122,7 @@ class EmbeddedAdapters(Adapters):
 
     @once
     def queue(self):
-        from meterline.adapters.embedded.sqlite import SqliteQueue
+        from meterline.adapters.embedded.sqlite_queue import SqliteQueue
 
         return SqliteQueue(self.db, self.settings.max_delivery_attempts)
 
@@ -104,7 +132,7 @@ class EmbeddedAdapters(Adapters):
 
     @once
     def dead_letters(self) -> EventBus:
-        from meterline.adapters.embedded.sqlite import SqliteDeadLetters
+        from meterline.adapters.embedded.sqlite_queue import SqliteDeadLetters
 
         return SqliteDeadLetters(self.queue)
 
@@ -114,7 +142,7 @@ class EmbeddedAdapters(Adapters):
 
     @once
     def dedup(self) -> DedupStore:
-        from meterline.adapters.embedded.sqlite import SqliteDedupStore
+        from meterline.adapters.embedded.sqlite_dedup import SqliteDedupStore
 
         return SqliteDedupStore(self.db)
 
@@ -126,7 +154,7 @@ class EmbeddedAdapters(Adapters):
 
     @once
     def api_keys(self) -> ApiKeyStore:
-        from meterline.adapters.embedded.sqlite import SqliteApiKeyStore
+        from meterline.adapters.embedded.sqlite_keys import SqliteApiKeyStore
 
         return SqliteApiKeyStore(self.db)
 
@@ -244,12 +272,17 @@ class _FunctionRuntime:
     """What every function's runtime has: its adapters and settings, and (built only by the
     functions that authenticate API keys) the key check."""
 
-    def __init__(self, adapters: Adapters):
+    def __init__(self, adapters: Adapters, auth: ApiKeyAuthenticator | None = None):
         self.adapters = adapters
         self.settings = adapters.settings
+        # Given: the key check (and its cache) of another runtime in the same process
+        # (`LocalRuntime`), so a revoked key leaves every function at once.
+        self._shared_auth = auth
 
     @once
-    def auth(self):
+    def auth(self) -> ApiKeyAuthenticator:
+        if self._shared_auth is not None:
+            return self._shared_auth
         from meterline.services.auth import ApiKeyAuthenticator
 
         return ApiKeyAuthenticator(self.adapters.api_keys, self.settings.api_key_cache_seconds)
@@ -274,9 +307,9 @@ class IngestRuntime(_FunctionRuntime):
         self.auth, self.service  # noqa: B018 - build the hot path before the first request
 
     @property
-    def events(self) -> Warehouse:
+    def events(self) -> EventStore:
         """The reads behind GET /events (built on the first GET, not at cold start)."""
-        return self.adapters.warehouse
+        return self.adapters.event_store
 
 
 class ProcessRuntime(_FunctionRuntime):
@@ -286,7 +319,7 @@ class ProcessRuntime(_FunctionRuntime):
     def service(self):
         from meterline.services.process import ProcessService
 
-        return ProcessService(self.adapters.dedup, self.adapters.warehouse, self.settings.claim_takeover_seconds)
+        return ProcessService(self.adapters.dedup, self.adapters.event_store, self.settings.claim_takeover_seconds)
 
     def warm(self) -> None:
         self.service  # noqa: B018
@@ -295,8 +328,9 @@ class ProcessRuntime(_FunctionRuntime):
 class AdminRuntime(_FunctionRuntime):
     """Cloud Function `admin`: the catalog API."""
 
-    def __init__(self, adapters: Adapters, on_metrics_changed: Callable[[], None] | None = None):
-        super().__init__(adapters)
+    def __init__(self, adapters: Adapters, on_metrics_changed: Callable[[], None] | None = None,
+                 auth: ApiKeyAuthenticator | None = None):
+        super().__init__(adapters, auth)
         # In one process with ingest (meterline serve), a new metric reaches ingest's numeric
         # check at once; a separate ingest function sees it within its reload time.
         self._on_metrics_changed = on_metrics_changed
@@ -325,7 +359,7 @@ class BillRuntime(_FunctionRuntime):
     def usage(self):
         from meterline.services.usage import UsageService
 
-        return UsageService(self.adapters.catalog, self.adapters.warehouse)
+        return UsageService(self.adapters.catalog, self.adapters.usage_reader)
 
     @once
     def billing(self):
@@ -335,7 +369,7 @@ class BillRuntime(_FunctionRuntime):
 
         s = self.settings
         return BillingService(
-            self.adapters.catalog, self.usage, self.adapters.invoices, self.adapters.warehouse, self.adapters.payments,
+            self.adapters.catalog, self.usage, self.adapters.invoices, self.adapters.finance_ledger, self.adapters.payment_provider,
             default_grace=timedelta(seconds=s.invoice_grace_seconds), time_budget_s=s.billing_time_budget_seconds,
         )
 
@@ -359,14 +393,14 @@ class StripeWebhookRuntime(_FunctionRuntime):
         return StripeWebhooks(secret.get_secret_value(), self.settings.stripe_webhook_tolerance_seconds)
 
     @once
-    def payments(self):
+    def payment_events(self):
         from meterline.services.payments import PaymentEvents
 
         a = self.adapters
-        return PaymentEvents(a.invoices, a.processed_events, a.warehouse)
+        return PaymentEvents(a.invoices, a.processed_events, a.finance_ledger)
 
     def warm(self) -> None:
-        self.webhooks, self.payments  # noqa: B018 - fail fast on a missing secret, at cold start
+        self.webhooks, self.payment_events  # noqa: B018 - fail fast on a missing secret, at cold start
 
 
 class PortalRuntime(_FunctionRuntime):
@@ -386,7 +420,7 @@ class PortalRuntime(_FunctionRuntime):
         secret = s.portal_signing_key.get_secret_value() if s.portal_signing_key else None
         signer = LinkSigner(signing_key(secret, s.backend, s.data_dir), timedelta(seconds=s.portal_link_seconds))
         a = self.adapters
-        return PortalService(a.catalog, UsageService(a.catalog, a.warehouse), a.warehouse, a.invoices, signer)
+        return PortalService(a.catalog, UsageService(a.catalog, a.usage_reader), a.usage_reader, a.invoices, signer)
 
     def warm(self) -> None:
         self.auth, self.service  # noqa: B018 - an unset signing key on GCP fails here, at cold start
@@ -401,13 +435,11 @@ class LocalRuntime:
         self.settings = adapters.settings
         self.ingest = IngestRuntime(adapters)
         self.process = ProcessRuntime(adapters)
-        self.admin = AdminRuntime(adapters, on_metrics_changed=self.ingest.numeric_fields.invalidate)
-        self.admin.__dict__["auth"] = self.ingest.auth  # one cache: a revoked key leaves both at once
-        self.bill = BillRuntime(adapters)
-        self.bill.__dict__["auth"] = self.ingest.auth
+        auth = self.ingest.auth  # one cache: a revoked key leaves every function at once
+        self.admin = AdminRuntime(adapters, on_metrics_changed=self.ingest.numeric_fields.invalidate, auth=auth)
+        self.bill = BillRuntime(adapters, auth)
         self.stripe_webhook = StripeWebhookRuntime(adapters)
-        self.portal = PortalRuntime(adapters)
-        self.portal.__dict__["auth"] = self.ingest.auth
+        self.portal = PortalRuntime(adapters, auth)
 
     @property
     def queue(self):

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import orjson
 import pytest
 
-from meterline.local.server import LocalServer
+from meterline.local.server import MeterlineServer
 from meterline.services import catalog_apply
 from meterline.entrypoints.formatting import format_money, format_units
 from tests.browser.conftest import save_artifact
@@ -43,7 +43,7 @@ class Stack:
                                    "plan_code": catalog.plans[0].code,
                                    "subscription_at": (self.month - timedelta(days=40)).isoformat()})
         self.key = new_key(self.runtime)
-        self.server = LocalServer(self.runtime).start()
+        self.server = MeterlineServer(self.runtime).start()
         self.url = self.server.url
 
     def call(self, method: str, path: str, body: dict | None = None) -> dict:

@@ -63,7 +63,8 @@ class Target:
 
 @contextlib.contextmanager
 def serve_target(data_dir: Path) -> Iterator[Target]:
-    from meterline.adapters.embedded.sqlite import SqliteApiKeyStore, SqliteDatabase
+    from meterline.adapters.embedded.sqlite import SqliteDatabase
+    from meterline.adapters.embedded.sqlite_keys import SqliteApiKeyStore
     from meterline.adapters.embedded.sqlite_catalog import SqliteCatalogStore
     from meterline.core.clock import now_us
     from meterline.services.auth import create_api_key

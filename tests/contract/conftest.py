@@ -36,7 +36,10 @@ class Backend:
 
 def _embedded(tmp_path) -> Backend:
     from meterline.adapters.embedded.duckdb_warehouse import DuckDbWarehouse
-    from meterline.adapters.embedded.sqlite import SqliteApiKeyStore, SqliteDatabase, SqliteDedupStore, SqliteQueue
+    from meterline.adapters.embedded.sqlite import SqliteDatabase
+    from meterline.adapters.embedded.sqlite_dedup import SqliteDedupStore
+    from meterline.adapters.embedded.sqlite_keys import SqliteApiKeyStore
+    from meterline.adapters.embedded.sqlite_queue import SqliteQueue
 
     db = SqliteDatabase(tmp_path / "m.sqlite")
     queue = SqliteQueue(db, max_attempts=50)

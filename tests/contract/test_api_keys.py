@@ -77,7 +77,8 @@ def test_revoke_by_name_revokes_every_key_of_that_name(backend):
 
 def test_an_existing_data_dir_without_the_revocation_column_opens_and_can_revoke(tmp_path):
     """The SQLite schema only grows: a data dir written before revocation existed still works."""
-    from meterline.adapters.embedded.sqlite import SqliteApiKeyStore, SqliteDatabase
+    from meterline.adapters.embedded.sqlite import SqliteDatabase
+    from meterline.adapters.embedded.sqlite_keys import SqliteApiKeyStore
 
     path = tmp_path / "meterline.sqlite"
     old = sqlite3.connect(path)

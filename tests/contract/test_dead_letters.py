@@ -157,7 +157,8 @@ def test_embedded_a_corrected_resend_wins_at_once_over_a_dead_lettered_message(t
 
 def test_embedded_replay_is_one_transaction(tmp_path):
     """A dead letter is either still a dead letter or queued again, never both or neither."""
-    from meterline.adapters.embedded.sqlite import SqliteDatabase, SqliteDeadLetters, SqliteQueue
+    from meterline.adapters.embedded.sqlite import SqliteDatabase
+    from meterline.adapters.embedded.sqlite_queue import SqliteDeadLetters, SqliteQueue
 
     db = SqliteDatabase(tmp_path / "m.sqlite")
     queue = SqliteQueue(db, max_attempts=1)

@@ -190,70 +190,70 @@ def test_concurrent_updates_of_one_version_one_wins(store):
     assert won.version == 2 and store.get(v1.id) == won
 
 
-# -- finalize and numbers -----------------------------------------------------------------------
+# -- issue and numbers --------------------------------------------------------------------------
 
 
 def test_finalize_gives_the_next_number_once(store):
     store.create(invoice())
     draft = store.get(invoice().id)
-    final = store.finalize(draft, AT)
+    final = store.issue(draft, AT)
     assert (final.status, final.sequential_id, final.number) == ("finalized", 1, invoice_number("cus-1", 1))
     assert final.finalized_at == AT and final.version == 2 and store.get(draft.id) == final
 
     # Again with the draft it read: stale. With the finalized invoice: refused (not a draft).
     with pytest.raises(StaleWrite):
-        store.finalize(draft, AT + timedelta(hours=1))
+        store.issue(draft, AT + timedelta(hours=1))
     with pytest.raises(ValueError):
-        store.finalize(final, AT + timedelta(hours=1))
+        store.issue(final, AT + timedelta(hours=1))
     assert store.get(draft.id) == final
 
     # Neither attempt used up a number: the customer's next invoice gets 2.
     store.create(invoice(start=date(2026, 2, 1)))
-    assert store.finalize(store.get(invoice(start=date(2026, 2, 1)).id), AT).sequential_id == 2
+    assert store.issue(store.get(invoice(start=date(2026, 2, 1)).id), AT).sequential_id == 2
 
 
 def test_finalize_creates_an_invoice_never_stored_once(store):
     new = invoice()
     assert new.version == 0
-    final = store.finalize(new, AT)  # its grace ended before a run first saw it: never a draft
+    final = store.issue(new, AT)  # its grace ended before a run first saw it: never a draft
     assert (final.status, final.sequential_id, final.version) == ("finalized", 1, 1)
     assert store.get(new.id) == final
     # A second run that also read it as absent: stale, and no number used up.
     with pytest.raises(StaleWrite):
-        store.finalize(new, AT)
+        store.issue(new, AT)
     assert store.create(new) is False and store.get(new.id) == final
-    assert store.finalize(invoice(start=date(2026, 2, 1)), AT).sequential_id == 2
+    assert store.issue(invoice(start=date(2026, 2, 1)), AT).sequential_id == 2
 
 
 def test_concurrent_finalizations_of_one_absent_invoice_one_wins(store):
-    outcomes = race(4, lambda i: store.finalize(invoice(), AT))
+    outcomes = race(4, lambda i: store.issue(invoice(), AT))
     assert sum(not isinstance(o, Exception) for o in outcomes) == 1
     assert all(isinstance(o, StaleWrite) for o in outcomes if isinstance(o, Exception))
     assert store.get(invoice().id).sequential_id == 1
-    assert store.finalize(invoice(start=date(2026, 2, 1)), AT).sequential_id == 2  # no number lost
+    assert store.issue(invoice(start=date(2026, 2, 1)), AT).sequential_id == 2  # no number lost
 
 
-def test_finalize_many_numbers_in_order_and_skips_what_it_refuses(store):
+def test_issue_many_numbers_in_order_and_skips_what_it_refuses(store):
     drafted = invoice(start=date(2026, 2, 1))
     store.create(drafted)
     stale = dataclasses.replace(store.get(drafted.id), version=7)
     new = [invoice(start=date(2026, m, 1)) for m in (3, 4)]
-    outcomes = store.finalize_many([new[0], stale, new[1], invoice(customer="cus-2")], AT)
+    outcomes = store.issue_many([new[0], stale, new[1], invoice(customer="cus-2")], AT)
     assert isinstance(outcomes[1], StaleWrite)
     finals = [o for o in outcomes if not isinstance(o, Exception)]
     assert [(f.customer_external_id, f.sequential_id) for f in finals] == [("cus-1", 1), ("cus-1", 2), ("cus-2", 1)]
     assert all(store.get(f.id) == f for f in finals)
-    again = store.finalize_many([new[0]], AT)  # another run that also read it as absent
+    again = store.issue_many([new[0]], AT)  # another run that also read it as absent
     assert isinstance(again[0], StaleWrite)
     # The refused ones used up no number.
-    assert store.finalize(store.get(drafted.id), AT).sequential_id == 3
+    assert store.issue(store.get(drafted.id), AT).sequential_id == 3
 
 
 def test_numbers_are_per_customer(store):
     drafts = [invoice("a-1", "cus-a"), invoice("b-1", "cus-b"), invoice("a-2", "cus-a")]
     for draft in drafts:
         store.create(draft)
-    numbers = [store.finalize(store.get(d.id), AT).number for d in drafts]
+    numbers = [store.issue(store.get(d.id), AT).number for d in drafts]
     assert numbers == [invoice_number("cus-a", 1), invoice_number("cus-b", 1), invoice_number("cus-a", 2)]
 
 
@@ -262,7 +262,7 @@ def test_concurrent_finalizations_for_one_customer_get_distinct_numbers(store):
     for draft in drafts:
         store.create(draft)
     stored = [store.get(d.id) for d in drafts]
-    outcomes = race(2, lambda i: store.finalize(stored[i], AT))
+    outcomes = race(2, lambda i: store.issue(stored[i], AT))
     assert sorted(o.sequential_id for o in outcomes) == [1, 2]
     assert {store.get(d.id).number for d in drafts} == {invoice_number("cus-1", 1), invoice_number("cus-1", 2)}
 
@@ -270,7 +270,7 @@ def test_concurrent_finalizations_for_one_customer_get_distinct_numbers(store):
 def test_concurrent_finalizations_of_one_invoice_one_wins(store):
     store.create(invoice())
     draft = store.get(invoice().id)
-    outcomes = race(2, lambda i: store.finalize(draft, AT))
+    outcomes = race(2, lambda i: store.issue(draft, AT))
     assert sum(isinstance(o, Invoice) for o in outcomes) == 1
     assert sum(isinstance(o, StaleWrite) for o in outcomes) == 1
     assert store.get(draft.id).sequential_id == 1
@@ -338,7 +338,7 @@ def test_list_pages_with_the_total(store, listed):
 
 
 def test_list_sees_status_changes(store, listed):
-    store.finalize(listed["a-jan"], AT)
+    store.issue(listed["a-jan"], AT)
     page, total = store.list(customer_external_id="cus-a", statuses=["finalized"])
     assert total == 1 and page[0].number == invoice_number("cus-a", 1)
 

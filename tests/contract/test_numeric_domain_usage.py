@@ -21,10 +21,10 @@ from meterline.core.messages import encode_message
 from meterline.core.pricing.periods import BillingSchedule, period_containing
 from meterline.core.pricing.rating import rate_subscription
 from meterline.core.pricing.usage import ChargeUsage
-from meterline.services import usage_query
+from meterline.core.usage_query import UsageQuery, UsageWindow
+from meterline.services import usage as usage_service
 from meterline.services.process import ProcessService
-from meterline.services.usage import UsageService
-from meterline.services.usage_query import UsageQuery, UsageWindow
+from meterline.services.usage import UsageService, read_usage
 from tests.contract.conftest import _embedded
 from tests.support import embedded_runtime
 
@@ -86,7 +86,7 @@ def bill(backend) -> tuple[dict, dict]:
     store(backend.warehouse, backend.dedup, MAX_EVENTS + SMALL_EVENTS, NUMERIC_FIELDS)
     store(backend.warehouse, backend.dedup, OLD_EVENTS, None)
     windows = [UsageWindow(sub, sub, "big", JAN, FEB) for sub in SUBSCRIPTIONS]
-    usage = UsageQuery(METRICS, [PLAN]).run(backend.warehouse, windows)
+    usage = read_usage(backend.warehouse, UsageQuery(METRICS, [PLAN]), windows)
     customer = Customer.model_validate({"external_id": "c", "currency": "USD", "timezone": "UTC"})
     drafts = {}
     for sub in SUBSCRIPTIONS:
@@ -165,9 +165,9 @@ def loaded(tmp_path):
 def test_a_window_the_warehouse_fails_on_is_named_and_the_others_are_returned(loaded):
     warehouse, windows = loaded
     query = UsageQuery(METRICS, [PLAN])
-    clean = query.run(warehouse, windows)
+    clean = read_usage(warehouse, query, windows)
     failing = FailingFor(warehouse, {"sub-7", "sub-30"})
-    usage = query.run(failing, windows)
+    usage = read_usage(failing, query, windows)
     assert usage.failed == {w: "ArithmeticError: Out of Range Error: Overflow in HUGEINT addition" for w in ("w7", "w30")}
     assert usage == {w: u for w, u in clean.items() if w not in ("w7", "w30")}
     assert usage["w8"][("tokens", None)].units == 8
@@ -178,7 +178,7 @@ def test_a_warehouse_that_fails_every_window_raises_after_a_few_queries(loaded):
     warehouse, windows = loaded
     down = FailingFor(warehouse, always=True)
     with pytest.raises(ArithmeticError):
-        UsageQuery(METRICS, [PLAN]).run(down, windows)
+        read_usage(down, UsageQuery(METRICS, [PLAN]), windows)
     assert down.queries < 12  # the first windows all fail: the warehouse, not the data
 
 
@@ -186,8 +186,8 @@ def test_too_many_failing_windows_raise(loaded):
     warehouse, windows = loaded
     failing = FailingFor(warehouse, {f"sub-{i}" for i in range(0, 40, 2)})  # half of them
     with pytest.raises(ArithmeticError):
-        UsageQuery(METRICS, [PLAN]).run(failing, windows)
-    assert usage_query._MAX_FAILED < 20
+        read_usage(failing, UsageQuery(METRICS, [PLAN]), windows)
+    assert usage_service._MAX_FAILED < 20
 
 
 def test_the_usage_service_rates_everyone_else_and_flags_the_one(tmp_path):

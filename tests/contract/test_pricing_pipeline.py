@@ -20,8 +20,9 @@ from meterline.services.catalog_apply import load
 from meterline.services.ingest import IngestService
 from meterline.core.pricing.periods import BillingSchedule, period_containing
 from meterline.core.pricing.rating import rate_subscription
+from meterline.core.usage_query import UsageQuery, UsageWindow
 from meterline.services.process import ProcessService
-from meterline.services.usage_query import UsageQuery, UsageWindow
+from meterline.services.usage import read_usage
 from tests.contract.conftest import _embedded, _gcp
 from tests.support import REPO_ROOT
 
@@ -79,9 +80,8 @@ def run_pipeline(backend) -> dict[str, int]:
     period = period_containing(BillingSchedule.of(subscription, plan, customer), NOV)
     assert (period.start_utc, period.end_utc, period.days) == (NOV, datetime(2026, 12, 1, tzinfo=timezone.utc), 30)
 
-    usage = UsageQuery(metrics, [plan]).run(
-        backend.warehouse, [UsageWindow("w", "sub_acme", plan.code, period.start_utc, period.end_utc)]
-    )["w"]
+    windows = [UsageWindow("w", "sub_acme", plan.code, period.start_utc, period.end_utc)]
+    usage = read_usage(backend.warehouse, UsageQuery(metrics, [plan]), windows)["w"]
     draft = rate_subscription(subscription, plan, customer, period, usage, metrics=metrics)
     fees = {(f.ref.kind, f.ref.charge_ref, f.ref.filter_key): f for f in draft.fees}
     for fee in draft.fees:  # every line explains itself: its tiers add up to its unrounded amount

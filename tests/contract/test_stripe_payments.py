@@ -279,12 +279,12 @@ def test_more_than_250_lines_are_refused_before_anything_is_sent(harness):
 
 def test_finalize_opens_the_invoice_with_our_total(harness):
     invoice, _ = synced(harness, make_invoice())
-    finalized = harness.payments.finalize(invoice)
+    finalized = harness.payments.finalize_invoice(invoice)
     assert (finalized.status, finalized.total_cents) == ("open", invoice.amount_cents)
     assert finalized.hosted_invoice_url
-    assert harness.payments.finalize(invoice) == finalized  # a rerun: Stripe replays the first answer
+    assert harness.payments.finalize_invoice(invoice) == finalized  # a rerun: Stripe replays the first answer
     harness.forget_idempotency_keys()
-    assert harness.payments.finalize(invoice).status == "open"  # days later: "already finalized", read back
+    assert harness.payments.finalize_invoice(invoice).status == "open"  # days later: "already finalized", read back
     stripe_invoice = harness.raw.v1.invoices.retrieve(invoice.provider_invoice_id)
     assert stripe_invoice.auto_advance is False
     assert assert_stripe_shapes(harness.recorder) > 0
@@ -293,7 +293,7 @@ def test_finalize_opens_the_invoice_with_our_total(harness):
 def test_collect_charges_the_saved_card(harness):
     invoice, _ = synced(harness, make_invoice())
     harness.card(invoice.provider_customer_id)
-    harness.payments.finalize(invoice)
+    harness.payments.finalize_invoice(invoice)
     paid = harness.payments.collect(invoice)
     assert (paid.status, paid.total_cents, paid.failure_code) == ("paid", invoice.amount_cents, None)
     harness.forget_idempotency_keys()
@@ -306,7 +306,7 @@ def test_collect_charges_the_saved_card(harness):
 def test_a_declined_card_is_a_result_not_an_exception(harness, card):
     invoice, _ = synced(harness, make_invoice())
     harness.card(invoice.provider_customer_id, card)
-    harness.payments.finalize(invoice)
+    harness.payments.finalize_invoice(invoice)
     result = harness.payments.collect(invoice)
     assert (result.status, result.failure_code, result.total_cents) == ("payment_failed", "card_declined", invoice.amount_cents)
     assert harness.raw.v1.invoices.retrieve(invoice.provider_invoice_id).status == "open"  # Stripe keeps it open
@@ -316,7 +316,7 @@ def test_send_invoice_path(harness):
     invoice, remote = synced(harness, make_invoice(collection_method="send_invoice", days_until_due=14))
     stripe_invoice = harness.raw.v1.invoices.retrieve(remote.id)
     assert (stripe_invoice.collection_method, stripe_invoice.days_until_due) == ("send_invoice", 14)
-    finalized = harness.payments.finalize(invoice)
+    finalized = harness.payments.finalize_invoice(invoice)
     sent = harness.payments.collect(invoice)
     assert (finalized.status, sent.status, sent.total_cents) == ("open", "open", invoice.amount_cents)
     assert harness.recorder.count("v1", "invoices", "send_invoice") == 1
@@ -328,7 +328,7 @@ def test_a_zero_invoice_is_paid_by_its_finalization(harness):
     zero = make_invoice(lines=1)
     zero = replace(zero, lines=(replace(zero.lines[0], amount_cents=0, precise_amount=Decimal(0)),))
     invoice, _ = synced(harness, zero)
-    assert harness.payments.finalize(invoice).status == "paid"
+    assert harness.payments.finalize_invoice(invoice).status == "paid"
     assert harness.payments.collect(invoice).status == "paid"  # nothing to charge
 
 
@@ -355,7 +355,7 @@ def test_a_rate_limit_that_does_not_end_is_a_retryable_provider_error(harness):
 def test_other_errors_are_typed_and_carry_no_secret(harness):
     invoice = make_invoice(provider_invoice_id="in_does_not_exist")
     with pytest.raises(PaymentProviderError) as caught:
-        harness.payments.finalize(invoice)
+        harness.payments.finalize_invoice(invoice)
     assert caught.value.http_status == 404 and not caught.value.retryable
     assert API_KEY not in str(caught.value)
     bad_key = StripePayments(stripe.StripeClient("sk_test_x", base_addresses={"api": "http://127.0.0.1:9"},

@@ -17,7 +17,8 @@ from meterline.adapters.sql import usage
 from meterline.core.catalog import BillableMetric, Plan
 from meterline.core.events import parse_batch_body
 from meterline.core.pricing.usage import ChargeUsage, SeatEvent
-from meterline.services.usage_query import UsageQuery, UsageWindow
+from meterline.core.usage_query import UsageQuery, UsageWindow
+from meterline.services.usage import read_usage
 from tests.contract.conftest import _embedded, _gcp
 
 JAN = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -142,7 +143,7 @@ def load(warehouse):
 
 def usage_on(warehouse):
     load(warehouse)
-    return UsageQuery(METRICS, [PLAN]).run(warehouse, WINDOWS)
+    return read_usage(warehouse, UsageQuery(METRICS, [PLAN]), WINDOWS)
 
 
 def test_usage_on_duckdb_is_exact(tmp_path):
@@ -169,7 +170,7 @@ def test_one_query_serves_thousands_of_windows(tmp_path):
         return original(text, params)
 
     warehouse._execute = counting
-    result = query.run(warehouse, many)
+    result = read_usage(warehouse, query, many)
     # One usage statement for 5,001 windows, after the two-column check for copies.
     assert len(calls) == 2 and "has_copies" in calls[0] and "windows" in calls[1]
     assert result["w-a"] == EXPECTED["w-a"]
@@ -197,7 +198,7 @@ def load_with_noise(warehouse):
 def test_duplicates_and_events_outside_the_windows_change_nothing(backend):
     load_with_noise(backend.warehouse)
     # The seat added 40 days before January (a13) still counts: seats carry over.
-    assert UsageQuery(METRICS, [PLAN]).run(backend.warehouse, WINDOWS) == EXPECTED
+    assert read_usage(backend.warehouse, UsageQuery(METRICS, [PLAN]), WINDOWS) == EXPECTED
 
 
 def test_duckdb_ranks_copies_away_only_when_there_are_copies(tmp_path):
@@ -213,10 +214,10 @@ def test_duckdb_ranks_copies_away_only_when_there_are_copies(tmp_path):
     warehouse._execute = recording
     events = parse_batch_body(orjson.dumps({"events": EVENTS[:50]}), T0 * 1_000_000)
     warehouse.insert_events(events, T0 * 1_000_000)
-    assert UsageQuery(METRICS, [PLAN]).run(warehouse, WINDOWS) == EXPECTED
+    assert read_usage(warehouse, UsageQuery(METRICS, [PLAN]), WINDOWS) == EXPECTED
     assert "ROW_NUMBER" not in statements[-1]
     warehouse.insert_events(events[:3], T0 * 1_000_000 + 1)  # copies
-    assert UsageQuery(METRICS, [PLAN]).run(warehouse, WINDOWS) == EXPECTED
+    assert read_usage(warehouse, UsageQuery(METRICS, [PLAN]), WINDOWS) == EXPECTED
     assert "ROW_NUMBER" in statements[-1]
 
 
@@ -230,8 +231,8 @@ def test_a_retry_received_after_midnight_is_billed_in_one_period_only(backend):
     backend.warehouse.insert_events(first, T_FEB * 1_000_000)
     backend.warehouse.insert_events(retry, T_FEB * 1_000_000 + 1)
     query = UsageQuery(METRICS, [PLAN])
-    january = query.run(backend.warehouse, [UsageWindow("jan", "sub-r", "hybrid", JAN, FEB)])
-    february = query.run(backend.warehouse, [UsageWindow("feb", "sub-r", "hybrid", FEB, MAR)])
+    january = read_usage(backend.warehouse, query, [UsageWindow("jan", "sub-r", "hybrid", JAN, FEB)])
+    february = read_usage(backend.warehouse, query, [UsageWindow("feb", "sub-r", "hybrid", FEB, MAR)])
     assert january == {"jan": {("calls", None): ChargeUsage(units=Decimal(1), events_count=1)}}
     assert february == {"feb": {}}
     assert backend.warehouse.get_event("sub-r", "late") == first[0]

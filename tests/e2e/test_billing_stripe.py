@@ -48,7 +48,7 @@ HOOK_EVENTS = ("invoice.finalized", "invoice.payment_succeeded", "invoice.paid",
                "invoice.voided")
 AFTER_GRACE = DEC + 2 * HOUR  # November's invoice is past its one-hour grace period
 DECLINED = "4000000000000002"
-STEPS = ("ensure_customer", "ensure_invoice", "finalize", "collect")
+STEPS = ("ensure_customer", "ensure_invoice", "finalize_invoice", "collect")
 WAIT_SECONDS = 10.0
 
 
@@ -108,8 +108,8 @@ class Provider:
         return self._step("ensure_invoice", invoice.customer_external_id,
                           lambda: self.real.ensure_invoice(invoice, provider_customer_id, days_until_due))
 
-    def finalize(self, invoice: Invoice):
-        return self._step("finalize", invoice.customer_external_id, lambda: self.real.finalize(invoice))
+    def finalize_invoice(self, invoice: Invoice):
+        return self._step("finalize_invoice", invoice.customer_external_id, lambda: self.real.finalize_invoice(invoice))
 
     def collect(self, invoice: Invoice):
         return self._step("collect", invoice.customer_external_id, lambda: self.real.collect(invoice))

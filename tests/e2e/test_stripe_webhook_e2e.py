@@ -89,7 +89,7 @@ def _finalized_invoice(store, customer: str) -> Invoice:
         created_at=NOV + timedelta(days=30),
     )
     assert store.create(draft)
-    return store.finalize(store.get(draft.id), NOV + timedelta(days=30, hours=1))
+    return store.issue(store.get(draft.id), NOV + timedelta(days=30, hours=1))
 
 
 def _give_card(client: stripe.StripeClient, customer_id: str, number: str | None) -> None:
@@ -113,7 +113,7 @@ def _bill_through_stripe(stripe_url: str, store, invoice: Invoice, card: str | N
                                    provider_step="invoice"))
     # From here on only the webhook writes our invoice (the run would store its steps too;
     # a versioned write that loses to the webhook is read again by the next run).
-    assert payments.finalize(invoice).total_cents == invoice.amount_cents
+    assert payments.finalize_invoice(invoice).total_cents == invoice.amount_cents
     return invoice, payments.collect(invoice), client
 
 

@@ -14,7 +14,7 @@ import pytest
 from functions_framework import create_app as function_app
 
 from meterline.local.app import create_app as serve_app
-from meterline.local.server import LocalServer
+from meterline.local.server import MeterlineServer
 from tests.support import REPO_ROOT
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "TRACE", "CONNECT")
@@ -177,7 +177,7 @@ def test_a_url_over_the_limit_is_414_json(clients, api_key, path):
 
 @pytest.fixture
 def server(runtime):
-    with LocalServer(runtime, worker=False) as running:
+    with MeterlineServer(runtime, worker=False) as running:
         yield running
 
 

@@ -10,7 +10,7 @@ import time
 import orjson
 import pytest
 
-from meterline.local.server import LocalServer
+from meterline.local.server import MeterlineServer
 from meterline.runtime import set_runtime
 from tests.support import embedded_runtime, new_key
 
@@ -21,7 +21,7 @@ READ_TIMEOUT = 1.0
 def slow_server(tmp_path):
     runtime = embedded_runtime(tmp_path / "data", http_read_timeout_seconds=READ_TIMEOUT)
     set_runtime(runtime)
-    with LocalServer(runtime, worker=False) as running:
+    with MeterlineServer(runtime, worker=False) as running:
         yield running, new_key(runtime)
     set_runtime(None)
 

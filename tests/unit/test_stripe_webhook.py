@@ -158,7 +158,7 @@ class Webhook:
         self.finance = Finance()
         adapters = SimpleNamespace(
             settings=Settings(stripe_webhook_secret=SECRET, stripe_webhook_tolerance_seconds=TOLERANCE),
-            invoices=self.invoices, processed_events=self.processed, warehouse=self.finance,
+            invoices=self.invoices, processed_events=self.processed, finance_ledger=self.finance,
         )
         self.runtime = StripeWebhookRuntime(adapters)  # type: ignore[arg-type]
         self.client = functions_framework.create_app(

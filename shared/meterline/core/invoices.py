@@ -18,6 +18,7 @@ in its own period (`late_lines`).
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import uuid
 from collections.abc import Iterable, Sequence
@@ -34,7 +35,9 @@ __all__ = [
     "Invoice",
     "InvoiceLine",
     "InvoiceStatus",
+    "ProviderStep",
     "can_move",
+    "can_step",
     "invoice_id",
     "invoice_number",
     "late_lines",
@@ -55,6 +58,24 @@ _NEXT: dict[str, frozenset[str]] = {
     "voided": frozenset(),
 }
 
+
+
+class ProviderStep(enum.StrEnum):
+    """How far the payment provider has got with a finalized invoice; a run resumes from here.
+    The values are what the stores keep (and equal those strings)."""
+
+    INVOICE = "invoice"  # the provider's invoice created, with its items
+    FINALIZED = "finalized"  # finalized there, its total compared with ours
+    COLLECTED = "collected"  # charged or sent
+
+
+# Each step has one next step, from none to collected: a step is never skipped or repeated.
+_NEXT_STEP: dict[ProviderStep | None, ProviderStep] = {
+    None: ProviderStep.INVOICE,
+    ProviderStep.INVOICE: ProviderStep.FINALIZED,
+    ProviderStep.FINALIZED: ProviderStep.COLLECTED,
+}
+
 _SIX_PLACES = Decimal("0.000001")
 _INVOICE_NS = uuid.UUID("3b7e4c1a-5d2f-4e8b-9a6c-0f1e2d3c4b5a")
 
@@ -62,6 +83,11 @@ _INVOICE_NS = uuid.UUID("3b7e4c1a-5d2f-4e8b-9a6c-0f1e2d3c4b5a")
 def can_move(current: InvoiceStatus, new: InvoiceStatus) -> bool:
     """Whether `current` may become `new` (the same state again is not a move)."""
     return new in _NEXT[current]
+
+
+def can_step(current: ProviderStep | None, new: ProviderStep) -> bool:
+    """Whether the provider's step `current` may become `new` (only the next one)."""
+    return _NEXT_STEP.get(current) is new
 
 
 def payment_status(status: InvoiceStatus) -> Literal["pending", "succeeded", "failed"]:
@@ -141,11 +167,16 @@ class Invoice:
     hosted_invoice_url: str | None = None
     collection_method: Literal["charge_automatically", "send_invoice"] = "charge_automatically"
     days_until_due: int | None = None  # send_invoice only
-    # How far the provider has got: None, then "invoice" (created with its items), "finalized"
-    # (totals compared), "collected" (charged or sent). A run resumes from here.
-    provider_step: str | None = None
+    # How far the provider has got (None: not started). A run resumes from here.
+    provider_step: ProviderStep | None = None
     flag: str | None = None  # why it is held (e.g. "provider_total_mismatch"); None when fine
     version: int = 0  # the store's optimistic version
+
+    def __post_init__(self) -> None:
+        # A stored document (and a caller) gives the step as its text: read it as the step,
+        # refusing text that is none.
+        if self.provider_step is not None and not isinstance(self.provider_step, ProviderStep):
+            object.__setattr__(self, "provider_step", ProviderStep(self.provider_step))
 
     @property
     def amount_cents(self) -> int:
@@ -164,6 +195,12 @@ class Invoice:
         if status in stamps:
             changes.setdefault(stamps[status], at)
         return replace(self, status=status, updated_at=at, **changes)
+
+    def stepped(self, step: ProviderStep, at: datetime, **changes) -> Invoice:
+        """This invoice at the provider's `step`; raises ValueError unless it is the next one."""
+        if not can_step(self.provider_step, step):
+            raise ValueError(f"invoice {self.id}: provider step {self.provider_step} cannot become {step}")
+        return replace(self, provider_step=step, updated_at=at, **changes)
 
 
 def _shown(value: Decimal) -> str:

@@ -14,7 +14,7 @@ Why these bounds:
   below 10^18, overflowing one (subscription, charge, period) sum takes more than 10^11 events
   at the maximum: at 10,000 events a second for one subscription, four months without pause.
   Integers this size also fit a signed 64-bit integer (BigQuery INT64, and what orjson writes).
-  If a sum still fails, `UsageQuery.run` isolates the window, so it fails alone.
+  If a sum still fails, `services.usage.read_usage` isolates the window, so it fails alone.
 
 Prices (a charge's amounts and rates) share the range but not the 9 places: nothing sums them
 in the warehouse, pricing multiplies them in 50-digit arithmetic and rounds once per fee, and

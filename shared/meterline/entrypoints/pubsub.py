@@ -19,8 +19,8 @@ from typing import Any
 
 from meterline import logs
 from meterline.core.clock import now_us, to_us
-from meterline.runtime import ProcessRuntime, process_runtime
-from meterline.services.process import PoisonMessage, ProcessResult, log_processed
+from meterline.runtime import ProcessRuntime
+from meterline.services.process import PoisonMessage, ProcessResult
 
 _log = logs.get("process")
 
@@ -49,14 +49,26 @@ def _attribute(cloud_event: Any, name: str) -> Any:
         return None
 
 
-def handle_cloud_event(cloud_event: Any, runtime: ProcessRuntime | None = None) -> ProcessResult | None:
+def log_processed(logger: logging.Logger, result: ProcessResult, message_id: Any, published_us: int | None,
+                  started_us: int) -> None:
+    """The one INFO line per processed message, for its entry point (the Pub/Sub function, the
+    embedded worker): counts, the delay since publish and the time it took; no payload."""
+    done = now_us()
+    logs.event(
+        logger, "message processed", logging.INFO, message_id=message_id,
+        inserted=result.inserted, duplicates=result.duplicates, rejected=result.rejected,
+        delay_ms=None if published_us is None else (done - published_us) // 1000,
+        duration_ms=(done - started_us) // 1000,
+    )
+
+
+def handle_cloud_event(cloud_event: Any, runtime: ProcessRuntime) -> ProcessResult | None:
     """Process one message; None when it was too old and went to the dead letters instead.
 
     Logs one line per message: INFO with the counts and the delay since publish, or, when it
     raises, ERROR with the exception type and stack trace (`logs.failure`; the function's
     error handler then answers 500 without a second line, and Pub/Sub delivers it again).
     """
-    rt = runtime or process_runtime()
     data = cloud_event.data
     message = (data.get("message") or {}) if isinstance(data, dict) else {}
     message_id = message.get("messageId")
@@ -65,16 +77,16 @@ def handle_cloud_event(cloud_event: Any, runtime: ProcessRuntime | None = None) 
     try:
         if published is not None:
             age_s = (started - published) / 1_000_000
-            if age_s > rt.settings.max_message_age_seconds:
-                rt.adapters.dead_letters.publish(
+            if age_s > runtime.settings.max_message_age_seconds:
+                runtime.adapters.dead_letters.publish(
                     message_data(data), {"reason": "max_age_exceeded", "message_id": str(message_id)}
                 )
                 logs.event(
                     _log, "message older than the maximum age: dead-lettered and acknowledged", logging.WARNING,
-                    message_id=message_id, age_seconds=round(age_s), max_age_seconds=rt.settings.max_message_age_seconds,
+                    message_id=message_id, age_seconds=round(age_s), max_age_seconds=runtime.settings.max_message_age_seconds,
                 )
                 return None
-        result = rt.service.handle_message(message_data(data))
+        result = runtime.service.handle_message(message_data(data))
     except Exception as exc:
         what = ("poison message; it will be dead-lettered after its retries" if isinstance(exc, PoisonMessage)
                 else "message failed; Pub/Sub will deliver it again")

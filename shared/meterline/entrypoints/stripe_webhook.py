@@ -51,7 +51,7 @@ def stripe_webhook_handler(runtime: StripeWebhookRuntime, request: Request) -> R
         logs.event(_log, "webhook delivery refused", logging.WARNING, reason=str(exc))
         raise HttpError(400, "Bad Request", "invalid_signature", {"stripe_signature": [str(exc)]}) from None
     try:
-        result = runtime.payments.handle(event)
+        result = runtime.payment_events.handle(event)
     except NotYet as exc:
         logs.event(_log, "webhook event deferred", logging.INFO, event_id=event.id, event_type=event.type, reason=str(exc))
         raise HttpError(503, "Service Unavailable", "invoice_not_finalized_yet", headers={"Retry-After": "60"}) from None

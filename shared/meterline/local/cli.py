@@ -116,7 +116,7 @@ def _adapters(args: argparse.Namespace):
 def cmd_serve(args: argparse.Namespace) -> int:
     from meterline.core.clock import now_us
     from meterline.local.datadir import DataDirBusy, ServerInfo, hold_warehouse, new_local_token
-    from meterline.local.server import LocalServer
+    from meterline.local.server import MeterlineServer
     from meterline.runtime import build_runtime
 
     settings = _settings(args)
@@ -133,7 +133,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 print(f"meterline serve: took back {released} message(s) a previous run had leased"
                       + (f"; {dead} dead-lettered after {settings.max_delivery_attempts} such stops" if dead else ""),
                       file=sys.stderr)
-            server = LocalServer(runtime, args.host, args.port)
+            server = MeterlineServer(runtime, args.host, args.port)
             token = new_local_token()
             runtime.ingest.auth.trust(token, "meterline serve local token", now_us())
             announce(ServerInfo(os.getpid(), server.url, token))

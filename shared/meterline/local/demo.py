@@ -31,7 +31,7 @@ from meterline.core.clock import now_us
 from meterline.core.money import from_minor_units
 from meterline.local import output
 from meterline.local.datadir import LOCK_FILE, hold_warehouse
-from meterline.local.server import LocalServer
+from meterline.local.server import MeterlineServer
 from meterline.runtime import LocalRuntime, build_runtime
 from meterline.services import catalog_apply
 from meterline.services.auth import create_api_key
@@ -171,7 +171,7 @@ def _run(n_events: int, data_dir: Path, seed: int, fmt: str) -> int:
     first, second, this = months(datetime.now(timezone.utc))
     events = generate(n_events, seed, first, this)
     progress = output.Progress("posting events", len(events))
-    with LocalServer(runtime) as server:
+    with MeterlineServer(runtime) as server:
         setup(runtime, server.url, key, first)
         base = f"{server.url}/api/v1/events"
         i = 0

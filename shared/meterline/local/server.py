@@ -108,7 +108,10 @@ class _Server(ThreadedWSGIServer):
         logs.failure(_log, "request handling failed", sys.exc_info()[1] or RuntimeError("unknown"))
 
 
-class LocalServer:
+class MeterlineServer:
+    """`meterline serve` in one process: the local app on a loopback port and the embedded
+    queue's worker, each in a background thread."""
+
     def __init__(self, runtime: LocalRuntime, host: str = "127.0.0.1", port: int = 0, worker: bool = True):
         self.runtime = runtime
         self._server = _Server(host, port, create_app(runtime), handler=_QuietHandler)
@@ -118,7 +121,7 @@ class LocalServer:
         self._thread = threading.Thread(target=self._server.serve_forever, name="meterline-http", daemon=True)
         self.worker = QueueWorker(runtime.queue, runtime.process.service) if worker and runtime.settings.backend == "embedded" else None
 
-    def start(self) -> LocalServer:
+    def start(self) -> MeterlineServer:
         self._thread.start()
         if self.worker:
             self.worker.start()
@@ -134,7 +137,7 @@ class LocalServer:
         if self.worker:
             self.worker.stop()
 
-    def __enter__(self) -> LocalServer:
+    def __enter__(self) -> MeterlineServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

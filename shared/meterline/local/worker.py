@@ -11,9 +11,10 @@ import threading
 from dataclasses import dataclass
 
 from meterline import logs
-from meterline.adapters.embedded.sqlite import QueuedMessage, SqliteQueue
+from meterline.adapters.embedded.sqlite_queue import QueuedMessage, SqliteQueue
 from meterline.core.clock import now_us
-from meterline.services.process import ProcessService, log_processed
+from meterline.entrypoints.pubsub import log_processed
+from meterline.services.process import ProcessService
 
 _log = logs.get("worker")
 

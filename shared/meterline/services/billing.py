@@ -24,8 +24,8 @@ What a crash at each step costs (every step is idempotent; nothing is lost):
   | crash                                   | next run                                    | cost |
   | before the draft is created             | creates it                                  | none |
   | after create, before a refresh/finalize | refreshes or finalizes it (versioned write) | none |
-  | inside finalize (one store transaction; | all or nothing: finalizes them then          | none |
-  |   embedded: a chunk, `finalize_many`)   |                                             |      |
+  | inside issue (one store transaction;    | all or nothing: finalizes them then          | none |
+  |   embedded: a chunk, `issue_many`)      |                                             |      |
   | between two provider calls              | repeats them; each is idempotent on our ids | none |
   | after collect, before storing the step  | collect again: the provider's idempotency   | none |
   |                                         | key returns the first result                |      |
@@ -50,11 +50,11 @@ from datetime import datetime, timedelta, timezone
 from meterline import logs
 from meterline.core.catalog import Customer, Plan, Subscription
 from meterline.core.clock import to_us
-from meterline.core.invoices import Invoice, InvoiceLine, invoice_id, late_lines, lines_from_fees
+from meterline.core.invoices import Invoice, InvoiceLine, ProviderStep, invoice_id, late_lines, lines_from_fees
 from meterline.core.pricing.periods import BillingSchedule, Period, period_containing
 from meterline.core.pricing.rating import rate_subscription_start
 from meterline.core.subscriptions import apply_due_downgrades
-from meterline.ports import ArrivalProbe, CatalogStore, InvoiceStore, PaymentProvider, StaleWrite, Warehouse
+from meterline.ports import ArrivalProbe, CatalogStore, FinanceLedger, InvoiceStore, PaymentProvider, StaleWrite
 from meterline.services.usage import RatedPeriods, UsageService
 
 _log = logs.get("billing")
@@ -68,7 +68,7 @@ CATCH_UP_PERIODS = 3
 # 60 s), so rows processed this long before the read are looked at again.
 ARRIVAL_MARGIN_US = 30 * 60 * 1_000_000
 RECORD_CHUNK = 500  # finance-table rows are written this many invoices at a time
-FINALIZE_CHUNK = 500  # invoices created finalized in one store call (InvoiceStore.finalize_many)
+FINALIZE_CHUNK = 500  # invoices created finalized in one store call (InvoiceStore.issue_many)
 
 
 @dataclass
@@ -151,12 +151,12 @@ class _FinanceLog:
     counted (`BillingResult.finance_unrecorded`), and never fails a subscription's billing.
     """
 
-    def __init__(self, warehouse: Warehouse | None, as_of: datetime):
-        self._warehouse = warehouse
+    def __init__(self, ledger: FinanceLedger | None, as_of: datetime):
+        self._ledger = ledger
         self._at_us = to_us(as_of)
         self._pending: list[Invoice] = []
         self._writes: list[tuple[int, Future]] = []
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finance") if warehouse else None
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finance") if ledger else None
 
     def add(self, invoice: Invoice) -> None:
         if self._writer is None:
@@ -168,7 +168,7 @@ class _FinanceLog:
     def _submit(self) -> None:
         if self._pending and self._writer is not None:
             chunk, self._pending = self._pending, []
-            self._writes.append((len(chunk), self._writer.submit(self._warehouse.record_invoices, chunk, self._at_us)))
+            self._writes.append((len(chunk), self._writer.submit(self._ledger.record_invoices, chunk, self._at_us)))
 
     def close(self) -> int:
         """Write what is left, wait for every write; how many state changes were refused."""
@@ -190,7 +190,7 @@ class BillingService:
         catalog: CatalogStore,
         usage: UsageService,
         invoices: InvoiceStore,
-        warehouse: Warehouse | None = None,
+        ledger: FinanceLedger | None = None,
         payments: PaymentProvider | None = None,
         default_grace: timedelta = timedelta(hours=1),
         time_budget_s: float = float("inf"),
@@ -200,7 +200,7 @@ class BillingService:
         self._catalog = catalog
         self._usage = usage
         self._invoices = invoices
-        self._warehouse = warehouse
+        self._ledger = ledger
         self._payments = payments
         self._default_grace = default_grace
         self._budget = time_budget_s
@@ -215,7 +215,7 @@ class BillingService:
         result = BillingResult(as_of)
         # Per run and per thread: two runs on one instance (a function serves requests in
         # threads) never mix their finance rows.
-        finance = self._local.finance = _FinanceLog(self._warehouse, as_of)
+        finance = self._local.finance = _FinanceLog(self._ledger, as_of)
         try:
             self._run(as_of, progress, started, result)
         finally:
@@ -309,13 +309,13 @@ class BillingService:
 
     def _finalize_batch(self, batch: list[tuple[_Group, Invoice]], known, as_of: datetime, result: BillingResult) -> None:
         """Create the batch's invoices finalized, in as few store transactions as the store
-        allows (`InvoiceStore.finalize_many`), then carry each on as `_advance` would. Empties
+        allows (`InvoiceStore.issue_many`), then carry each on as `_advance` would. Empties
         `batch`. One invoice's refusal or failure is its subscription's alone."""
         if not batch:
             return
         chunk, batch[:] = list(batch), []
         try:
-            outcomes: list = self._invoices.finalize_many([draft for _, draft in chunk], as_of)
+            outcomes: list = self._invoices.issue_many([draft for _, draft in chunk], as_of)
         except Exception as exc:  # noqa: BLE001 - nothing in the chunk was written
             outcomes = [exc] * len(chunk)
         for (group, _), outcome in zip(chunk, outcomes, strict=True):
@@ -402,7 +402,7 @@ class BillingService:
             return True
         # Finalized here but not yet through the provider's steps (a crash, a provider outage).
         return (self._payments is not None and invoice.status == "finalized" and invoice.flag is None
-                and invoice.provider_step != "collected")
+                and invoice.provider_step is not ProviderStep.COLLECTED)
 
     # -- rating ----------------------------------------------------------------------------------
 
@@ -411,8 +411,6 @@ class BillingService:
         since their invoice's usage was read (less ARRIVAL_MARGIN), in one narrow query. The
         others' usage is what they were invoiced for: rating them again would find no late
         line, and would read every event of CATCH_UP_PERIODS periods on every run."""
-        if self._warehouse is None:
-            return previous
         probes = {}
         for external_id, gs in previous.items():
             for g in gs:
@@ -423,7 +421,7 @@ class BillingService:
         if not probes:
             return previous
         recurring = [m.code for m in self._catalog.list_billable_metrics()[0] if m.recurring]
-        arrived = self._warehouse.windows_with_arrivals(list(probes.values()), recurring)
+        arrived = self._usage.windows_with_arrivals(list(probes.values()), recurring)
         kept = {external_id: [g for g in gs if g.id not in probes or g.id in arrived] for external_id, gs in previous.items()}
         return {external_id: gs for external_id, gs in kept.items() if gs}
 
@@ -482,7 +480,7 @@ class BillingService:
             if as_of < invoice.grace_until:
                 return invoice
             # Its lines are this run's usage, whether or not they changed.
-            invoice = self._invoices.finalize(replace(invoice, usage_read_at=read_at), as_of)
+            invoice = self._invoices.issue(replace(invoice, usage_read_at=read_at), as_of)
             result.finalized += 1
             self._record(invoice)
         return self._carry_on(invoice, group, as_of, result)
@@ -537,13 +535,13 @@ class BillingService:
             customer_id = invoice.provider_customer_id or payments.ensure_customer(
                 customer.external_id, customer.name, customer.email)
             remote = payments.ensure_invoice(replace(invoice, provider_customer_id=customer_id), customer_id, invoice.days_until_due)
-            invoice = self._invoices.update(replace(
-                invoice, provider_customer_id=customer_id, provider_invoice_id=remote.id, provider_step="invoice", updated_at=as_of))
-        if invoice.provider_step == "invoice":
-            remote = payments.finalize(invoice)
+            invoice = self._invoices.update(invoice.stepped(
+                ProviderStep.INVOICE, as_of, provider_customer_id=customer_id, provider_invoice_id=remote.id))
+        if invoice.provider_step is ProviderStep.INVOICE:
+            remote = payments.finalize_invoice(invoice)
             flag = None if remote.total_cents == invoice.amount_cents else "provider_total_mismatch"
-            invoice = self._invoices.update(replace(
-                invoice, provider_step="finalized", hosted_invoice_url=remote.hosted_invoice_url, flag=flag, updated_at=as_of))
+            invoice = self._invoices.update(invoice.stepped(
+                ProviderStep.FINALIZED, as_of, hosted_invoice_url=remote.hosted_invoice_url, flag=flag))
             if flag is not None:
                 # NOTE: never collect an amount we did not compute; a person looks at it.
                 result.flagged.append(invoice.id)
@@ -551,15 +549,15 @@ class BillingService:
                            invoice_id=invoice.id, ours=invoice.amount_cents, theirs=remote.total_cents)
                 self._record(invoice)
                 return invoice
-        if invoice.provider_step == "finalized":
+        if invoice.provider_step is ProviderStep.FINALIZED:
             remote = payments.collect(invoice)
             # "paid" (charged), "payment_failed" (declined: the provider retries or the customer
             # pays by hand; its webhook says so), or "open" (sent, awaiting payment).
             status = remote.status if remote.status in ("paid", "payment_failed") else None
             if status is not None and invoice.status != status:
-                invoice = self._invoices.update(invoice.moved(status, as_of, provider_step="collected"))
+                invoice = self._invoices.update(invoice.moved(status, as_of).stepped(ProviderStep.COLLECTED, as_of))
             else:
-                invoice = self._invoices.update(replace(invoice, provider_step="collected", updated_at=as_of))
+                invoice = self._invoices.update(invoice.stepped(ProviderStep.COLLECTED, as_of))
             result.collected += 1
             self._record(invoice)
         return invoice

@@ -15,7 +15,7 @@ The provider delivers each event at least once, in any order. So:
     between its own finalize and Stripe's) raises `NotYet`, and the webhook answers 503 so
     that Stripe delivers it again later (it retries for three days);
   * finance sees it: the invoice as stored goes to `invoices`/`invoice_lines`, and a payment
-    event (paid, payment_failed) becomes a row of `payments` (`Warehouse.record_invoice`,
+    event (paid, payment_failed) becomes a row of `payments` (`FinanceLedger.record_invoice`,
     `record_payment`).
 
 The steps of one event, and what a crash after each costs:
@@ -45,7 +45,7 @@ from datetime import datetime, timezone
 from meterline import logs
 from meterline.core.clock import now_us, to_us
 from meterline.core.invoices import Invoice, can_move, payment_status
-from meterline.ports import InvoiceStore, Payment, PaymentEvent, ProcessedEvents, StaleWrite, Warehouse
+from meterline.ports import FinanceLedger, InvoiceStore, Payment, PaymentEvent, ProcessedEvents, StaleWrite
 
 __all__ = ["HandleResult", "NotYet", "Outcome", "PaymentEvents"]
 
@@ -80,7 +80,7 @@ class PaymentEvents:
         self,
         invoices: InvoiceStore,
         processed: ProcessedEvents,
-        finance: Warehouse | None = None,
+        finance: FinanceLedger | None = None,
         clock_us: Callable[[], int] = now_us,
     ):
         self._invoices = invoices

@@ -33,10 +33,10 @@ from meterline.core.pricing.fee import Fee
 from meterline.core.pricing.periods import Period, local_midnight_utc
 from meterline.core.pricing.rating import rate_subscription
 from meterline.core.pricing.usage import ChargeUsage
-from meterline.ports import CatalogStore, InvoiceStore, Warehouse
+from meterline.core.usage_query import UsageQuery, UsageWindow
+from meterline.ports import CatalogStore, InvoiceStore, UsageReader
 from meterline.services.portal_links import LinkSigner, PortalLink
-from meterline.services.usage import RatedPeriod, UsageService
-from meterline.services.usage_query import UsageQuery, UsageWindow
+from meterline.services.usage import RatedPeriod, UsageService, read_usage
 
 __all__ = [
     "CurrentUsage",
@@ -139,7 +139,7 @@ class PortalPage:
 
 
 class PortalService:
-    def __init__(self, catalog: CatalogStore, usage: UsageService, warehouse: Warehouse, invoices: InvoiceStore,
+    def __init__(self, catalog: CatalogStore, usage: UsageService, warehouse: UsageReader, invoices: InvoiceStore,
                  signer: LinkSigner, clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
         self._catalog = catalog
         self._usage = usage
@@ -227,7 +227,7 @@ class PortalService:
                                     local_midnight_utc(day, zone), local_midnight_utc(day + _ONE_DAY, zone))
                         for k, day in enumerate(days)]
         query = UsageQuery(metrics, [*plans.values(), *chart_plans.values()])
-        raw = query.run(self._warehouse, windows)
+        raw = read_usage(self._warehouse, query, windows)
         if raw.failed:
             raise Unavailable()
         pages = []

@@ -41,7 +41,7 @@ first payload's message, replayed later, is the one rejected, and the warehouse 
 two payloads for one key (the invariant `events_deduped` relies on). The rule needs no signal
 from the bus, which matters on GCP: Pub/Sub's dead-letter policy tells nobody when it moves
 a message. The embedded queue does know, and makes a dead-lettered message's claims stale at
-once (`adapters.embedded.sqlite._release_claims`), so there a corrected resend wins without
+once (`adapters.embedded.sqlite_queue._release_claims`), so there a corrected resend wins without
 waiting. The warehouse lookup is one query per message, paid only for keys claimed longer
 ago than the window: resends and replays, not the normal flow.
 """
@@ -51,13 +51,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from meterline import logs
 from meterline.core.clock import now_us
 from meterline.core.events import Event
 from meterline.core.messages import UndecodableMessage, decode_message
-from meterline.ports import Claim, DedupStore, Rejection, Warehouse
+from meterline.ports import Claim, DedupStore, EventStore, Rejection
 
 _log = logs.get("process")
 
@@ -100,9 +99,9 @@ CLAIM_TAKEOVER_SECONDS = 900.0  # the default of `Settings.claim_takeover_second
 
 
 class ProcessService:
-    def __init__(self, dedup: DedupStore, warehouse: Warehouse, claim_takeover_seconds: float = CLAIM_TAKEOVER_SECONDS):
+    def __init__(self, dedup: DedupStore, events: EventStore, claim_takeover_seconds: float = CLAIM_TAKEOVER_SECONDS):
         self._dedup = dedup
-        self._warehouse = warehouse
+        self._events = events
         self._takeover_after = claim_takeover_seconds
 
     def handle_message(self, data: bytes) -> ProcessResult:
@@ -129,10 +128,10 @@ class ProcessService:
         now = now_us()
         # Step 2: insert. A crash before it leaves fresh claims; redelivery inserts (RETRY).
         if to_insert:
-            self._warehouse.insert_events(to_insert, now)
+            self._events.insert_events(to_insert, now)
         # Step 3: reject. A crash here or later costs a copy on redelivery, removed by the view.
         if rejections:
-            self._warehouse.insert_rejected(rejections, now)
+            self._events.insert_rejected(rejections, now)
 
         # Logged by the caller, which knows the message id and when it was published.
         return ProcessResult(len(to_insert), duplicates, len(rejections), rejections)
@@ -146,7 +145,7 @@ class ProcessService:
         if not unsure:
             return claims
         # A crash after the lookup costs nothing: the claims are unchanged until the next step.
-        stored = self._warehouse.stored_keys([e.key for e in unsure])
+        stored = self._events.stored_keys([e.key for e in unsure])
         free = [e for e in unsure if e.key not in stored]
         # Re-checked in one transaction: an attempt that touched a claim since makes it a CONFLICT.
         again = self._dedup.claim(free, stale_after_s=self._takeover_after, take_over=True) if free else []
@@ -162,16 +161,3 @@ class ProcessService:
             (settled[c] if e.key in stored else retaken[e.key]) if c in settled else c
             for e, c in zip(events, claims, strict=True)
         ]
-
-
-def log_processed(logger: logging.Logger, result: ProcessResult, message_id: Any, published_us: int | None,
-                  started_us: int) -> None:
-    """The one INFO line per processed message, for its entry point (the Pub/Sub function, the
-    embedded worker): counts, the delay since publish and the time it took; no payload."""
-    done = now_us()
-    logs.event(
-        logger, "message processed", logging.INFO, message_id=message_id,
-        inserted=result.inserted, duplicates=result.duplicates, rejected=result.rejected,
-        delay_ms=None if published_us is None else (done - published_us) // 1000,
-        duration_ms=(done - started_us) // 1000,
-    )

@@ -3,21 +3,87 @@ subscriptions at once. The one chain that the demo, the billing run, the current
 and the customer portal share, so what a customer sees is what they will be invoiced.
 
 A record whose usage the warehouse cannot read is not rated and does not stop the others: it
-is named in the result's `failed`, for the billing run to flag (and logged by the query).
+is named in the result's `failed`, for the billing run to flag (and logged by `read_usage`).
+
+One subscription's data never fails another's usage: the numeric domain keeps every sum far
+from overflow (`meterline.core.numbers`), and if the warehouse still refuses the query,
+`read_usage` isolates the windows it fails on and returns everyone else's usage
+(`WindowUsage.failed`).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from meterline import logs
 from meterline.core.catalog import Customer, Plan, Subscription
 from meterline.core.errors import NotFound
 from meterline.core.pricing.periods import BillingSchedule, Period, period_containing
 from meterline.core.pricing.rating import InvoiceDraft, rate_subscription
-from meterline.ports import CatalogStore, Warehouse
-from meterline.services.usage_query import UsageQuery, UsageWindow
+from meterline.core.usage_query import UsageQuery, UsageWindow, WindowUsage
+from meterline.ports import ArrivalProbe, CatalogStore, UsageReader
+
+_log = logs.get("usage")
+
+# NOTE: when the query fails, the windows are split in halves and each half asked again, down
+# to single windows, so k failing windows among n cost about k*log2(n) extra queries, not n.
+# Failures that look like the warehouse, not one subscription's data, end the search and
+# raise: the first few windows all failed with nothing succeeding (the warehouse is down, or
+# the SQL is wrong), or more than _MAX_FAILED windows failed. Then nobody is billed from a
+# broken warehouse, and a down warehouse costs a handful of queries, not thousands.
+_FIRST_FAILURES_TO_GIVE_UP = 3
+_MAX_FAILED = 16
+
+
+def read_usage(reader: UsageReader, query: UsageQuery, windows: Sequence[UsageWindow]) -> WindowUsage:
+    """Usage per window id, in the shape `rate_subscription` takes, from one query; the
+    windows the warehouse fails on are left out and named in `failed` (see _isolate)."""
+    if not windows or not query.charges:
+        return WindowUsage({w.window_id: {} for w in windows})
+    query.check(windows)
+    try:
+        rows = reader.usage_rows(query, windows)
+    except Exception as exc:  # noqa: BLE001 - any warehouse error: find the windows it comes from
+        return _isolate(reader, query, windows, exc)
+    return WindowUsage(query.to_usage(rows, windows))
+
+
+def _isolate(reader: UsageReader, query: UsageQuery, windows: Sequence[UsageWindow], first: Exception) -> WindowUsage:
+    """Ask again in halves, down to single windows: the usage of every window that can be
+    read, and the error of each one that cannot (or raise `first`, see _MAX_FAILED)."""
+    usage = WindowUsage()
+    # Groups still to read, each with its error if it is known to fail; depth first.
+    pending: list[tuple[Sequence[UsageWindow], Exception | None]] = [(windows, first)]
+    while pending:
+        group, error = pending.pop()
+        if error is None:
+            try:
+                rows = reader.usage_rows(query, group)
+            except Exception as exc:  # noqa: BLE001 - as in read_usage
+                error = exc
+            else:
+                usage.update(query.to_usage(rows, group))
+                continue
+        if len(group) > 1:
+            half = len(group) // 2
+            pending += [(group[half:], None), (group[:half], None)]
+            continue
+        usage.failed[group[0].window_id] = _describe(error)
+        nothing_read = not usage and len(usage.failed) >= _FIRST_FAILURES_TO_GIVE_UP
+        if nothing_read or len(usage.failed) > _MAX_FAILED:
+            raise first
+    subscription_of = {w.window_id: w.external_subscription_id for w in windows}
+    for window_id, error in usage.failed.items():
+        logs.event(_log, "usage not read for one window", logging.ERROR, window_id=window_id,
+                   external_subscription_id=subscription_of[window_id], error=error)
+    return usage
+
+
+def _describe(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"[:500]
 
 
 @dataclass(frozen=True)
@@ -49,9 +115,9 @@ class RatedPeriod:
 
 
 class UsageService:
-    def __init__(self, catalog: CatalogStore, warehouse: Warehouse):
+    def __init__(self, catalog: CatalogStore, reader: UsageReader):
         self._catalog = catalog
-        self._warehouse = warehouse
+        self._reader = reader
 
     def current(self, subscriptions: Sequence[Subscription], at: datetime) -> RatedPeriods:
         """Each record's period that contains `at`, rated with the usage so far."""
@@ -80,7 +146,7 @@ class UsageService:
             UsageWindow(str(i), s.external_id, s.plan_code, period.start_utc, period.end_utc)
             for i, (s, period) in enumerate(items)
         ]
-        usage = UsageQuery(metrics, plans.values()).run(self._warehouse, windows)
+        usage = read_usage(self._reader, UsageQuery(metrics, plans.values()), windows)
         rated, failed = [], []
         for window, (subscription, period) in zip(windows, items, strict=True):
             if window.window_id in usage.failed:
@@ -90,6 +156,11 @@ class UsageService:
             draft = rate_subscription(subscription, plan, customer, period, usage[window.window_id], metrics=metrics)
             rated.append(RatedPeriod(subscription, customer, plan, period, draft))
         return RatedPeriods(rated, failed)
+
+    def windows_with_arrivals(self, probes: Sequence[ArrivalProbe], carry_over_codes: Sequence[str] = ()) -> set[str]:
+        """The probes' windows with events processed since (`UsageReader.windows_with_arrivals`):
+        the billing run's check for late usage, before it rates those periods again."""
+        return self._reader.windows_with_arrivals(probes, carry_over_codes)
 
     def _customers(self, records: Sequence[Subscription]) -> dict[str, Customer]:
         return {cid: self._required(self._catalog.get_customer(cid), "customer") for cid in {s.external_customer_id for s in records}}

@@ -10,13 +10,16 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 
 from meterline.adapters import sql
-from meterline.adapters.rows import DedupedReads, FinanceRecords, event_row, rejected_row
 from meterline.adapters.sql import usage
+from meterline.adapters.sql.event_rows import event_row, rejected_row
+from meterline.adapters.sql.finance import FinanceRecords
+from meterline.adapters.sql.reads import DedupedReads
 from meterline.core.events import Event
-from meterline.ports import Rejection, UsageRow
+from meterline.core.usage_query import UsageRow
+from meterline.ports import Rejection
 
 if TYPE_CHECKING:
-    from meterline.services.usage_query import UsageQuery, UsageWindow
+    from meterline.core.usage_query import UsageQuery, UsageWindow
 
 # Whether any key has two rows in `events` before the usage query's scan ends (DuckDB SQL).
 _HAS_COPIES = (

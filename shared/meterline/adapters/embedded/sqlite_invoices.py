@@ -1,6 +1,6 @@
 """InvoiceStore and ProcessedEvents on SQLite (the embedded backend).
 
-An invoice is one row (`rows.invoice_record`, as Firestore keeps it): its whole JSON document
+An invoice is one row (`invoice_documents.invoice_record`, as Firestore keeps it): its whole JSON document
 (exact Decimals, microsecond datetimes) plus the columns that SQL filters and sorts on,
 rewritten from the invoice on every write. Numbers come from a counter row per customer,
 bumped in the same IMMEDIATE transaction that finalizes the invoice: a number is given once,
@@ -16,7 +16,7 @@ from datetime import date, datetime
 from typing import Any
 
 from meterline.adapters.embedded.sqlite import SqliteDatabase
-from meterline.adapters.rows import invoice_from_document, invoice_record
+from meterline.adapters.invoice_documents import invoice_from_document, invoice_record
 from meterline.core.clock import now_us
 from meterline.core.invoices import Invoice, invoice_number
 from meterline.ports import StaleWrite
@@ -48,7 +48,7 @@ CREATE TABLE IF NOT EXISTS billing_processed_events (
 """
 
 _COLUMNS = ("id", "customer_external_id", "subscription_external_id", "status", "issuing_date",
-            "provider_invoice_id", "version", "doc")  # the keys of `rows.invoice_record`
+            "provider_invoice_id", "version", "doc")  # the keys of `invoice_record`
 _INTO = f"INTO billing_invoices ({', '.join(_COLUMNS)}) VALUES ({', '.join(f':{c}' for c in _COLUMNS)})"
 # The version check and the write in one statement: `expected` is the version the writer read.
 _UPDATE = (f"UPDATE billing_invoices SET {', '.join(f'{c} = :{c}' for c in _COLUMNS if c != 'id')} "
@@ -103,13 +103,13 @@ class SqliteInvoiceStore:
     def update(self, invoice: Invoice) -> Invoice:
         return _write(self._db.connect(), invoice)
 
-    def finalize(self, invoice: Invoice, at: datetime) -> Invoice:
-        (outcome,) = self.finalize_many([invoice], at)  # one numbering rule, in one place
+    def issue(self, invoice: Invoice, at: datetime) -> Invoice:
+        (outcome,) = self.issue_many([invoice], at)  # one numbering rule, in one place
         if isinstance(outcome, Exception):
             raise outcome
         return outcome
 
-    def finalize_many(self, invoices: Sequence[Invoice], at: datetime) -> list[Invoice | Exception]:
+    def issue_many(self, invoices: Sequence[Invoice], at: datetime) -> list[Invoice | Exception]:
         # ONE transaction for the whole chunk: each customer's counter is read once and written
         # once at the end, and a refused invoice does not advance it. 10,000 finalizations:
         # ~10,000 statements instead of 40,000 (BEGIN, counter, invoice, COMMIT each).

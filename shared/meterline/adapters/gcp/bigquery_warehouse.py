@@ -1,6 +1,6 @@
 """The warehouse on BigQuery: streaming inserts with insertId, reads through the views.
 
-The finance writes (`record_invoice`, `record_payment`) are `rows.FinanceRecords`, shared with
+The finance writes (`record_invoice`, `record_payment`) are `sql.finance.FinanceRecords`, shared with
 DuckDB; their insertIds are the invoice id and version (and line ref), or the payment event id.
 """
 
@@ -12,9 +12,11 @@ from decimal import Decimal
 from typing import Any
 
 from meterline.adapters import sql
+from meterline.adapters.sql.event_rows import event_row, rejected_row
+from meterline.adapters.sql.finance import FinanceRecords
+from meterline.adapters.sql.reads import DedupedReads
 from meterline.core.events import Event
 from meterline.ports import Rejection
-from meterline.adapters.rows import DedupedReads, FinanceRecords, event_row, rejected_row
 
 
 # BigQuery's advice for streaming inserts: at most 500 rows per request (10 MB is the hard

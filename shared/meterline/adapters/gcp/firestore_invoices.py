@@ -1,7 +1,7 @@
 """InvoiceStore and ProcessedEvents on Firestore.
 
 `meterline_invoices`: one document per invoice, its id the invoice's id (a UUID, always a valid
-document id), holding `rows.invoice_record` as the SQLite adapter stores it: the invoice as a
+document id), holding `invoice_documents.invoice_record` as the SQLite adapter stores it: the invoice as a
 JSON string (`doc`; Firestore maps would turn Decimals into floats), beside the fields that
 queries filter and sort on, rewritten from the invoice on every write.
 
@@ -32,7 +32,7 @@ from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
 
 from meterline.adapters.gcp.firestore_catalog import doc_id
-from meterline.adapters.rows import invoice_from_document, invoice_record
+from meterline.adapters.invoice_documents import invoice_from_document, invoice_record
 from meterline.core.invoices import Invoice, invoice_number
 from meterline.ports import StaleWrite
 
@@ -76,25 +76,25 @@ class FirestoreInvoiceStore:
     def update(self, invoice: Invoice) -> Invoice:
         return self._transact(invoice, lambda transaction: invoice)
 
-    def finalize(self, invoice: Invoice, at: datetime) -> Invoice:
+    def issue(self, invoice: Invoice, at: datetime) -> Invoice:
         counter = self._counters.document(doc_id(invoice.customer_external_id))
 
-        def finalized(transaction) -> Invoice:
+        def issued(transaction) -> Invoice:
             snap = counter.get(transaction=transaction)
             sequence = (snap.get("last_sequence") if snap.exists else 0) + 1
             transaction.set(counter, {"customer_external_id": invoice.customer_external_id, "last_sequence": sequence})
             number = invoice_number(invoice.customer_external_id, sequence)
             return invoice.moved("finalized", at, number=number, sequential_id=sequence)
 
-        return self._transact(invoice, finalized)
+        return self._transact(invoice, issued)
 
-    def finalize_many(self, invoices: Sequence[Invoice], at: datetime) -> list[Invoice | Exception]:
+    def issue_many(self, invoices: Sequence[Invoice], at: datetime) -> list[Invoice | Exception]:
         # One transaction each: a Firestore transaction may not write a counter twice, and
         # one customer's invoices share it.
         outcomes: list[Invoice | Exception] = []
         for invoice in invoices:
             try:
-                outcomes.append(self.finalize(invoice, at))
+                outcomes.append(self.issue(invoice, at))
             except Exception as failed:  # noqa: BLE001 - the others are written: say which failed
                 outcomes.append(failed)
         return outcomes

@@ -25,7 +25,7 @@ from meterline.core.numbers import STORED_NUMBER_SQL_PATTERN
 
 if TYPE_CHECKING:
     from meterline.core.catalog import BillableMetric
-    from meterline.services.usage_query import QueryCharge, UsageQuery, UsageWindow
+    from meterline.core.usage_query import QueryCharge, UsageQuery, UsageWindow
 
 # NOTE: a timestamp the server filled in (the client sent none) is the time of receipt, and it
 # is not part of the payload hash: a client's retry of such an event is a copy with a LATER

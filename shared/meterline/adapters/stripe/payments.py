@@ -211,7 +211,7 @@ class StripePayments:
                 remote = self._retrieve(remote.id)
         return self._result(remote, invoice.currency)
 
-    def finalize(self, invoice: Invoice) -> ProviderInvoice:
+    def finalize_invoice(self, invoice: Invoice) -> ProviderInvoice:
         remote_id = self._remote_id(invoice, "finalize")
         try:
             remote = self._call(

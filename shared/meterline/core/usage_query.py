@@ -1,8 +1,10 @@
-"""Usage for many (subscription, period) windows at once, from ONE warehouse query.
+"""Usage for many (subscription, period) windows at once, from ONE warehouse query: the model.
 
-This is the pure part: the typed request (the catalog's charges, the windows) and the turning
-of the warehouse's typed rows into rating's usage. The SQL that answers it belongs to the
-adapters (`meterline.adapters.sql.usage`), behind `Warehouse.usage_rows`.
+This is the pure part: the typed request (the catalog's charges, the windows), the typed rows
+the warehouse answers with, and the turning of those rows into rating's usage. The SQL that
+answers it belongs to the adapters (`meterline.adapters.sql.usage`, behind
+`UsageReader.usage_rows`), and asking the warehouse, window failures isolated, to the usage
+service (`meterline.services.usage.read_usage`).
 
 Each event joins its subscription's window and every charge of that window's plan on the
 event's metric, lands in one bucket per charge (the most specific matching filter, else the
@@ -10,10 +12,6 @@ charge's own bucket, as Lago matches filters), and is aggregated per (window, ch
 Events that rating needs one by one (the add/remove events of a recurring unique_count metric,
 the values of a weighted_sum metric, the per-transaction values of a percentage charge) come
 back as their own rows.
-
-One subscription's data never fails another's usage: the numeric domain keeps every sum far
-from overflow (`meterline.core.numbers`), and if the warehouse still refuses the query, `run`
-isolates the windows it fails on and returns everyone else's usage (`WindowUsage.failed`).
 """
 
 from __future__ import annotations
@@ -23,25 +21,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, localcontext
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from meterline import logs
-from meterline.core.catalog import BillableMetric, Charge, ChargeModelName, Plan
 from meterline.core.clock import to_us
 from meterline.core.pricing.usage import ChargeUsage, SeatEvent, UsageKey
-from meterline.ports import UsageRow, Warehouse
+
+if TYPE_CHECKING:
+    # Types only: the process function reads `UsageRow` through the ports and never the catalog.
+    from meterline.core.catalog import BillableMetric, Charge, ChargeModelName, Plan
 
 _NEEDS_ROWS: tuple[ChargeModelName, ...] = ("percentage", "graduated_percentage")
-_log = logs.get("usage")
-
-# NOTE: when the query fails, the windows are split in halves and each half asked again, down
-# to single windows, so k failing windows among n cost about k*log2(n) extra queries, not n.
-# Failures that look like the warehouse, not one subscription's data, end the search and
-# raise: the first few windows all failed with nothing succeeding (the warehouse is down, or
-# the SQL is wrong), or more than _MAX_FAILED windows failed. Then nobody is billed from a
-# broken warehouse, and a down warehouse costs a handful of queries, not thousands.
-_FIRST_FAILURES_TO_GIVE_UP = 3
-_MAX_FAILED = 16
 
 
 class UsageQueryError(ValueError):
@@ -61,6 +50,27 @@ class UsageWindow:
     def __post_init__(self) -> None:
         if self.start.tzinfo is None or self.end.tzinfo is None:
             raise UsageQueryError(f"window {self.window_id}: bounds must be timezone-aware")
+
+
+class UsageRow(NamedTuple):
+    """One row of the usage query: the aggregates of one (window, charge, bucket), or, when the
+    charge needs its events one by one, of one event of it (`row_key` is then its transaction_id).
+
+    A NamedTuple: a billing run reads thousands of them.
+    """
+
+    window_id: str
+    charge_ref: str
+    bucket: str  # the matching filter's key; '' for the charge's own bucket
+    row_key: str | None
+    events_count: int
+    sum_value: Decimal | None  # None: no numeric value
+    max_value: Decimal | None
+    unique_count: int  # distinct values of the metric's field (unique_count charges; 0 for the others)
+    latest_value: Decimal | None  # the value of the latest event
+    row_value: str | None  # the field's text (the smallest one when aggregated)
+    row_operation: str | None  # a seat event's `operation_type` (add/remove); None for other metrics
+    row_timestamp: datetime  # the earliest event's time, timezone-aware
 
 
 class WindowUsage(dict[str, dict[UsageKey, ChargeUsage]]):
@@ -91,7 +101,7 @@ def _per_event(charge: Charge, metric: BillableMetric) -> bool:
 
 
 class UsageQuery:
-    """The request for one catalog; `run` asks the warehouse and turns rows into rating's usage."""
+    """The request for one catalog; `to_usage` turns the warehouse's rows into rating's usage."""
 
     def __init__(self, metrics: Mapping[str, BillableMetric], plans: Iterable[Plan]):
         self.metrics = dict(metrics)
@@ -105,49 +115,11 @@ class UsageQuery:
                 charges.append(QueryCharge(plan.code, charge, metric, _per_event(charge, metric)))
         self.charges: tuple[QueryCharge, ...] = tuple(charges)
 
-    def run(self, reader: Warehouse, windows: Sequence[UsageWindow]) -> WindowUsage:
-        """Usage per window id, in the shape `rate_subscription` takes, from one query; the
-        windows the warehouse fails on are left out and named in `failed` (see _isolate)."""
-        if not windows or not self.charges:
-            return WindowUsage({w.window_id: {} for w in windows})
+    def check(self, windows: Sequence[UsageWindow]) -> None:
+        """Raise UsageQueryError if a window's plan is not in this query's catalog."""
         for w in windows:
             if w.plan_code not in self.plans:
                 raise UsageQueryError(f"window {w.window_id}: plan {w.plan_code!r} is not in this query's catalog")
-        try:
-            rows = reader.usage_rows(self, windows)
-        except Exception as exc:  # noqa: BLE001 - any warehouse error: find the windows it comes from
-            return self._isolate(reader, windows, exc)
-        return WindowUsage(self.to_usage(rows, windows))
-
-    def _isolate(self, reader: Warehouse, windows: Sequence[UsageWindow], first: Exception) -> WindowUsage:
-        """Ask again in halves, down to single windows: the usage of every window that can be
-        read, and the error of each one that cannot (or raise `first`, see _MAX_FAILED)."""
-        usage = WindowUsage()
-        # Groups still to read, each with its error if it is known to fail; depth first.
-        pending: list[tuple[Sequence[UsageWindow], Exception | None]] = [(windows, first)]
-        while pending:
-            group, error = pending.pop()
-            if error is None:
-                try:
-                    rows = reader.usage_rows(self, group)
-                except Exception as exc:  # noqa: BLE001 - as in run
-                    error = exc
-                else:
-                    usage.update(self.to_usage(rows, group))
-                    continue
-            if len(group) > 1:
-                half = len(group) // 2
-                pending += [(group[half:], None), (group[:half], None)]
-                continue
-            usage.failed[group[0].window_id] = _describe(error)
-            nothing_read = not usage and len(usage.failed) >= _FIRST_FAILURES_TO_GIVE_UP
-            if nothing_read or len(usage.failed) > _MAX_FAILED:
-                raise first
-        subscription_of = {w.window_id: w.external_subscription_id for w in windows}
-        for window_id, error in usage.failed.items():
-            logs.event(_log, "usage not read for one window", 40, window_id=window_id,
-                       external_subscription_id=subscription_of[window_id], error=error)
-        return usage
 
     def to_usage(self, rows: Iterable[UsageRow], windows: Sequence[UsageWindow]) -> dict[str, dict[UsageKey, ChargeUsage]]:
         window_of = {w.window_id: w for w in windows}
@@ -161,10 +133,6 @@ class UsageQuery:
             charge = charge_of[(window.plan_code, ref)]
             usage[window_id][(ref, bucket or None)] = _charge_usage(charge.metric, group, window)
         return usage
-
-
-def _describe(exc: Exception) -> str:
-    return f"{type(exc).__name__}: {exc}"[:500]
 
 
 def _dec(value: Decimal | None) -> Decimal:

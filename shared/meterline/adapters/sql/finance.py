@@ -1,0 +1,141 @@
+"""Finance rows: an invoice as its `invoices` and `invoice_lines` rows, a payment as its
+`payments` row, and the writes both warehouses share (`FinanceRecords`).
+
+Timestamps travel as ISO-8601 text with microseconds and amounts as decimal text, so no
+value passes through a float on its way into either warehouse.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import TYPE_CHECKING, Any
+
+from meterline.core.clock import iso_us, to_us
+
+if TYPE_CHECKING:
+    from meterline.core.invoices import Invoice
+    from meterline.ports import Payment
+
+# Append-only history: every stored version of an invoice is one `invoices` row and one
+# `invoice_lines` row per line; the views `invoices_latest` and `invoice_lines_latest` show the
+# highest version. NUMERIC holds 9 decimals: precise amounts and units are rounded HALF_UP to 9
+# for finance (the exact values stay in the invoice store), the same on both warehouses.
+# The money module is imported where it is used: process reaches this module through its
+# warehouse and never writes an invoice.
+
+_NUMERIC_QUANTUM = Decimal("1e-9")
+_NUMERIC_LIMIT = Decimal(10) ** 29  # NUMERIC(38, 9): 29 integer digits
+
+
+def _numeric(value: Decimal) -> str:
+    from meterline.core.money import MONEY_CONTEXT
+
+    rounded = value.quantize(_NUMERIC_QUANTUM, ROUND_HALF_UP, MONEY_CONTEXT)
+    if abs(rounded) >= _NUMERIC_LIMIT:
+        # Checked here: a row out of NUMERIC's range is refused by BigQuery (bqemulator answers
+        # 500 and the client retries until its deadline) instead of failing at once.
+        raise ValueError(f"{value} does not fit BigQuery NUMERIC")
+    return format(rounded, "f")
+
+
+def _timestamp(value: datetime | None) -> str | None:
+    return None if value is None else iso_us(to_us(value))
+
+
+def _money(amount_cents: int, currency: str) -> dict[str, Any]:
+    """Both forms of a rounded amount: NUMERIC major units and INT64 minor units."""
+    from meterline.core.money import from_minor_units
+
+    return {"amount": _numeric(from_minor_units(amount_cents, currency)), "amount_cents": amount_cents}
+
+
+def invoice_row(invoice: Invoice, recorded_at_us: int) -> dict[str, Any]:
+    return {
+        "invoice_id": invoice.id,
+        "version": invoice.version,
+        "number": invoice.number,
+        "sequential_id": invoice.sequential_id,
+        "customer_external_id": invoice.customer_external_id,
+        "subscription_external_id": invoice.subscription_external_id,
+        "status": invoice.status,
+        "payment_status": invoice.payment_status,
+        "currency": invoice.currency,
+        "period_start": invoice.period_start.isoformat(),
+        "period_end": invoice.period_end.isoformat(),
+        "from_utc": _timestamp(invoice.from_utc),
+        "to_utc": _timestamp(invoice.to_utc),
+        "issuing_date": invoice.issuing_date.isoformat(),
+        **_money(invoice.amount_cents, invoice.currency),
+        "precise_amount": _numeric(sum((line.precise_amount for line in invoice.lines), Decimal(0))),
+        "lines_count": len(invoice.lines),
+        "finalized_at": _timestamp(invoice.finalized_at),
+        "paid_at": _timestamp(invoice.paid_at),
+        "provider_invoice_id": invoice.provider_invoice_id,
+        "flag": invoice.flag,
+        "recorded_at": iso_us(recorded_at_us),
+    }
+
+
+def invoice_line_rows(invoice: Invoice, recorded_at_us: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "invoice_id": invoice.id,
+            "version": invoice.version,
+            "position": position,
+            "line_ref": line.ref,
+            "customer_external_id": invoice.customer_external_id,
+            "subscription_external_id": invoice.subscription_external_id,
+            "issuing_date": invoice.issuing_date.isoformat(),
+            "currency": invoice.currency,
+            "kind": line.kind,
+            "description": line.description,
+            "units": _numeric(line.units),
+            "precise_amount": _numeric(line.precise_amount),
+            **_money(line.amount_cents, invoice.currency),
+            "charge_ref": line.charge_ref,
+            "filter_key": line.filter_key,
+            "plan_code": line.plan_code,
+            "from_datetime": _timestamp(line.from_datetime),
+            "to_datetime": _timestamp(line.to_datetime),
+            "events_count": line.events_count,
+            "late_for": line.late_for,
+            "recorded_at": iso_us(recorded_at_us),
+        }
+        for position, line in enumerate(invoice.lines)
+    ]
+
+
+class FinanceRecords:
+    """The FinanceLedger port's writes, shared by every Warehouse adapter, which supplies
+    `_insert(table, rows, row_ids)` (row_ids: BigQuery's insertIds; DuckDB has no use for them)."""
+
+    def _insert(self, table: str, rows: list[dict[str, Any]], row_ids: list[str]) -> None:
+        raise NotImplementedError
+
+    def record_invoice(self, invoice: Invoice, recorded_at_us: int) -> None:
+        self.record_invoices([invoice], recorded_at_us)
+
+    def record_invoices(self, invoices: Sequence[Invoice], recorded_at_us: int) -> None:
+        # Every row is built before anything is written: a value that does not fit (ValueError)
+        # writes nothing.
+        heads = [invoice_row(invoice, recorded_at_us) for invoice in invoices]
+        lines = [row for invoice in invoices for row in invoice_line_rows(invoice, recorded_at_us)]
+        # Lines first, then the invoice rows: a crash between the two leaves lines that no
+        # `invoices` row names, which `invoice_lines_latest` ignores; recording the same versions
+        # again writes both (the views keep one copy of each).
+        self._insert("invoice_lines", lines, [f"{r['invoice_id']}\x00{r['version']}\x00{r['line_ref']}" for r in lines])
+        self._insert("invoices", heads, [f"{r['invoice_id']}\x00{r['version']}" for r in heads])
+
+    def record_payment(self, payment: Payment) -> None:
+        row = {
+            "invoice_id": payment.invoice_id,
+            "customer_external_id": payment.customer_external_id,
+            "provider_event_id": payment.provider_event_id,
+            "status": payment.status,
+            "currency": payment.currency,
+            **_money(payment.amount_cents, payment.currency),
+            "recorded_at": iso_us(payment.at_us),
+        }
+        self._insert("payments", [row], [payment.provider_event_id])
