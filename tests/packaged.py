@@ -41,8 +41,9 @@ class Installed:
         return self.venv / "bin" / "python"
 
     @property
-    def functions_framework(self) -> Path:
-        return self.venv / "bin" / "functions-framework"
+    def functions_framework(self) -> list[str]:
+        """Its `functions-framework` command (the script lives in the base venv: run the module)."""
+        return [str(self.python), "-m", "functions_framework"]
 
 
 def clean_env(**settings: str) -> dict[str, str]:

@@ -61,7 +61,7 @@ def _month_start(at: datetime) -> datetime:
 
 def start_packaged(function: packaged.Installed, settings: dict[str, str]) -> servers.LocalServer:
     """`functions-framework` of the function's own venv, in its unzipped folder, on a loopback port."""
-    cmd = [str(function.functions_framework), "--source", str(function.folder / "main.py"),
+    cmd = [*function.functions_framework, "--source", str(function.folder / "main.py"),
            "--target", function.entry_point, "--signature-type", function.signature_type, "--host", HOST]
 
     def launch(port: int, workdir: Path, log: Path) -> servers.LocalServer:
