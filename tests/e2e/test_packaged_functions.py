@@ -37,6 +37,7 @@ import stripe
 from infra import servers
 from infra.gcp_setup import setup_bigquery, setup_pubsub
 from tests import packaged
+from tests.e2e.test_push_path import poll
 from tests.support import env
 
 HOST = "127.0.0.1"
@@ -51,7 +52,6 @@ SECRETS = {
     "stripe_webhook": {"METERLINE_STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET},
     "portal": {"METERLINE_PORTAL_SIGNING_KEY": SIGNING_KEY},
 }
-WAIT_SECONDS = 60.0
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only, never a proxy
 
 
@@ -89,17 +89,6 @@ def call(method: str, url: str, body: Any = None, headers: dict[str, str] | None
     if kind.startswith("application/json"):
         return status, json.loads(raw), kind
     return status, raw.decode(errors="replace"), kind
-
-
-def poll(check, what: str, seconds: float = WAIT_SECONDS) -> Any:
-    deadline = time.monotonic() + seconds
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.5)
-    pytest.fail(f"timed out after {seconds:.0f} s waiting for {what}; last seen: {last!r}")
 
 
 @dataclass
@@ -208,7 +197,8 @@ def test_every_packaged_function_does_its_real_work(deployed: Deployment):
     # process: Pub/Sub pushes each message to it; ingest's GET reads what it stored.
     def stored():
         answer = deployed.ok("ingest", "GET", f"events?external_subscription_id={subscription}&per_page=100")
-        return answer if answer["meta"]["total_count"] == 5 else None
+        # The page and its count are two queries: both must have seen all five.
+        return answer if answer["meta"]["total_count"] == len(answer["events"]) == 5 else None
 
     listed = poll(stored, "process to store the 5 events")
     assert sorted(e["transaction_id"] for e in listed["events"]) == [f"tx-{run}-{i}" for i in range(5)]
@@ -217,7 +207,8 @@ def test_every_packaged_function_does_its_real_work(deployed: Deployment):
     status, answer, kind = call("POST", deployed.urls["bill"])
     assert status == 200 and kind.startswith("application/json"), (status, answer, deployed.servers["bill"].log_tail(30))
     summary = answer["billing_run"]
-    assert summary["finalized"] >= 1 and summary["failed"] == {} and summary["complete"], summary
+    assert summary["finalized"] >= 1 and summary["failed"] == {} and summary["complete"], (
+        summary, deployed.servers["bill"].log_tail(5))
     (invoice,) = deployed.ok("admin", "GET", f"invoices?external_customer_id={customer}")["invoices"]
     assert invoice["total_amount_cents"] == 1400 and invoice["status"] == "finalized", invoice
     assert {fee["item"]["code"]: (fee["units"], fee["amount_cents"]) for fee in invoice["fees"]
