@@ -13,9 +13,15 @@ editable meterline) imports the function's main.py through functions-framework, 
 request (which builds its runtime, as a cold start does), then touches what the function builds
 only later (`LATER`: ingest's warehouse on GET /events, process's dead-letter topic, bill's Stripe
 client, ...). Every third-party module then loaded is mapped to the installed distribution that
-owns its file; those distributions, plus what they need to install (their `Requires-Dist`,
-with markers and extras), pinned at the installed versions, are the function's requirements.
-So ingest gets Pub/Sub, Firestore and BigQuery, never duckdb or stripe.
+owns its file. One request does not run every line, so the imports written inside functions
+of each meterline module the function loaded (`literal()`'s sqlglot, which only a usage query
+calls) are read from the source and count too, following meterline's own lazy imports; only
+the composition modules (`COMPOSITION`), whose lazy imports ARE the choice of what to build,
+are left to the probe, which builds exactly what the function builds. Those distributions,
+plus what they need to install (their `Requires-Dist`, with markers and extras), pinned at the
+installed versions, are the function's requirements. So ingest gets Pub/Sub, Firestore and
+BigQuery, never duckdb or stripe. tests/e2e/test_packaged_functions.py proves the result: each
+zip, installed into a clean venv, does its real work on the emulators.
 
 `make package` rewrites a requirements.txt only when its set of distributions or the pin of
 one that the function imports directly changed (a version bump in the root requirements.txt),
@@ -64,6 +70,12 @@ LATER = {
     "bill": "from meterline.runtime import bill_runtime as r; r().adapters.payment_provider",  # Stripe, when a key is set
 }
 
+# The composition modules: each lazy import in them builds one adapter or client for one backend
+# (runtime.py's GcpAdapters / EmbeddedAdapters, clients.py's factory per Google client). Which
+# of them a function uses is what the probe finds by building its runtime (and `LATER`); read
+# from the source, they would give every function every backend's SDK.
+COMPOSITION = ("meterline.runtime", "meterline.adapters.gcp.clients")
+
 # The child: load main.py as the platform does, serve one request, touch LATER, then name the
 # distribution owning each loaded module's file (printed as JSON). Runs in a fresh interpreter.
 _CHILD = r"""
@@ -95,10 +107,76 @@ for module_name, module in list(sys.modules.items()):
         continue
     if path and os.path.realpath(path) in owners:
         used.add(owners[os.path.realpath(path)])
+# Imports written inside functions (and the modules they name) of every meterline module now
+# loaded, except the composition modules: what a request path the probe did not take imports.
+import ast, importlib.util
+composition = set(sys.argv[5].split(","))
+
+
+def _type_checking(node):
+    return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+
+
+def _imports(tree, package):
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if _type_checking(node):
+            continue  # never run
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, None
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parts + ([base] if base else []))
+            for alias in node.names:
+                yield base, alias.name
+        stack.extend(ast.iter_child_nodes(node))
+
+
+def _spec(name):
+    try:
+        return importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+
+
+todo = [m for m in list(sys.modules) if m == "meterline" or m.startswith("meterline.")]
+scanned, lazy, unresolved = set(), set(), set()
+while todo:
+    module_name = todo.pop()
+    if module_name in scanned or module_name in composition:
+        continue
+    scanned.add(module_name)
+    spec = _spec(module_name)
+    if spec is None or not (spec.origin or "").endswith(".py"):
+        continue
+    package = module_name if spec.submodule_search_locations is not None else module_name.rpartition(".")[0]
+    with open(spec.origin, encoding="utf-8") as source_file:
+        tree = ast.parse(source_file.read())
+    for base, attr in _imports(tree, package):
+        top = base.partition(".")[0]
+        if not top or top in sys.stdlib_module_names or top == "__future__":
+            continue
+        # `from x import y`: y is a submodule, or a name defined in x.
+        candidates = [f"{base}.{attr}", base] if attr else [base]
+        if top == "meterline":
+            todo.extend(c for c in candidates if _spec(c) is not None)
+            continue
+        for candidate in candidates:
+            spec = _spec(candidate)
+            if spec is not None and spec.origin and os.path.realpath(spec.origin) in owners:
+                lazy.add(owners[os.path.realpath(spec.origin)])
+                break
+        else:
+            unresolved.add(base)
 # zoneinfo reads the tz database from the OS or, where the OS has none, from `tzdata`.
 if "zoneinfo" in sys.modules:
     used.add("tzdata")
-print(json.dumps({"status": status, "distributions": sorted(used)}))
+print(json.dumps({"status": status, "distributions": sorted(used | lazy), "lazy": sorted(lazy - used),
+                  "unresolved": sorted(unresolved)}))
 """
 
 
@@ -179,7 +257,8 @@ def _probe_env() -> dict[str, str]:
 def imported_distributions(name: str) -> tuple[str, ...]:
     """The installed distributions whose modules functions/<name> loads (see the module doc)."""
     target, signature = entry_point(name)
-    cmd = [sys.executable, "-c", _CHILD, target, str(FUNCTIONS_DIR / name / "main.py"), signature, LATER.get(name, "")]
+    cmd = [sys.executable, "-c", _CHILD, target, str(FUNCTIONS_DIR / name / "main.py"), signature, LATER.get(name, ""),
+           ",".join(COMPOSITION)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=_probe_env(), cwd=REPO_ROOT,
                           timeout=180, stdin=subprocess.DEVNULL)
     if proc.returncode != 0:
@@ -188,6 +267,10 @@ def imported_distributions(name: str) -> tuple[str, ...]:
     if signature == "http" and result["status"] >= 500:
         # The runtime was not built (a setting it needs?): what it imports would be missed.
         raise PackagingError(f"probing functions/{name}: its probe request answered {result['status']}:\n{proc.stderr[-3000:]}")
+    if result["unresolved"]:
+        # An import no installed distribution provides: the function would fail where it runs.
+        raise PackagingError(f"functions/{name} imports {result['unresolved']}, which this venv does not have: "
+                             "add its distribution to requirements.txt and run `make venv`")
     leave_out = {_canonical(d) for d in (*OPTIONAL, *SHIPPED)}
     return tuple(d for d in result["distributions"] if _canonical(d) not in leave_out)
 

@@ -6,12 +6,18 @@ jsonPayload. Callers pass counts and ids, never payloads or secrets.
 A failure is one line: `failure()` adds `exception_type` and the Python traceback as
 `stack_trace`, the first field Error Reporting reads to group errors, so a traceback never
 spreads over many plain-text lines. The web frameworks' own loggers (werkzeug under
-`meterline serve`, gunicorn under functions-framework) write through the same formatter.
+`meterline serve`, gunicorn under functions-framework) write through the same formatter, and
+so does every library's WARNING or worse (urllib3's, Google's, Stripe's: the root logger's
+handler is ours) and every `warnings.warn` (`logging.captureWarnings`).
+
+One handler writes every line, under its lock, as one write of the whole record: records from
+many threads (a function serves THREADS requests at once) never share or split a line.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any
 
@@ -44,6 +50,33 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+class _LineHandler(logging.StreamHandler):
+    """Writes each record as one line with ONE write: straight to the file descriptor when the
+    stream has one (a pipe on Cloud Run: a write up to PIPE_BUF is never interleaved with
+    another process's), else through the stream. `Handler.handle` holds the lock meanwhile."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + "\n"
+            stream = self.stream
+            try:
+                fd = stream.fileno()
+            except (AttributeError, OSError, ValueError):  # a StringIO, pytest's capture
+                fd = None
+            if fd is None:
+                stream.write(line)
+                stream.flush()
+                return
+            stream.flush()  # what was written through the stream goes first, whole
+            data = line.encode("utf-8", "backslashreplace")
+            while data:
+                data = data[os.write(fd, data):]
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+
 class _ThroughOurHandler(logging.Filter):
     """Sends a framework logger's records through our handler instead of the framework's own.
 
@@ -63,12 +96,17 @@ def configure(level: int = logging.INFO) -> None:
     global _handler
     if _handler is not None:
         return
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _LineHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
-    root = logging.getLogger("meterline")
-    root.addHandler(handler)
-    root.setLevel(level)
-    root.propagate = False
+    ours = logging.getLogger("meterline")
+    ours.addHandler(handler)
+    ours.setLevel(level)
+    ours.propagate = False
+    # Libraries' records (urllib3's "Connection pool is full", a deprecation) reach the root
+    # logger: through ours they are JSON with a severity, not Python's plain-text last resort.
+    # The root keeps its level (WARNING unless the host application chose another).
+    logging.getLogger().addHandler(handler)
+    logging.captureWarnings(True)
     for name in FRAMEWORK_LOGGERS:
         logging.getLogger(name).addFilter(_ThroughOurHandler())
     _handler = handler
