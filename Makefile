@@ -43,10 +43,16 @@ gcp-local: $(STAMP) ## the GCP backend on loopback: emulators, localstripe, the 
 test: servers ## run the whole suite, starting the emulators, bqemulator and localstripe on loopback ports
 	$(PY) -m pytest -q
 
-lint: $(STAMP) ## ruff (lint and import order), mypy on shared/meterline, and the layer rules (import-linter)
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy
-	cd shared && ../$(VENV)/bin/lint-imports --config ../.importlinter
+LINT := .venv-lint
+$(LINT)/.installed: infra/requirements-lint.txt
+	@test -x $(LINT)/bin/python || $(PYTHON) -m venv $(LINT)
+	$(LINT)/bin/pip install --quiet --disable-pip-version-check -r infra/requirements-lint.txt
+	@touch $@
+
+lint: $(STAMP) $(LINT)/.installed ## ruff (lint and import order), mypy on shared/meterline, and the layer rules (import-linter)
+	$(LINT)/bin/ruff check .
+	$(LINT)/bin/mypy --python-executable $(PY)
+	cd shared && ../$(LINT)/bin/lint-imports --config ../.importlinter
 
 test-fast: $(STAMP) ## run only the tests that need no local server
 	$(PY) -m pytest -q -m "not servers"
@@ -58,4 +64,4 @@ bench: servers ## run the benchmarks and print their figures
 	$(PY) bench/run.py
 
 clean: ## remove the venvs and local data
-	rm -rf $(VENV) .venv-bqemu .venv-localstripe .venv-checkov .meterline build
+	rm -rf $(VENV) .venv-bqemu .venv-localstripe .venv-checkov .venv-lint .meterline build
