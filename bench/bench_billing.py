@@ -22,7 +22,7 @@ import hashlib
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -30,7 +30,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 TARGET_S = 10.0
-NOV = datetime(2026, 11, 1, tzinfo=timezone.utc)
+NOV = datetime(2026, 11, 1, tzinfo=UTC)
 
 
 def seed(runtime, subscriptions: int) -> None:
@@ -93,7 +93,7 @@ def run_billing_bench(subscriptions: int = 10_000, events: int = 10_000_000) -> 
         seed(runtime, subscriptions)
         load_events(runtime.adapters.warehouse, subscriptions, events)
         setup_s = time.perf_counter() - t0
-        as_of = datetime(2026, 12, 1, 2, tzinfo=timezone.utc)
+        as_of = datetime(2026, 12, 1, 2, tzinfo=UTC)
         t1 = time.perf_counter()
         first = runtime.bill.billing.run(as_of)
         first_s = time.perf_counter() - t1

@@ -32,7 +32,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -97,8 +96,8 @@ def seed(catalog, customer: str = CUSTOMER, subscription: str = SUBSCRIPTION) ->
 def embedded_stack(data_dir: Path) -> Iterator[Stack]:
     """`meterline serve` in a subprocess; the key and catalog written to its SQLite first."""
     from meterline.adapters.embedded.sqlite import SqliteDatabase
-    from meterline.adapters.embedded.sqlite_keys import SqliteApiKeyStore
     from meterline.adapters.embedded.sqlite_catalog import SqliteCatalogStore
+    from meterline.adapters.embedded.sqlite_keys import SqliteApiKeyStore
     from meterline.core.clock import now_us
     from meterline.services.auth import create_api_key
 

@@ -31,9 +31,10 @@ for _p in (str(REPO_ROOT), str(BENCH_DIR)):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
+from loadgen import HOST, LoadResult, LoadSpec, run_load  # noqa: E402
+
 from infra.servers import LocalServer, environ  # noqa: E402
 from infra.servers import start_function as _start_function  # noqa: E402
-from loadgen import HOST, LoadResult, LoadSpec, run_load  # noqa: E402
 
 BASE_TS = 1_767_225_600  # 2026-01-01T00:00:00Z
 TOPIC = "bench-events"
@@ -158,9 +159,9 @@ def prepare_gcp(emulator_env: dict[str, str], project: str) -> str:
 
         from meterline.adapters.gcp.clients import firestore_client
         from meterline.adapters.gcp.firestore_keys import FirestoreApiKeyStore
-        from meterline.services.auth import create_api_key
         from meterline.config import Settings
         from meterline.core.clock import now_us
+        from meterline.services.auth import create_api_key
 
         publisher = pubsub_v1.PublisherClient()
         subscriber = pubsub_v1.SubscriberClient()

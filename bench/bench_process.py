@@ -54,8 +54,8 @@ class ProcessFigure:
 
 
 def make_messages(count: int, run: str, per_message: int = 100) -> list[bytes]:
-    from meterline.core.events import validate_event
     from meterline.core.clock import now_us
+    from meterline.core.events import validate_event
     from meterline.core.messages import encode_message
 
     received = now_us()
@@ -122,8 +122,8 @@ def _count(warehouse) -> int:
 def run_process_bench(emulator_env: dict[str, str] | None, *, threads: int = DEFAULT_THREADS,
                       messages: int = DEFAULT_MESSAGES, max_seconds: float = 30.0, log=print) -> list[ProcessFigure]:
     from meterline.config import Settings
-    from meterline.services.process import ProcessService
     from meterline.runtime import build_runtime
+    from meterline.services.process import ProcessService
 
     figures = []
     backends = ["gcp", "embedded"] if emulator_env else ["embedded"]

@@ -26,11 +26,11 @@ import contextlib
 import os
 import platform
 import re
-import subprocess
 import statistics
+import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -65,7 +65,7 @@ def machine() -> dict[str, str]:
         "cpu model": model,
         "memory": memory,
         "python": platform.python_version(),
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "load average at start": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
     }
 
@@ -100,11 +100,11 @@ def verdict(ok: bool) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bench_freshness import P99_TARGET_S as FRESHNESS_P99_S
+    from bench_freshness import run_freshness_bench
     from bench_ingest import DEFAULT_CONNECTIONS, DEFAULT_THREADS, run_ingest_bench
     from bench_process import DEFAULT_THREADS as PROCESS_THREADS
     from bench_process import run_process_bench
-    from bench_freshness import P99_TARGET_S as FRESHNESS_P99_S
-    from bench_freshness import run_freshness_bench
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=5.0, help="seconds measured per ingest phase")

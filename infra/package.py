@@ -235,8 +235,9 @@ def _probe_env() -> dict[str, str]:
     """The gcp backend with emulator hosts nothing listens on: building a Google client opens no
     connection, and a request that needs a store fails after its imports. Every secret setting
     gets a dummy, so a runtime that needs one (Stripe's key, the webhook secret) is built."""
-    from meterline.config import Settings  # this venv's meterline (editable)
     from pydantic import SecretStr
+
+    from meterline.config import Settings  # this venv's meterline (editable)
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("METERLINE_")}
     env.update({

@@ -7,10 +7,10 @@ from decimal import Decimal
 from pathlib import Path
 
 from infra.servers import environ
-from meterline.services.auth import create_api_key
 from meterline.config import Settings
 from meterline.core.clock import now_us
 from meterline.runtime import LocalRuntime, build_runtime
+from meterline.services.auth import create_api_key
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

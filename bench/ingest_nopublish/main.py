@@ -8,10 +8,10 @@ ingest minus this one = the confirmed Pub/Sub publish. Never deploy it.
 
 import functions_framework
 
+from meterline.config import get_settings
 from meterline.entrypoints.events import events_handler
 from meterline.entrypoints.http import guarded
 from meterline.runtime import IngestRuntime, adapters_for
-from meterline.config import get_settings
 from meterline.services.ingest import IngestService
 
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import gc
 import threading
-from datetime import timedelta
 from collections.abc import Callable
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from meterline.config import Settings, get_settings

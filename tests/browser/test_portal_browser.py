@@ -17,9 +17,9 @@ from urllib.parse import urlsplit
 import orjson
 import pytest
 
+from meterline.entrypoints.formatting import format_money, format_units
 from meterline.local.server import MeterlineServer
 from meterline.services import catalog_apply
-from meterline.entrypoints.formatting import format_money, format_units
 from tests.browser.conftest import save_artifact
 from tests.support import REPO_ROOT, embedded_runtime, new_key
 

@@ -21,7 +21,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -64,8 +63,8 @@ class Target:
 @contextlib.contextmanager
 def serve_target(data_dir: Path) -> Iterator[Target]:
     from meterline.adapters.embedded.sqlite import SqliteDatabase
-    from meterline.adapters.embedded.sqlite_keys import SqliteApiKeyStore
     from meterline.adapters.embedded.sqlite_catalog import SqliteCatalogStore
+    from meterline.adapters.embedded.sqlite_keys import SqliteApiKeyStore
     from meterline.core.clock import now_us
     from meterline.services.auth import create_api_key
 
@@ -73,7 +72,7 @@ def serve_target(data_dir: Path) -> Iterator[Target]:
     api_key = create_api_key(SqliteApiKeyStore(db), "lago-compat", now_us())
     port = _free_port()
     url = f"http://{HOST}:{port}"
-    log = open(data_dir / "serve.log", "wb")  # noqa: SIM115 - closed below
+    log = open(data_dir / "serve.log", "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "meterline", "serve", "--port", str(port), "--data-dir", str(data_dir)],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -31,7 +31,7 @@ from tests.compat.targets import serve_target, unique
 from tests.support import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "bench"))
-from bench_freshness import Stack, gcp_stack  # noqa: E402
+from bench_freshness import Stack, gcp_stack
 
 OUTPUT = {"token_type": ["output"]}
 

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from lago_agent_sdk import LagoConfig, LagoSDK
 
-from tests.compat.targets import find_event, unique
 from tests.compat.fake_openai import FakeOpenAI
+from tests.compat.targets import find_event, unique
 
 USAGE = {
     "prompt_tokens": 1200, "completion_tokens": 300, "total_tokens": 1500,

@@ -12,14 +12,14 @@ from __future__ import annotations
 import random
 from decimal import Decimal
 
-from meterline.core.events import parse_batch_body
+import orjson
+import pytest
+
 from meterline.core.clock import now_us
+from meterline.core.events import parse_batch_body
 from meterline.services.ingest import IngestService
 from meterline.services.process import ProcessService
 from tests.support import gateway_stream
-
-import orjson
-import pytest
 
 
 class Crash(Exception):

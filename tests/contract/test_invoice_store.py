@@ -11,7 +11,7 @@ import dataclasses
 import threading
 import uuid
 from collections.abc import Callable
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -20,7 +20,7 @@ import pytest
 from meterline.core.invoices import Invoice, InvoiceLine, invoice_id, invoice_number
 from meterline.ports import InvoiceStore, ProcessedEvents, StaleWrite
 
-UTC = timezone.utc
+UTC = UTC
 PARIS = timezone(timedelta(hours=1))
 AT = datetime(2026, 2, 1, 1, 0, 0, 123456, tzinfo=UTC)
 

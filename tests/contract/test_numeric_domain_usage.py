@@ -9,7 +9,7 @@ window: the others are returned, and the failing one is named.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal, localcontext
 
 import orjson
@@ -28,8 +28,8 @@ from meterline.services.usage import UsageService, read_usage
 from tests.contract.conftest import _embedded
 from tests.support import embedded_runtime
 
-JAN = datetime(2026, 1, 1, tzinfo=timezone.utc)
-FEB = datetime(2026, 2, 1, tzinfo=timezone.utc)
+JAN = datetime(2026, 1, 1, tzinfo=UTC)
+FEB = datetime(2026, 2, 1, tzinfo=UTC)
 T0 = int(JAN.timestamp())
 MAX = Decimal("999999999999999999.999999999")
 N_MAX = 250  # events at the max in one period: a sum of 2.5e20, far over what 64 bits hold
@@ -203,7 +203,7 @@ def test_the_usage_service_rates_everyone_else_and_flags_the_one(tmp_path):
                                                 "subscription_at": "2025-12-01T00:00:00Z"})
                      for sub in ("sub-small", "sub-other")]
     service = UsageService(catalog, FailingFor(runtime.adapters.warehouse, {"sub-other"}))
-    rated = service.current(subscriptions, datetime(2026, 1, 20, tzinfo=timezone.utc))
+    rated = service.current(subscriptions, datetime(2026, 1, 20, tzinfo=UTC))
     assert [r.subscription.external_id for r in rated] == ["sub-small"]
     assert rated[0].draft.amount_cents == 6700
     (failed,) = rated.failed

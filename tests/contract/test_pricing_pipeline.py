@@ -9,24 +9,24 @@ graduated token prices for input (0.000003 up to 10M, then 0.0000025) and output
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import orjson
 import pytest
 
 from meterline.core.catalog import Customer, Subscription
-from meterline.services.catalog_apply import load
-from meterline.services.ingest import IngestService
 from meterline.core.pricing.periods import BillingSchedule, period_containing
 from meterline.core.pricing.rating import rate_subscription
 from meterline.core.usage_query import UsageQuery, UsageWindow
+from meterline.services.catalog_apply import load
+from meterline.services.ingest import IngestService
 from meterline.services.process import ProcessService
 from meterline.services.usage import read_usage
 from tests.contract.conftest import _embedded, _gcp
 from tests.support import REPO_ROOT
 
-NOV = datetime(2026, 11, 1, tzinfo=timezone.utc)
+NOV = datetime(2026, 11, 1, tzinfo=UTC)
 DAY = 86_400
 T = int(NOV.timestamp())
 
@@ -78,7 +78,7 @@ def run_pipeline(backend) -> dict[str, int]:
         "subscription_at": "2026-09-01T00:00:00Z", "started_at": "2026-09-01T00:00:00Z",
     })
     period = period_containing(BillingSchedule.of(subscription, plan, customer), NOV)
-    assert (period.start_utc, period.end_utc, period.days) == (NOV, datetime(2026, 12, 1, tzinfo=timezone.utc), 30)
+    assert (period.start_utc, period.end_utc, period.days) == (NOV, datetime(2026, 12, 1, tzinfo=UTC), 30)
 
     windows = [UsageWindow("w", "sub_acme", plan.code, period.start_utc, period.end_utc)]
     usage = read_usage(backend.warehouse, UsageQuery(metrics, [plan]), windows)["w"]

@@ -19,7 +19,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -32,7 +32,7 @@ from meterline.core.invoices import Invoice, InvoiceLine
 from meterline.ports import PaymentProviderError
 
 API_KEY = "sk_test_meterline_contract"
-NOV = datetime(2026, 11, 1, tzinfo=timezone.utc)
+NOV = datetime(2026, 11, 1, tzinfo=UTC)
 
 
 # -- a client that records (and can crash) every call the adapter makes ---------------------------

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal, localcontext
 
 import orjson
@@ -21,9 +21,9 @@ from meterline.core.usage_query import UsageQuery, UsageWindow
 from meterline.services.usage import read_usage
 from tests.contract.conftest import _embedded, _gcp
 
-JAN = datetime(2026, 1, 1, tzinfo=timezone.utc)
-FEB = datetime(2026, 2, 1, tzinfo=timezone.utc)
-MAR = datetime(2026, 3, 1, tzinfo=timezone.utc)
+JAN = datetime(2026, 1, 1, tzinfo=UTC)
+FEB = datetime(2026, 2, 1, tzinfo=UTC)
+MAR = datetime(2026, 3, 1, tzinfo=UTC)
 T0 = int(JAN.timestamp())
 T_FEB = int(FEB.timestamp())
 DAY = 86_400
@@ -107,7 +107,7 @@ def _div(a: Decimal, b: Decimal) -> Decimal:
 
 
 def ts(seconds):
-    return datetime.fromtimestamp(seconds, tz=timezone.utc)
+    return datetime.fromtimestamp(seconds, tz=UTC)
 
 
 EXPECTED = {

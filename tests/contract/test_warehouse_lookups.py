@@ -4,15 +4,15 @@ and which billed windows received events since they were read (billing's late-us
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from meterline.core.clock import to_us
 from meterline.core.events import validate_event
 from meterline.ports import ArrivalProbe
 
-JAN = to_us(datetime(2027, 1, 1, tzinfo=timezone.utc))
-FEB = to_us(datetime(2027, 2, 1, tzinfo=timezone.utc))
-MAR = to_us(datetime(2027, 3, 1, tzinfo=timezone.utc))
+JAN = to_us(datetime(2027, 1, 1, tzinfo=UTC))
+FEB = to_us(datetime(2027, 2, 1, tzinfo=UTC))
+MAR = to_us(datetime(2027, 3, 1, tzinfo=UTC))
 DAY = 86_400 * 1_000_000
 
 

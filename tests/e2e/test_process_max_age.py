@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import functions_framework
 import orjson
@@ -55,7 +55,7 @@ def test_a_message_older_than_the_maximum_age_is_dead_lettered_and_acknowledged(
         event = validate_event({"transaction_id": "old-1", "external_subscription_id": "sub-old", "code": "tokens",
                                 "timestamp": 1767225600, "properties": {"value": 5}}, now_us())
         data = encode_message([event])
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
 
         headers, body = _envelope(data, "m-old", now - timedelta(hours=2))
         response = client.post("/", headers=headers, data=body)

@@ -31,8 +31,8 @@ from typing import Any
 
 import pytest
 
-from meterline.core.clock import iso_ms
 from infra.servers import LocalServer, start_function
+from meterline.core.clock import iso_ms
 from tests.support import REPO_ROOT, env
 
 HOST = "127.0.0.1"
@@ -152,9 +152,9 @@ def stack(pubsub_emulator, firestore_emulator, bigquery_emulator) -> Iterator[St
     from meterline.adapters.gcp.bigquery_warehouse import BigQueryWarehouse
     from meterline.adapters.gcp.clients import bigquery_client, firestore_client
     from meterline.adapters.gcp.firestore_keys import FirestoreApiKeyStore
-    from meterline.services.auth import create_api_key
     from meterline.config import Settings
     from meterline.core.clock import now_us
+    from meterline.services.auth import create_api_key
 
     project = f"e2e-{uuid.uuid4().hex[:8]}"
     dataset = f"e2e_{uuid.uuid4().hex[:8]}"
@@ -430,8 +430,8 @@ def _pubsub_cloud_event(data: bytes, message_id: str):
 
 
 def test_process_acks_valid_and_redelivered_messages_and_retries_garbage(process_client):
-    from meterline.core.events import validate_event
     from meterline.core.clock import now_us
+    from meterline.core.events import validate_event
     from meterline.core.messages import encode_message
 
     client, runtime = process_client

@@ -18,7 +18,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -33,7 +33,7 @@ SECRET = "whsec_e2e_secret"
 API_KEY = "sk_test_meterline_e2e"
 HOOK_ID = "meterline-e2e"
 EVENTS = ("invoice.finalized", "invoice.payment_succeeded", "invoice.paid", "invoice.payment_failed")
-NOV = datetime(2026, 11, 1, tzinfo=timezone.utc)
+NOV = datetime(2026, 11, 1, tzinfo=UTC)
 WAIT_SECONDS = 20.0
 
 

@@ -7,7 +7,7 @@ The Stripe side of the run has its own tests against localstripe (tests/contract
 from __future__ import annotations
 
 import threading
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import orjson
 import pytest
@@ -22,8 +22,8 @@ from tests.contract.test_pricing_pipeline import EVENTS, EXPECTED, NOV, seat, to
 from tests.support import REPO_ROOT, embedded_runtime
 
 EXAMPLE = REPO_ROOT / "shared/meterline/local/example_catalog.yaml"
-DEC = datetime(2026, 12, 1, tzinfo=timezone.utc)
-JAN = datetime(2027, 1, 1, tzinfo=timezone.utc)
+DEC = datetime(2026, 12, 1, tzinfo=UTC)
+JAN = datetime(2027, 1, 1, tzinfo=UTC)
 HOUR = timedelta(hours=1)
 
 
@@ -128,7 +128,7 @@ def test_late_usage_goes_on_the_next_invoice_priced_in_its_own_period(billing):
     (late,) = [line for line in december.lines if line.kind == "late_usage"]
     assert late.amount_cents == 1250 and "Late usage for 2026-11-01..2026-11-30" in late.description
     # Billed once: the next run neither repeats it on January's draft nor changes December.
-    billing.run(datetime(2027, 2, 1, 2, tzinfo=timezone.utc))
+    billing.run(datetime(2027, 2, 1, 2, tzinfo=UTC))
     assert {i.period_start: i for i in billing.all()}[DEC.date()] == december
     january = {i.period_start: i for i in billing.all()}[JAN.date()]
     assert not [line for line in january.lines if line.kind == "late_usage"]

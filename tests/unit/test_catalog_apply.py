@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from meterline.local import cli
 from meterline.adapters.embedded.sqlite import SqliteDatabase
 from meterline.adapters.embedded.sqlite_catalog import SqliteCatalogStore
+from meterline.local import cli
 from meterline.services.catalog_apply import diff
 from tests.support import REPO_ROOT
 

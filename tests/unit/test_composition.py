@@ -12,7 +12,7 @@ import pytest
 from tests.support import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "bench"))
-from bench_coldstart import measure  # noqa: E402 - the benchmark's own child, so both agree
+from bench_coldstart import measure
 
 # function -> the Google SDKs its runtime may load (and, by omission, the ones it must not).
 EXPECTED_SDKS = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from hypothesis import given
@@ -50,7 +50,7 @@ def test_uuid5_text_is_uuid5(name):
 
 @given(st.integers(min_value=0, max_value=MAX_US))
 def test_iso_ms_matches_datetime_formatting(us):
-    dt = datetime.fromtimestamp(us // 1_000_000, tz=timezone.utc)
+    dt = datetime.fromtimestamp(us // 1_000_000, tz=UTC)
     assert iso_ms(us) == f"{dt:%Y-%m-%dT%H:%M:%S}.{(us % 1_000_000) // 1000:03d}Z"
 
 

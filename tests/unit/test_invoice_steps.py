@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import orjson
 import pytest
@@ -10,7 +10,7 @@ import pytest
 from meterline.adapters.invoice_documents import invoice_document, invoice_from_document
 from meterline.core.invoices import Invoice, ProviderStep, can_step
 
-AT = datetime(2026, 12, 1, 1, tzinfo=timezone.utc)
+AT = datetime(2026, 12, 1, 1, tzinfo=UTC)
 
 
 def invoice(**changes) -> Invoice:

@@ -9,11 +9,11 @@ from datetime import timedelta
 import orjson
 import pytest
 
+from meterline.core.clock import now_us
 from meterline.local.app import create_app
 from meterline.services.auth import create_api_key
-from meterline.core.clock import now_us
-from tests.unit.test_billing_run import DEC, HOUR, JAN, Billing
 from tests.contract.test_pricing_pipeline import NOV
+from tests.unit.test_billing_run import DEC, HOUR, JAN, Billing
 
 
 @pytest.fixture

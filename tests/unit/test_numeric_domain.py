@@ -240,7 +240,7 @@ def test_inside_the_domain_is_stored_and_counted_exactly(client, runtime, api_ke
     answered = resp.get_json()["event"]
     assert answered["properties"].get("value") == value
     drain_once(runtime.queue, runtime.process.service)
-    got = client.get(f"/api/v1/events/t1?external_subscription_id=sub-1", headers={"Authorization": f"Bearer {api_key}"})
+    got = client.get("/api/v1/events/t1?external_subscription_id=sub-1", headers={"Authorization": f"Bearer {api_key}"})
     assert got.status_code == 200
     stored = got.get_json()["event"]
     assert stored["properties"] == answered["properties"]

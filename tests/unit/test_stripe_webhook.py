@@ -15,7 +15,7 @@ import io
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from types import SimpleNamespace
 
@@ -26,13 +26,13 @@ import pytest
 from meterline import logs
 from meterline.config import Settings
 from meterline.core.invoices import Invoice, InvoiceLine
-from meterline.runtime import StripeWebhookRuntime, set_function_runtime
 from meterline.ports import StaleWrite
+from meterline.runtime import StripeWebhookRuntime, set_function_runtime
 from tests.support import REPO_ROOT
 
 SECRET = "whsec_test_secret"
 TOLERANCE = 300
-AT = datetime(2026, 12, 1, 1, tzinfo=timezone.utc)
+AT = datetime(2026, 12, 1, 1, tzinfo=UTC)
 
 
 # -- fakes of the ports ----------------------------------------------------------------------
@@ -131,7 +131,7 @@ def invoice(id_: str = "inv_ours", status: str = "finalized", **changes) -> Invo
     base = Invoice(
         id=id_, customer_external_id="acme", subscription_external_id="sub", currency="USD",
         period_start=date(2026, 11, 1), period_end=date(2026, 11, 30),
-        from_utc=datetime(2026, 11, 1, tzinfo=timezone.utc), to_utc=datetime(2026, 12, 1, tzinfo=timezone.utc),
+        from_utc=datetime(2026, 11, 1, tzinfo=UTC), to_utc=datetime(2026, 12, 1, tzinfo=UTC),
         issuing_date=date(2026, 12, 1), grace_until=AT, status=status, lines=(line,), number="ML-1-0001",  # type: ignore[arg-type]
         provider_invoice_id="in_123", provider_step="collected",
     )
@@ -233,7 +233,7 @@ def test_a_signed_payment_succeeded_makes_the_finalized_invoice_paid(webhook):
     assert response.status_code == 200
     assert body_of(response) == {"received": True, "outcome": "applied", "invoice_id": "inv_ours"}
     paid = webhook.stored()
-    assert paid.status == "paid" and paid.paid_at == datetime.fromtimestamp(1_796_000_123, tz=timezone.utc)
+    assert paid.status == "paid" and paid.paid_at == datetime.fromtimestamp(1_796_000_123, tz=UTC)
     (payment,) = webhook.finance.payments
     assert (payment.status, payment.amount_cents, payment.currency) == ("succeeded", 1000, "USD")
     assert webhook.processed.seen(payment.provider_event_id)

@@ -12,11 +12,11 @@ from meterline.core.pricing.periods import BillingSchedule, next_period, period_
 from meterline.core.pricing.rating import rate_subscription
 from meterline.core.subscriptions import (
     SubscriptionCreate,
+    SubscriptionHistory,
     apply_due_downgrades,
     plan_subscription,
     terminate_records,
 )
-from meterline.core.subscriptions import SubscriptionHistory
 
 D = Decimal
 CUSTOMER = Customer(external_id="acme", currency="USD", timezone="America/New_York")

@@ -6,14 +6,14 @@ reached through the store and the service the demo, billing and the portal share
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import orjson
 import pytest
 
 from meterline.core.errors import NotFound
-from meterline.core.messages import encode_message
 from meterline.core.events import parse_batch_body
+from meterline.core.messages import encode_message
 from meterline.services import catalog_apply
 from meterline.services.usage import UsageService
 from tests.contract.test_pricing_pipeline import EVENTS, EXPECTED, NOV
@@ -45,8 +45,8 @@ def amounts(rated) -> dict[str, int]:
 def test_current_usage_rates_the_period_containing_the_instant(seeded):
     runtime, subscription = seeded
     service = UsageService(runtime.adapters.catalog, runtime.adapters.warehouse)
-    (rated,) = service.current([subscription], datetime(2026, 11, 20, tzinfo=timezone.utc))
-    assert (rated.period.start_utc, rated.period.end_utc) == (NOV, datetime(2026, 12, 1, tzinfo=timezone.utc))
+    (rated,) = service.current([subscription], datetime(2026, 11, 20, tzinfo=UTC))
+    assert (rated.period.start_utc, rated.period.end_utc) == (NOV, datetime(2026, 12, 1, tzinfo=UTC))
     assert rated.customer.external_id == "acme" and rated.plan.code == subscription.plan_code
     assert amounts(rated) == EXPECTED  # the pipeline test's invoice, to the cent
 
@@ -55,7 +55,7 @@ def test_rate_takes_explicit_periods_and_one_query_serves_them_all(seeded):
     runtime, subscription = seeded
     service = UsageService(runtime.adapters.catalog, runtime.adapters.warehouse)
     november = service.current([subscription], NOV)[0].period
-    december = service.current([subscription], datetime(2026, 12, 5, tzinfo=timezone.utc))[0].period
+    december = service.current([subscription], datetime(2026, 12, 5, tzinfo=UTC))[0].period
     calls = []
     original = runtime.adapters.warehouse.usage_rows
     runtime.adapters.warehouse.usage_rows = lambda *a: calls.append(1) or original(*a)

@@ -9,7 +9,7 @@ overlapping runs are harmless.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from flask import Request, Response
 
@@ -17,15 +17,14 @@ from meterline.core.errors import ValidationFailed
 from meterline.core.jsonbody import read_json
 from meterline.entrypoints.http import json_response, method_not_allowed, read_body
 
-
 # A run bills the periods that ended by `as_of`; the calendar arithmetic of a period near year
 # 9999 overflows, and an instant before 1970 is before any event's epoch timestamp.
-AS_OF_RANGE = (datetime(1970, 1, 1, tzinfo=timezone.utc), datetime(9000, 1, 1, tzinfo=timezone.utc))
+AS_OF_RANGE = (datetime(1970, 1, 1, tzinfo=UTC), datetime(9000, 1, 1, tzinfo=UTC))
 
 
 def check_as_of(value: datetime) -> datetime:
     """`value` in UTC, or 422 `value_is_out_of_range` outside `AS_OF_RANGE`."""
-    value = value.astimezone(timezone.utc)
+    value = value.astimezone(UTC)
     if not AS_OF_RANGE[0] <= value < AS_OF_RANGE[1]:
         raise ValidationFailed({"as_of": ["value_is_out_of_range"]})
     return value
@@ -36,7 +35,7 @@ def as_of_from(body: bytes) -> datetime:
     data = read_json(body) if body.strip() else {}
     raw = data.get("as_of") if isinstance(data, dict) else None
     if raw is None:
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
     try:
         value = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
     except ValueError:

@@ -16,9 +16,9 @@ from werkzeug.routing import Rule
 from meterline.entrypoints.admin import admin_handler
 from meterline.entrypoints.bill import bill_handler
 from meterline.entrypoints.events import events_handler
-from meterline.entrypoints.stripe_webhook import stripe_webhook_handler
 from meterline.entrypoints.http import error_response, guarded, json_response, route_not_found
 from meterline.entrypoints.portal import portal_handler
+from meterline.entrypoints.stripe_webhook import stripe_webhook_handler
 from meterline.routes import function_for
 from meterline.runtime import LocalRuntime
 

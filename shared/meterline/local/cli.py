@@ -11,7 +11,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
@@ -280,7 +280,7 @@ def cmd_bill(args: argparse.Namespace) -> int:
     from meterline.runtime import BillRuntime
 
     settings = _settings(args)
-    as_of = args.as_of or datetime.now(timezone.utc)
+    as_of = args.as_of or datetime.now(UTC)
     server = running_server(settings.data_dir) if settings.backend == "embedded" else None
     if server is not None:
         request = urllib.request.Request(

@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -168,7 +168,7 @@ def _run(n_events: int, data_dir: Path, seed: int, fmt: str) -> int:
     key = create_api_key(runtime.adapters.api_keys, "demo-gateway", now_us())
     rng = random.Random(seed + 1)
     truth = Truth()
-    first, second, this = months(datetime.now(timezone.utc))
+    first, second, this = months(datetime.now(UTC))
     events = generate(n_events, seed, first, this)
     progress = output.Progress("posting events", len(events))
     with MeterlineServer(runtime) as server:

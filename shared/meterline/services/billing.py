@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from meterline import logs
 from meterline.core.catalog import Customer, Plan, Subscription
@@ -265,7 +265,7 @@ class BillingService:
         previous = self._with_arrivals(previous, known)
         items = [(r, g.period) for g in groups.values() for r in g.records]
         items += [(r, g.period) for gs in previous.values() for g in gs for r in g.records]
-        read_at = datetime.now(timezone.utc)  # before the read: see _with_arrivals
+        read_at = datetime.now(UTC)  # before the read: see _with_arrivals
         rated = self._usage.rate(items, customers, plans) if items else RatedPeriods()  # as read above
         # The fees of each (record, period), by the record's identity (two records of one
         # external_id may share a plan and a period after a re-subscription).

@@ -40,7 +40,7 @@ import enum
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from meterline import logs
 from meterline.core.clock import now_us, to_us
@@ -135,7 +135,7 @@ class PaymentEvents:
                 # NOTE: the billing run finalizes (and numbers) the invoice before Stripe can;
                 # a provider event about a draft means that run has not stored its step yet.
                 raise NotYet(f"invoice {invoice.id} is still a draft; {event.type} must wait for the billing run")
-            now = datetime.fromtimestamp(self._clock_us() / 1_000_000, tz=timezone.utc)
+            now = datetime.fromtimestamp(self._clock_us() / 1_000_000, tz=UTC)
             if can_move(invoice.status, target):  # type: ignore[arg-type]
                 if target == "paid":
                     changed["paid_at"] = event.occurred_at  # when the provider says it was paid

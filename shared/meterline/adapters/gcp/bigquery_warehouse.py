@@ -18,7 +18,6 @@ from meterline.adapters.sql.reads import DedupedReads
 from meterline.core.events import Event
 from meterline.ports import Rejection
 
-
 # BigQuery's advice for streaming inserts: at most 500 rows per request (10 MB is the hard
 # limit). Events come 100 to a message; a billing run records its invoices and lines in chunks.
 ROWS_PER_REQUEST = 500

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from meterline.core.events import Event
 from meterline.ports import Claim
@@ -66,7 +66,7 @@ class FirestoreDedupStore:
 
         @firestore.transactional
         def create_all(transaction) -> None:
-            now = datetime.now(timezone.utc)
+            now = datetime.now(UTC)
             for ref, digest in zip(refs, hashes, strict=True):
                 transaction.create(ref, self._claim_doc(digest, now))
 
@@ -82,7 +82,7 @@ class FirestoreDedupStore:
         @firestore.transactional
         def decide(transaction) -> list[Claim]:
             found = {snap.id: snap for snap in self._client.get_all(refs, transaction=transaction)}
-            now = datetime.now(timezone.utc)
+            now = datetime.now(UTC)
             claims = []
             for ref, digest in zip(refs, hashes, strict=True):
                 snap = found.get(ref.id)

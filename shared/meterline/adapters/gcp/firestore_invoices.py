@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 from meterline.adapters.gcp.firestore_catalog import doc_id
 from meterline.adapters.invoice_documents import invoice_from_document, invoice_record
@@ -173,7 +173,7 @@ class FirestoreProcessedEvents:
     def first_time(self, event_id: str) -> bool:
         from google.api_core import exceptions
 
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         data = {"event_id": event_id, "seen_at": now, "expire_at": now + PROCESSED_RETENTION}
         try:
             # Fails if the document exists, atomically on the server. Stripe's ids are short and

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from importlib import resources
 from typing import Any, NamedTuple
 
-
 # NOTE: sqlglot maps NUMERIC to DuckDB's default DECIMAL(18,3) and BIGNUMERIC to DECIMAL(38,5),
 # which would silently truncate quantities. Every exact type becomes DECIMAL(38,9), which holds
 # BigQuery NUMERIC exactly (29 integer digits, 9 fractional).

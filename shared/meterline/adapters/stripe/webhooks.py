@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -100,9 +100,9 @@ def event_from_stripe(data: dict[str, Any]) -> PaymentEvent:
     obj = _optional(envelope.get("object"), dict, "data.object") or {}
     created = data.get("created")
     if created is None:
-        occurred_at = datetime.now(timezone.utc)
+        occurred_at = datetime.now(UTC)
     elif type(created) is int and _CREATED_RANGE[0] <= created <= _CREATED_RANGE[1]:
-        occurred_at = datetime.fromtimestamp(created, tz=timezone.utc)
+        occurred_at = datetime.fromtimestamp(created, tz=UTC)
     else:
         raise MalformedPaymentEvent("created")
     if obj.get("object") != "invoice":
