@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
 import random
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
 
 from infra.servers import environ
+from meterline import logs
 from meterline.config import Settings
 from meterline.core.clock import now_us
 from meterline.runtime import LocalRuntime, build_runtime
 from meterline.services.auth import create_api_key
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+POLL_SECONDS = 60.0
 
 
 def embedded_runtime(data_dir: Path, **overrides) -> LocalRuntime:
@@ -21,6 +35,50 @@ def embedded_runtime(data_dir: Path, **overrides) -> LocalRuntime:
 
 def new_key(runtime: LocalRuntime, name: str = "test") -> str:
     return create_api_key(runtime.adapters.api_keys, name, now_us())
+
+
+def cli(data_dir: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run `meterline <args> --data-dir <data_dir>` in a child process on the embedded backend."""
+    return subprocess.run(
+        [sys.executable, "-m", "meterline", *args, "--data-dir", str(data_dir)],
+        capture_output=True, text=True, timeout=timeout, env={**os.environ, "METERLINE_BACKEND": "embedded"},
+    )
+
+
+def post_json(url: str, key: str, body: dict) -> int:
+    """POST `body` as JSON with the API key; the answer's status."""
+    request = urllib.request.Request(
+        url, data=orjson.dumps(body), method="POST",
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return response.status
+
+
+def poll(check: Callable[[], Any], what: str, seconds: float = POLL_SECONDS) -> Any:
+    """Call `check` until it returns a truthy value; fail with the last value after `seconds`."""
+    deadline = time.monotonic() + seconds
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.5)
+    pytest.fail(f"timed out after {seconds:.0f} s waiting for {what}; last seen: {last!r}")
+
+
+@contextlib.contextmanager
+def written() -> Iterator[list[dict]]:
+    """The lines meterline's handler writes in the block, parsed (filled when the block ends)."""
+    logs.configure()
+    buffer = io.StringIO()
+    previous = logs._handler.setStream(buffer)
+    lines: list[dict] = []
+    try:
+        yield lines
+    finally:
+        logs._handler.setStream(previous)
+    lines.extend(orjson.loads(x) for x in buffer.getvalue().splitlines())
 
 
 def env(**values: str):

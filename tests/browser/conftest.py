@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import REPO_ROOT
+from tests.browser.artifacts import saved
 
-ARTIFACTS = REPO_ROOT / "test-artifacts"
 # The flags REFERENCE.md lists for Debian's chromium on these machines (Playwright adds a
 # fresh --user-data-dir of its own).
 CHROMIUM_ARGS = [
@@ -26,7 +25,6 @@ CHROMIUM_ARGS = [
 ]
 INSTALL = "apt-get update && apt-get install -y --no-install-recommends chromium"
 _missing: list[str] = []
-_saved: list[Path] = []
 
 
 def chromium_path() -> str | None:
@@ -63,17 +61,9 @@ def browser() -> Iterator[object]:
             launched.close()
 
 
-def save_artifact(name: str) -> Path:
-    """Where a test writes an artifact (test-artifacts/, ignored by git); listed at the end."""
-    path = ARTIFACTS / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _saved.append(path)
-    return path
-
-
 def pytest_terminal_summary(terminalreporter) -> None:
     if _missing:
         terminalreporter.write_line(f"browser tests NOT RUN: {_missing[0]}", yellow=True, bold=True)
-    for path in _saved:
+    for path in saved:
         if path.exists():
             terminalreporter.write_line(f"browser test artifact: {path}")

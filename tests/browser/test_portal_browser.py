@@ -20,7 +20,7 @@ import pytest
 from meterline.entrypoints.formatting import format_money, format_units
 from meterline.local.server import MeterlineServer
 from meterline.services import catalog_apply
-from tests.browser.conftest import save_artifact
+from tests.browser.artifacts import save_artifact
 from tests.support import REPO_ROOT, embedded_runtime, new_key
 
 EXAMPLE = REPO_ROOT / "shared/meterline/local/example_catalog.yaml"

@@ -283,9 +283,9 @@ def test_new_keys_are_claimed_with_one_write_and_no_read(backend):
 
 @pytest.fixture
 def gcp(request, monkeypatch):
-    from tests.contract.conftest import _gcp
+    from tests.harness.backends import gcp_backend
 
-    return _gcp(request, monkeypatch)
+    return gcp_backend(request, monkeypatch)
 
 
 @pytest.mark.servers

@@ -13,7 +13,7 @@ import pytest
 from meterline.core.clock import to_us
 from meterline.core.invoices import Invoice
 from meterline.ports import Payment, Warehouse
-from tests.contract.test_invoice_store import AT, invoice, line
+from tests.harness.invoices import AT, invoice, line
 
 US = to_us(AT)
 

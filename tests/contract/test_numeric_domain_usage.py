@@ -25,7 +25,7 @@ from meterline.core.usage_query import UsageQuery, UsageWindow
 from meterline.services import usage as usage_service
 from meterline.services.process import ProcessService
 from meterline.services.usage import UsageService, read_usage
-from tests.contract.conftest import _embedded
+from tests.harness.backends import embedded_backend, gcp_backend
 from tests.support import embedded_runtime
 
 JAN = datetime(2026, 1, 1, tzinfo=UTC)
@@ -125,14 +125,12 @@ def check(usage, drafts) -> None:
 
 
 def test_the_largest_values_and_ordinary_usage_are_both_billed_on_duckdb(tmp_path):
-    check(*bill(_embedded(tmp_path)))
+    check(*bill(embedded_backend(tmp_path)))
 
 
 @pytest.mark.servers
 def test_the_largest_values_and_ordinary_usage_are_both_billed_on_bqemulator(request, monkeypatch):
-    from tests.contract.conftest import _gcp
-
-    check(*bill(_gcp(request, monkeypatch)))
+    check(*bill(gcp_backend(request, monkeypatch)))
 
 
 # -- a warehouse that still fails on one window ---------------------------------------------
@@ -155,7 +153,7 @@ class FailingFor:
 
 @pytest.fixture
 def loaded(tmp_path):
-    backend = _embedded(tmp_path)
+    backend = embedded_backend(tmp_path)
     events = [ev(f"t{i}", f"sub-{i}", "tokens", T0 + i, str(i)) for i in range(40)]
     store(backend.warehouse, backend.dedup, events, NUMERIC_FIELDS)
     windows = [UsageWindow(f"w{i}", f"sub-{i}", "big", JAN, FEB) for i in range(40)]

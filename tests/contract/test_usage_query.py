@@ -19,7 +19,7 @@ from meterline.core.events import parse_batch_body
 from meterline.core.pricing.usage import ChargeUsage, SeatEvent
 from meterline.core.usage_query import UsageQuery, UsageWindow
 from meterline.services.usage import read_usage
-from tests.contract.conftest import _embedded, _gcp
+from tests.harness.backends import embedded_backend, gcp_backend
 
 JAN = datetime(2026, 1, 1, tzinfo=UTC)
 FEB = datetime(2026, 2, 1, tzinfo=UTC)
@@ -147,18 +147,18 @@ def usage_on(warehouse):
 
 
 def test_usage_on_duckdb_is_exact(tmp_path):
-    assert usage_on(_embedded(tmp_path).warehouse) == EXPECTED
+    assert usage_on(embedded_backend(tmp_path).warehouse) == EXPECTED
 
 
 @pytest.mark.servers
 def test_bigquery_and_duckdb_give_identical_usage(tmp_path, request, monkeypatch):
-    duck = usage_on(_embedded(tmp_path).warehouse)
-    bq = usage_on(_gcp(request, monkeypatch).warehouse)
+    duck = usage_on(embedded_backend(tmp_path).warehouse)
+    bq = usage_on(gcp_backend(request, monkeypatch).warehouse)
     assert bq == duck == EXPECTED
 
 
 def test_one_query_serves_thousands_of_windows(tmp_path):
-    warehouse = _embedded(tmp_path).warehouse
+    warehouse = embedded_backend(tmp_path).warehouse
     load(warehouse)
     query = UsageQuery(METRICS, [PLAN])
     many = [UsageWindow(f"w{i}", f"sub-{i}", "hybrid", JAN, FEB) for i in range(5000)] + WINDOWS[:1]
@@ -203,7 +203,7 @@ def test_duplicates_and_events_outside_the_windows_change_nothing(backend):
 
 def test_duckdb_ranks_copies_away_only_when_there_are_copies(tmp_path):
     """The DuckDB warehouse leaves the ranking out when `events` holds no copy: both ways exact."""
-    warehouse = _embedded(tmp_path).warehouse
+    warehouse = embedded_backend(tmp_path).warehouse
     statements = []
     original = warehouse._execute
 

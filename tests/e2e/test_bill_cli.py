@@ -6,8 +6,8 @@ from __future__ import annotations
 import csv
 import io
 
-from tests.e2e.test_serve_data_dir import cli
-from tests.unit.test_billing_run import DEC, HOUR, Billing
+from tests.harness.billing import DEC, HOUR, Billing
+from tests.support import cli
 
 
 def table(text: str) -> list[dict]:

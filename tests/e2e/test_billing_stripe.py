@@ -36,8 +36,8 @@ from meterline.adapters.embedded.sqlite_invoices import SqliteProcessedEvents
 from meterline.adapters.stripe.payments import StripePayments
 from meterline.config import Settings
 from meterline.core.invoices import Invoice
-from tests.contract.test_pricing_pipeline import EXPECTED
-from tests.unit.test_billing_run import DEC, HOUR, JAN, Billing, amounts
+from tests.harness.billing import DEC, HOUR, JAN, Billing, amounts
+from tests.harness.november import EXPECTED
 
 pytestmark = pytest.mark.servers
 

@@ -14,7 +14,7 @@ import urllib.request
 import orjson
 
 from infra.servers import _free_port, wait_healthy
-from tests.e2e.test_serve_data_dir import cli
+from tests.support import cli
 
 CATALOG = """
 billable_metrics:

@@ -37,8 +37,7 @@ import stripe
 from infra import servers
 from infra.gcp_setup import setup_bigquery, setup_pubsub
 from tests import packaged
-from tests.e2e.test_push_path import poll
-from tests.support import env
+from tests.support import env, poll
 
 HOST = "127.0.0.1"
 API_KEY = "sk_test_meterline_packaged"

@@ -24,7 +24,7 @@ import http.client
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -33,7 +33,7 @@ import pytest
 
 from infra.servers import LocalServer, start_function
 from meterline.core.clock import iso_ms
-from tests.support import REPO_ROOT, env
+from tests.support import REPO_ROOT, env, poll
 
 HOST = "127.0.0.1"
 TOPIC = "events"
@@ -41,7 +41,6 @@ SUBSCRIPTION = "process"
 DEAD_LETTER_TOPIC = "events-dead-letter"
 DEAD_LETTER_PULL = "events-dead-letter-pull"
 MAX_DELIVERY_ATTEMPTS = 5
-POLL_SECONDS = 60.0
 BASE_TS = 1_767_225_600  # 2026-01-01T00:00:00Z
 
 
@@ -85,18 +84,6 @@ class Client:
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
-
-
-def poll(check: Callable[[], Any], what: str, seconds: float = POLL_SECONDS) -> Any:
-    """Call `check` until it returns a truthy value; fail with the last value after `seconds`."""
-    deadline = time.monotonic() + seconds
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.5)
-    pytest.fail(f"timed out after {seconds:.0f} s waiting for {what}; last seen: {last!r}")
 
 
 # ---------------------------------------------------------------------------

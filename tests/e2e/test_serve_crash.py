@@ -21,7 +21,7 @@ from pathlib import Path
 import orjson
 
 from infra.servers import _free_port
-from tests.e2e.test_serve_data_dir import _post, cli
+from tests.support import cli, post_json
 
 SUBSCRIPTION = "sub_crash"
 COUNTED_WITHIN_SECONDS = 10.0  # after the restart; a lease left to run out would take 60 s
@@ -88,7 +88,7 @@ def test_every_accepted_event_is_counted_once_after_a_kill_9_and_a_restart(tmp_p
                 with lock:
                     attempted.extend(ids)
                 try:
-                    status = _post(f"{url}/api/v1/events/batch", key, body)
+                    status = post_json(f"{url}/api/v1/events/batch", key, body)
                 except (OSError, urllib.error.URLError):
                     return  # the server died under us: this batch's fate is unknown
                 if status == 200:

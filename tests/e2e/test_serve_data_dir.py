@@ -15,30 +15,13 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import orjson
 
 from infra.servers import _free_port, wait_healthy
-from tests.support import REPO_ROOT
+from tests.support import REPO_ROOT, cli, post_json
 
 EXAMPLE = REPO_ROOT / "shared/meterline/local/example_catalog.yaml"
-
-
-def cli(data_dir: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "meterline", *args, "--data-dir", str(data_dir)],
-        capture_output=True, text=True, timeout=timeout, env={**os.environ, "METERLINE_BACKEND": "embedded"},
-    )
-
-
-def _post(url: str, key: str, body: dict) -> int:
-    request = urllib.request.Request(
-        url, data=orjson.dumps(body), method="POST",
-        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return response.status
 
 
 def test_cli_commands_work_while_serve_runs_on_the_same_data_dir(tmp_path):
@@ -62,10 +45,10 @@ def test_cli_commands_work_while_serve_runs_on_the_same_data_dir(tmp_path):
                     txn = f"t{i}"
                     body = {"event": {"transaction_id": txn, "external_subscription_id": "sub_acme",
                                       "code": "tokens_consumed", "timestamp": 1767225600 + i, "properties": {"value": i}}}
-                    assert _post(f"{url}/api/v1/events", key, body) == 200
+                    assert post_json(f"{url}/api/v1/events", key, body) == 200
                     accepted.append(txn)
                     if i % 10 == 0:  # a client retry of the same event: counted once
-                        assert _post(f"{url}/api/v1/events", key, body) == 200
+                        assert post_json(f"{url}/api/v1/events", key, body) == 200
             except BaseException as exc:  # noqa: BLE001 - reported by the main thread
                 failures.append(exc)
 
@@ -88,7 +71,7 @@ def test_cli_commands_work_while_serve_runs_on_the_same_data_dir(tmp_path):
         second = created.stdout.strip()
         one_more = {"event": {"transaction_id": "t-second", "external_subscription_id": "sub_acme",
                               "code": "tokens_consumed", "timestamp": 1767225600, "properties": {"value": 1}}}
-        assert _post(f"{url}/api/v1/events", second, one_more) == 200
+        assert post_json(f"{url}/api/v1/events", second, one_more) == 200
         accepted.append("t-second")
 
         # A second server on the same dir refuses, names the holder, and changes nothing.
@@ -118,7 +101,7 @@ def test_cli_commands_work_while_serve_runs_on_the_same_data_dir(tmp_path):
 
 def _status(url: str, key: str, body: dict) -> int:
     try:
-        return _post(url, key, body)
+        return post_json(url, key, body)
     except urllib.error.HTTPError as exc:
         return exc.code
 

@@ -7,8 +7,8 @@ import orjson
 import pytest
 
 from meterline.runtime import set_runtime
+from tests.harness.billing import DEC, HOUR, Billing
 from tests.support import REPO_ROOT
-from tests.unit.test_billing_run import DEC, HOUR, Billing
 
 
 @pytest.fixture

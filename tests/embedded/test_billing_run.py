@@ -14,61 +14,10 @@ import pytest
 
 from meterline.core.clock import now_us, to_us
 from meterline.core.events import parse_batch_body
-from meterline.core.messages import encode_message
-from meterline.services import catalog_apply
 from meterline.services.billing import BillingService
 from meterline.services.usage import UsageService
-from tests.contract.test_pricing_pipeline import EVENTS, EXPECTED, NOV, seat, tokens
-from tests.support import REPO_ROOT, embedded_runtime
-
-EXAMPLE = REPO_ROOT / "shared/meterline/local/example_catalog.yaml"
-DEC = datetime(2026, 12, 1, tzinfo=UTC)
-JAN = datetime(2027, 1, 1, tzinfo=UTC)
-HOUR = timedelta(hours=1)
-
-
-class Billing:
-    """An embedded runtime with the example catalog, one customer on the hybrid plan since
-    November 1 (so that November is its first period), and November's events from the pricing
-    pipeline test."""
-
-    def __init__(self, tmp_path, customer: dict | None = None):
-        from meterline.adapters.embedded.sqlite_invoices import SqliteInvoiceStore
-
-        self.runtime = embedded_runtime(tmp_path)
-        adapters = self.runtime.adapters
-        catalog = catalog_apply.load(EXAMPLE)
-        catalog_apply.apply(adapters.catalog, catalog, catalog_apply.plan_changes(adapters.catalog, catalog))
-        self.plan = catalog.plans[0]
-        self.admin = self.runtime.admin.service
-        self.admin.upsert_customer({"external_id": "acme", "name": "Acme", "currency": "USD", "timezone": "UTC", **(customer or {})})
-        self.admin.create_subscription({"external_id": "sub_acme", "external_customer_id": "acme",
-                                        "plan_code": self.plan.code, "subscription_at": "2026-11-01T00:00:00Z"})
-        self.invoices = SqliteInvoiceStore(adapters.db)
-        self.post(EVENTS)
-
-    def post(self, events: list[dict]) -> None:
-        batch = parse_batch_body(orjson.dumps({"events": events}), now_us())
-        self.runtime.process.service.handle_message(encode_message(batch))
-
-    def service(self, **kwargs) -> BillingService:
-        adapters = self.runtime.adapters
-        return BillingService(adapters.catalog, UsageService(adapters.catalog, adapters.warehouse), self.invoices,
-                              adapters.warehouse, **kwargs)
-
-    def run(self, as_of: datetime):
-        return self.service().run(as_of)
-
-    def all(self):
-        return self.invoices.list()[0]
-
-
-def amounts(invoice) -> dict[str, int]:
-    lines = {}
-    for line in invoice.lines:
-        key = f"{line.charge_ref or line.kind}:{line.filter_key}"
-        lines[key] = lines.get(key, 0) + line.amount_cents
-    return {"total": invoice.amount_cents, **lines}
+from tests.harness.billing import DEC, HOUR, JAN, Billing, amounts
+from tests.harness.november import EXPECTED, NOV, seat, tokens
 
 
 @pytest.fixture

@@ -79,7 +79,7 @@ CASES = [
     ("batch with one bad event", "/api/v1/events/batch",
      {"events": [GOOD, ev(transaction_id="t2", timestamp="bad"), ev(transaction_id="t3", code=...)]}, 422,
      {**UNPROCESSABLE, "error_details": {"1": {"timestamp": ["invalid_format"]}, "2": {"code": ["value_is_mandatory"]}}}),
-    # The numeric domain and what can be stored at all (tests/unit/test_numeric_domain.py has every edge).
+    # The numeric domain and what can be stored at all (tests/embedded/test_numeric_domain.py has every edge).
     ("amount beyond the warehouse", "/api/v1/events", {"event": ev(precise_total_amount_cents="1" + "0" * 30)}, 422,
      {**UNPROCESSABLE, "error_details": {"precise_total_amount_cents": ["value_is_out_of_range"]}}),
     ("amount with ten places", "/api/v1/events", {"event": ev(precise_total_amount_cents="1.0000000005")}, 422,

@@ -12,8 +12,8 @@ import pytest
 from meterline.core.clock import now_us
 from meterline.local.app import create_app
 from meterline.services.auth import create_api_key
-from tests.contract.test_pricing_pipeline import NOV
-from tests.unit.test_billing_run import DEC, HOUR, JAN, Billing
+from tests.harness.billing import DEC, HOUR, JAN, Billing
+from tests.harness.november import NOV
 
 
 @pytest.fixture

@@ -7,23 +7,18 @@ that everything written to its stderr (Flask's own logger included) is what is c
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
 import orjson
 import pytest
 
-from meterline import logs
 from meterline.core.clock import now_us
 from meterline.core.events import validate_event
 from meterline.core.messages import encode_message
 from meterline.local.worker import drain_once
-from tests.support import REPO_ROOT, embedded_runtime
+from tests.support import REPO_ROOT, embedded_runtime, written
 
 # The child: poison messages, a failing warehouse, a good message, the framework's own 4xx, an
 # unexpected error in ingest; it prints the statuses on stdout, and logs whatever it logs.
@@ -165,44 +160,8 @@ def test_exactly_these_lines(child):
 
 
 # ---------------------------------------------------------------------------
-# In process: the framework loggers and the embedded worker
+# In process: the embedded worker
 # ---------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def written() -> Iterator[list[dict]]:
-    """The lines meterline's handler writes in the block, parsed (filled when the block ends)."""
-    logs.configure()
-    buffer = io.StringIO()
-    previous = logs._handler.setStream(buffer)
-    lines: list[dict] = []
-    try:
-        yield lines
-    finally:
-        logs._handler.setStream(previous)
-    lines.extend(orjson.loads(x) for x in buffer.getvalue().splitlines())
-
-
-def test_werkzeug_and_gunicorn_errors_are_json_lines():
-    gunicorn = logging.getLogger("gunicorn.error")
-    plain = io.StringIO()
-    # gunicorn adds its own plain-text handler when its arbiter starts, after our import.
-    gunicorn.addHandler(logging.StreamHandler(plain))
-    try:
-        with written() as lines:
-            gunicorn.error("Worker (pid:%s) was sent SIGKILL! Perhaps out of memory?", 42)
-            try:
-                raise OSError("boom")
-            except OSError:
-                logging.getLogger("werkzeug").exception("Error on request")
-    finally:
-        gunicorn.handlers.clear()
-    assert plain.getvalue() == ""
-    first, second = lines
-    assert (first["severity"], first["logger"], first["message"]) == (
-        "ERROR", "gunicorn.error", "Worker (pid:42) was sent SIGKILL! Perhaps out of memory?")
-    assert (second["severity"], second["logger"], second["exception_type"]) == ("ERROR", "werkzeug", "OSError")
-    assert second["stack_trace"].rstrip().endswith("OSError: boom")
 
 
 def test_the_embedded_worker_logs_one_line_per_message_and_per_failed_attempt(tmp_path):
@@ -224,9 +183,3 @@ def test_the_embedded_worker_logs_one_line_per_message_and_per_failed_attempt(tm
     assert failed["message"] == "message failed; it will be delivered again"
     assert (dead["message"], dead["attempts"]) == ("message dead-lettered after its last attempt", 2)
     assert all(line["stack_trace"].startswith("Traceback (most recent call last):") for line in (failed, dead))
-
-
-def test_time_is_utc():
-    record = logging.LogRecord("meterline.x", logging.INFO, __file__, 1, "m", None, None)
-    record.created, record.msecs = 0.0, 0.0
-    assert orjson.loads(logs.JsonFormatter().format(record))["time"] == "1970-01-01T00:00:00.000Z"

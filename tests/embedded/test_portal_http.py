@@ -16,9 +16,9 @@ from lago_python_client.models.customer_usage import CustomerUsageResponse
 
 from meterline.local.app import create_app
 from meterline.runtime import set_runtime
-from tests.contract.test_pricing_pipeline import EXPECTED, NOV
+from tests.harness.billing import DEC, Billing
+from tests.harness.november import EXPECTED, NOV
 from tests.support import REPO_ROOT, new_key
-from tests.unit.test_billing_run import DEC, Billing
 
 AT = NOV + timedelta(days=12, hours=5)
 UNAUTHORIZED = {"status": 401, "error": "Unauthorized"}

@@ -2,9 +2,8 @@
 invoice, line by line; the daily chart, the seat count and the projection; signed links; the
 signing key; money as a customer reads it.
 
-The data is the billing run test's (tests/unit/test_billing_run.py `Billing`): the example
-catalog, one customer on the hybrid plan since November 1, and November's events from the
-pricing pipeline test.
+The data is the billing run's (tests/harness/billing.py `Billing`): the example catalog, one
+customer on the hybrid plan since November 1, and November's events (tests/harness/november.py).
 """
 
 from __future__ import annotations
@@ -21,8 +20,8 @@ from meterline.core.errors import Forbidden, NotFound, Unauthenticated
 from meterline.entrypoints import lago
 from meterline.entrypoints.formatting import format_money, format_units
 from meterline.services.portal_links import LinkSigner
-from tests.contract.test_pricing_pipeline import EXPECTED, NOV, seat, tokens
-from tests.unit.test_billing_run import DEC, Billing
+from tests.harness.billing import DEC, Billing
+from tests.harness.november import EXPECTED, NOV, seat, tokens
 
 KEY = b"k" * 32
 

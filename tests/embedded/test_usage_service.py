@@ -16,7 +16,7 @@ from meterline.core.events import parse_batch_body
 from meterline.core.messages import encode_message
 from meterline.services import catalog_apply
 from meterline.services.usage import UsageService
-from tests.contract.test_pricing_pipeline import EVENTS, EXPECTED, NOV
+from tests.harness.november import EVENTS, EXPECTED, NOV
 from tests.support import REPO_ROOT, embedded_runtime
 
 EXAMPLE = REPO_ROOT / "shared/meterline/local/example_catalog.yaml"

@@ -15,11 +15,9 @@ from pathlib import Path
 import pytest
 
 from meterline.local.app import create_app
+from tests.fuzz.wire import CALLS, COUNTED
 from tests.support import embedded_runtime, new_key
 
-# The metrics the fuzzed events are checked against; no fuzzed admin request names them.
-COUNTED = "counted_tokens"  # sum of "value": ingest checks it against the numeric domain
-CALLS = "counted_calls"  # count: any value
 RENEW_EVERY = 300  # examples per runtime
 
 

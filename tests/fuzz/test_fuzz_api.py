@@ -30,8 +30,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from meterline.local.worker import drain_once
-from tests.fuzz.conftest import CALLS, COUNTED
-from tests.fuzz.wire import check_answer
+from tests.fuzz.wire import CALLS, COUNTED, check_answer
 
 FUZZ = settings(
     max_examples=int(os.environ.get("METERLINE_FUZZ_EXAMPLES", "150")),

@@ -29,8 +29,7 @@ from hypothesis import strategies as st
 
 from meterline.local.app import create_app
 from meterline.local.worker import drain_once
-from tests.fuzz.conftest import CALLS, COUNTED
-from tests.fuzz.wire import check_answer
+from tests.fuzz.wire import CALLS, COUNTED, check_answer
 from tests.support import embedded_runtime, new_key
 
 FUZZ = settings(

@@ -12,7 +12,7 @@ import pytest
 from infra import package
 from meterline import routes
 from meterline.config import Settings
-from tests.terraform.test_terraform import TF_DIR, local, one, optional_defaults, resource, resources, variable
+from tests.harness.terraform import TF_DIR, local, one, optional_defaults, resource, resources, variable
 
 LB = "${google_compute_backend_service.function[route_rules.value.function].id}"
 

@@ -6,7 +6,6 @@ function's code needs, the scheduler's OIDC call, the dead-letter policy and the
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import re
@@ -14,7 +13,6 @@ import shutil
 import subprocess
 from itertools import combinations
 from pathlib import Path
-from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -22,72 +20,10 @@ from pydantic import SecretStr
 from infra import package, servers
 from meterline.adapters import sql
 from meterline.config import Settings
+from tests.harness.terraform import TF_DIR, local, one, optional_defaults, resource, resources, tf_text, variable
 from tests.support import REPO_ROOT
 
-TF_DIR = REPO_ROOT / "terraform"
 TF_ENV = {**os.environ, "TF_CLI_CONFIG_FILE": "/dev/null", "CHECKPOINT_DISABLE": "1"}
-
-
-# -- reading terraform/ ------------------------------------------------------------------------
-
-
-@functools.cache
-def _parsed() -> dict[str, dict]:
-    import hcl2
-    from hcl2 import SerializationOptions
-
-    out = {}
-    for path in sorted(TF_DIR.glob("*.tf")):
-        with open(path) as handle:
-            out[path.name] = hcl2.load(handle, serialization_options=SerializationOptions(strip_string_quotes=True))
-    return out
-
-
-def _all(kind: str) -> list[tuple[str, dict]]:
-    """(file, block) of every top-level block of one kind (resource, locals, variable...)."""
-    return [(name, block) for name, doc in _parsed().items() for block in doc.get(kind, [])]
-
-
-def resources() -> dict[tuple[str, str], dict]:
-    """{(type, name): body} of every resource."""
-    out = {}
-    for _, block in _all("resource"):
-        for rtype, named in block.items():
-            for rname, body in named.items():
-                out[(rtype, rname)] = body
-    return out
-
-
-def resource(rtype: str, rname: str) -> dict:
-    return resources()[(rtype, rname)]
-
-
-def local(name: str) -> Any:
-    found = [block[name] for _, block in _all("locals") if name in block]
-    assert len(found) == 1, f"local.{name} is defined {len(found)} times"
-    return found[0]
-
-
-def variable(name: str) -> dict:
-    found = [block[name] for _, block in _all("variable") if name in block]
-    assert len(found) == 1, f"var.{name} is defined {len(found)} times"
-    return found[0]
-
-
-def one(body: dict, block: str) -> dict:
-    """A nested block that appears once (python-hcl2 gives blocks as lists)."""
-    value = body[block]
-    assert isinstance(value, list) and len(value) == 1, f"{block}: {value!r}"
-    return value[0]
-
-
-def optional_defaults(type_expr: str) -> dict[str, str]:
-    """{attribute: default as written} of an `object({a = optional(number, 1), ...})` type."""
-    return dict(re.findall(r"(\w+)\s*=\s*optional\(\w+,\s*(\"[^\"]*\"|[^)]+)\)", type_expr))
-
-
-def tf_text() -> str:
-    return "\n".join(p.read_text() for p in sorted(TF_DIR.glob("*.tf")))
 
 
 # -- formatting and static analysis ---------------------------------------------------------

@@ -57,7 +57,7 @@ _LAGO_NUMBER: Final = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
 # The domain as a regular expression over Lago's numeric text: at most 18 significant integer
 # digits, at most 9 places (then only zeros). The usage SQL tests stored text with it (RE2, in
 # BigQuery and DuckDB alike), and `number_error` with it first, the usual case on ingest's hot
-# path. `tests/unit/test_numeric_domain.py` holds it equal to the Decimal reasoning below.
+# path. `tests/embedded/test_numeric_domain.py` holds it equal to the Decimal reasoning below.
 STORED_NUMBER_SQL_PATTERN: Final = r"^-?0*[0-9]{1,18}(\.[0-9]{1,9}0*)?$"
 _IN_DOMAIN_TEXT: Final = re.compile(STORED_NUMBER_SQL_PATTERN.removeprefix("^").removesuffix("$"))
 
