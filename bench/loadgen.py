@@ -164,7 +164,7 @@ def _worker(spec: LoadSpec, share: int, seed: int, barrier, results) -> None:
                     send(conn, done)
                     sent += 1
                     in_flight += 1
-    except Exception as exc:  # reported, never hidden: a broken run must not print a figure
+    except Exception as exc:  # noqa: BLE001 - reported, never hidden: a broken run must not print a figure
         result.error_sample = f"{type(exc).__name__}: {exc}"
         result.errors += 1
     finally:

@@ -483,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     except PackagingError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    for name, entry in manifest.items():
+    for entry in manifest.values():
         print(f"{args.out / entry['zip']}  ({entry['signature_type']}, entry point {entry['entry_point']})")
     print(f"{args.out / MANIFEST}: terraform/functions.tf deploys these")
     return 0

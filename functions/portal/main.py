@@ -1,4 +1,6 @@
-"""Cloud Function `portal` (HTTP): current usage and signed portal links (API key), and the customer's usage page. Logic: meterline.services.portal."""
+"""Cloud Function `portal` (HTTP): current usage and signed portal links (API key), and the customer's usage page.
+
+Logic: meterline.services.portal."""
 
 import functions_framework
 

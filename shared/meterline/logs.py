@@ -73,7 +73,7 @@ class _LineHandler(logging.StreamHandler):
                 data = data[os.write(fd, data):]
         except RecursionError:
             raise
-        except Exception:
+        except Exception:  # noqa: BLE001 - logging's own contract: a failed write never raises into the caller
             self.handleError(record)
 
 

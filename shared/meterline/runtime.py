@@ -211,7 +211,7 @@ class GcpAdapters(Adapters):
     @once
     def dead_letter_queue(self) -> DeadLetters:
         """The dead-letter subscription, pulled by `meterline dead-letters` (replays publish on `bus`)."""
-        from google.cloud import pubsub_v1
+        from google.cloud import pubsub_v1  # type: ignore[attr-defined]  # the package declares no such attribute
 
         from meterline.adapters.gcp.dead_letters import PubSubDeadLetters
 

@@ -330,7 +330,7 @@ def test_gcp_dead_letters_are_listed_and_replayed_from_the_dead_letter_subscript
                 seen.append(dict(rm.message.attributes))
                 try:
                     service.handle_message(rm.message.data)
-                except Exception:
+                except Exception:  # noqa: BLE001 - as the process function: any failure is a nack
                     subscriber.modify_ack_deadline(subscription=process_sub, ack_ids=[rm.ack_id], ack_deadline_seconds=0)
                 else:
                     subscriber.acknowledge(subscription=process_sub, ack_ids=[rm.ack_id])

@@ -252,7 +252,7 @@ def test_inside_the_domain_is_stored_and_counted_exactly(client, runtime, api_ke
 
 def test_many_events_at_the_max_sum_exactly(client, runtime, api_key):
     events = [orjson.loads(event(f"m{i}", f'"properties": {{"value": "{MAX}"}}'))["event"] for i in range(100)]
-    for sign, batch in (("", events), ("-", [{**e, "transaction_id": "n" + e["transaction_id"],
+    for _sign, batch in (("", events), ("-", [{**e, "transaction_id": "n" + e["transaction_id"],
                                              "properties": {"value": "-" + MAX}} for e in events[:40]])):
         resp = post(client, api_key, orjson.dumps({"events": batch}), "/api/v1/events/batch")
         assert resp.status_code == 200

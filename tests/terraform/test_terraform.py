@@ -276,7 +276,7 @@ def test_each_function_has_exactly_the_roles_its_code_needs():
 def test_no_service_account_has_a_primitive_role():
     assert not re.search(r"roles/(owner|editor|viewer)\b", tf_text())
     granted = set()
-    for (rtype, _), body in resources().items():
+    for body in resources().values():
         if "role" in body:
             granted.add(body["role"])
     literal = {r for r in granted if not r.startswith("${")}

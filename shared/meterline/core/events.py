@@ -94,7 +94,8 @@ def _unreadable_details(path: Path, *, batch: bool) -> dict[str, Any]:
     """Lago's error_details for a lone surrogate at `path`: the event field that holds it."""
 
     def field(rest: Path) -> str:
-        return rest[0] if rest and rest[0] in _FIELDS else "event"  # type: ignore[return-value]
+        head = rest[0] if rest else None
+        return head if isinstance(head, str) and head in _FIELDS else "event"
 
     if not batch:
         return {field(path[1:]) if path[:1] == ("event",) else "event": ["invalid_format"]}
@@ -292,8 +293,8 @@ def validate_event(raw: Any, received_at_us: int, numeric_field: NumericFieldLoo
             if kind in STORABLE_CHECKED_TYPES and (kind is not int or not INT64_MIN <= item <= INT64_MAX):
                 try:  # nested values, exact decimals, a big int, or a float (raises InexactNumber)
                     properties = storable(properties, MAX_PROPERTY_DEPTH, floats=False)
-                except Unstorable as problem:
-                    errors["properties"] = [problem.code]
+                except Unstorable as unstorable:
+                    errors["properties"] = [unstorable.code]
                     properties = {}
                 break
 
@@ -315,8 +316,9 @@ def validate_event(raw: Any, received_at_us: int, numeric_field: NumericFieldLoo
     # the Decimal). Any other is judged as given: "1E+400" would only say "not a number".
     if numeric_field is not None and code and "properties" not in errors:
         field = numeric_field(code)
-        if field is not None and field in properties and number_error(properties[field]) is not None:
-            errors["properties"] = [number_error(given[field])]  # type: ignore[index]
+        if field is not None and field in properties and (stored := number_error(properties[field])) is not None:
+            as_given = number_error(given[field]) if isinstance(given, dict) else None
+            errors["properties"] = [as_given or stored]
 
     if errors:
         raise ValidationFailed(errors)

@@ -126,6 +126,7 @@ def round_money(precise: Decimal, currency: str) -> Decimal:
     quantum = _QUANTUM_BY_CURRENCY.get(currency)  # called per fee: one dict lookup
     if quantum is None:
         currency_exponent(currency)  # raises the clear error
+        raise AssertionError("every known currency has a quantum")
     # NOTE: positional arguments: decimal parses keyword arguments several times slower,
     # and this runs once per fee.
     return precise.quantize(quantum, ROUND_HALF_UP, MONEY_CONTEXT)

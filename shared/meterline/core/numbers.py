@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal
-from typing import Final
+from typing import Final, cast
 
 __all__ = [
     "INT64_MAX",
@@ -69,26 +69,31 @@ def number_error(value: object, places: int | None = PLACES) -> str | None:
     form; anything else (a bool, a float, "1e5", "NaN") is `value_is_not_valid_number`.
     `places=None` bounds the range only (prices, see the module's docstring).
     """
+    # Exact types, not isinstance: a bool is an int, and this runs once per checked value.
     kind = type(value)
     if kind is int:
-        return None if -(10**MAX_INTEGER_DIGITS) < value < 10**MAX_INTEGER_DIGITS else OUT_OF_RANGE  # type: ignore[operator]
+        return None if -(10**MAX_INTEGER_DIGITS) < cast(int, value) < 10**MAX_INTEGER_DIGITS else OUT_OF_RANGE
     if kind is str:
-        if _IN_DOMAIN_TEXT.fullmatch(value) is not None:  # type: ignore[arg-type]
+        text = cast(str, value)
+        if _IN_DOMAIN_TEXT.fullmatch(text) is not None:
             return None
-        if _LAGO_NUMBER.fullmatch(value) is None:  # type: ignore[arg-type]
+        if _LAGO_NUMBER.fullmatch(text) is None:
             return NOT_A_NUMBER
-        value = Decimal(value)  # type: ignore[arg-type]
-    elif kind is not Decimal:
+        number = Decimal(text)
+    elif kind is Decimal:
+        number = cast(Decimal, value)
+    else:
         return NOT_A_NUMBER
-    if not value.is_finite():  # type: ignore[union-attr]
+    if not number.is_finite():
         return NOT_A_NUMBER
-    _, digits, exponent = value.as_tuple()  # type: ignore[union-attr]
+    _, digits, exponent = number.as_tuple()
     if not any(digits):
         return None  # zero, whatever its exponent ("0E+400", "0.0000000000")
+    exponent = cast(int, exponent)  # finite: an int, never 'n', 'N' or 'F'
     # Digits only, never arithmetic: a context would round a 40-digit value before the test.
-    if exponent + len(digits) > MAX_INTEGER_DIGITS:  # type: ignore[operator]
+    if exponent + len(digits) > MAX_INTEGER_DIGITS:
         return OUT_OF_RANGE
-    if places is not None and exponent < -places and any(digits[places + exponent:]):  # type: ignore[operator]
+    if places is not None and exponent < -places and any(digits[places + exponent:]):
         return TOO_PRECISE
     return None
 

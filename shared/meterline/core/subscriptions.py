@@ -58,7 +58,7 @@ SUBSCRIPTION_STATUSES: tuple[SubscriptionStatus, ...] = get_args(SubscriptionSta
 
 # Lago options of a subscription request that Meterline does not implement, at their neutral
 # values (see core.lago_model.LagoModel).
-_SUBSCRIPTION_NEUTRAL = {
+_SUBSCRIPTION_NEUTRAL: dict[str, tuple[Any, ...]] = {
     "plan_overrides": (None,),
     "payment_method": (None,),
     "invoice_custom_section": (None,),

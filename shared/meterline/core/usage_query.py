@@ -77,8 +77,9 @@ class WindowUsage(dict[str, dict[UsageKey, ChargeUsage]]):
     """Usage per window id, in the shape `rate_subscription` takes, for every window but the
     ones in `failed` (window id -> the warehouse's error, type and message)."""
 
-    def __init__(self, usage: Mapping[str, dict[UsageKey, ChargeUsage]] = (), failed: Mapping[str, str] | None = None):
-        super().__init__(usage)
+    def __init__(self, usage: Mapping[str, dict[UsageKey, ChargeUsage]] | None = None,
+                 failed: Mapping[str, str] | None = None):
+        super().__init__(usage or {})
         self.failed: dict[str, str] = dict(failed or {})
 
 

@@ -70,8 +70,8 @@ def admin_handler(runtime: AdminRuntime, request: Request) -> Response:
     route = _OBJECT_ROUTES.get((resource, request.method))
     if route is None:
         raise method_not_allowed([m for r, m in _OBJECT_ROUTES if r == resource])
-    data = _body(runtime, request, root) if request.method == "PUT" else None
-    return _answer(service, resource, route(service, key, data, request.args))
+    update = _body(runtime, request, root) if request.method == "PUT" else None
+    return _answer(service, resource, route(service, key, update, request.args))
 
 
 def _body(runtime: AdminRuntime, request: Request, root: str) -> dict[str, Any]:
@@ -136,7 +136,7 @@ _OBJECT_ROUTES: dict[tuple[str, str], Callable[[AdminService, str, Any, Mapping[
     ("plans", "DELETE"): lambda s, key, _, __: s.delete_plan(key),
     ("customers", "GET"): lambda s, key, _, __: s.get_customer(key),
     ("customers", "DELETE"): lambda s, key, _, __: s.delete_customer(key),
-    ("subscriptions", "GET"): lambda s, key, _, args: s.get_subscription(key, _status(args, SUBSCRIPTION_STATUSES, "active")),
+    ("subscriptions", "GET"): lambda s, key, _, args: s.get_subscription(key, _status(args, SUBSCRIPTION_STATUSES, "active") or "active"),
     ("subscriptions", "PUT"): lambda s, key, data, args: s.update_subscription(key, _status(args, ("active", "pending"), None), data),
     ("subscriptions", "DELETE"): lambda s, key, _, args: s.terminate_subscription(key, args.get("status") or "active"),
 }

@@ -11,6 +11,7 @@ would double the log volume of the hottest path for nothing new. Failures log on
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from flask import Request, Response
 
@@ -48,7 +49,7 @@ def events_handler(runtime: IngestRuntime, request: Request) -> Response:
     if request.method == "POST":
         body = read_body(request, runtime.settings.max_body_bytes)
         if rest == "":
-            answer = {"event": lago.event(runtime.service.create(body))}
+            answer: dict[str, Any] = {"event": lago.event(runtime.service.create(body))}
             logs.event(_log, "events accepted", logging.DEBUG, events=1)
         else:
             events = runtime.service.create_batch(body)

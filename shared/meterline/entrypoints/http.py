@@ -108,7 +108,7 @@ def guarded(handler: Callable[[R, Request], Response], request: Request, runtime
         if len(request.path) + len(request.query_string) > MAX_URL_LENGTH:
             raise http_error(414)
         return handler(runtime, request)
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - every failure becomes a Lago-shaped answer (and one log line)
         return error_response(err)
 
 

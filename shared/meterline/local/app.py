@@ -10,7 +10,10 @@ what the router refuses (a path outside /api/v1/..., one holding a newline) is a
 
 from __future__ import annotations
 
-from flask import Flask, Request, request
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask, Request, Response, request
 from werkzeug.routing import Rule
 
 from meterline.entrypoints.admin import admin_handler
@@ -29,7 +32,7 @@ def _no_route(runtime: None, request: Request):
 
 def create_app(runtime: LocalRuntime) -> Flask:
     # Each Cloud Function's handler and runtime, by the function `meterline.routes` names.
-    functions = {
+    functions: dict[str, tuple[Callable[[Any, Request], Response], object]] = {
         "ingest": (events_handler, runtime.ingest),
         "admin": (admin_handler, runtime.admin),  # the catalog and invoices APIs
         "portal": (portal_handler, runtime.portal),

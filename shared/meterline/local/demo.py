@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -234,7 +235,7 @@ def _run(n_events: int, data_dir: Path, seed: int, fmt: str) -> int:
     for sub in SUBSCRIPTIONS:
         expected_events = len(truth.unique[sub])
         expected_tokens = sum(truth.unique[sub].values())
-        got = counted.get(sub, {"events": 0, "tokens": Decimal(0)})
+        got: dict[str, Any] = counted.get(sub, {"events": 0, "tokens": Decimal(0)})
         match = got["events"] == expected_events and Decimal(got["tokens"] or 0) == expected_tokens
         ok &= match
         table.append({

@@ -58,7 +58,7 @@ def render(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: str = "t
     def line(values: Iterable[str]) -> str:
         # Numbers align right, text left, as finance reads them.
         out = []
-        for v, w in zip(values, widths):
+        for v, w in zip(values, widths, strict=True):
             numeric = v.replace(".", "", 1).replace("-", "", 1).isdigit()
             out.append(v.rjust(w) if numeric else v.ljust(w))
         return "  ".join(out).rstrip()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
@@ -67,9 +67,9 @@ class _QuietHandler(WSGIRequestHandler):
     def setup(self) -> None:
         # A socket timeout bounds every read: a client that stalls in its request line, headers
         # or body (slowloris) loses its connection instead of holding a thread for good.
-        self.timeout = self.server.read_timeout
+        self.timeout = cast(_Server, self.server).read_timeout  # type: ignore[misc]  # per connection, as http.server reads it
         super().setup()
-        self.rfile = _StopAfterTimeout(self.rfile)
+        self.rfile = cast(Any, _StopAfterTimeout(self.rfile))  # read like the file it wraps
 
     def log_error(self, format: str, *args: Any) -> None:
         if format.startswith("Request timed out"):

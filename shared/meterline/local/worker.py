@@ -37,7 +37,7 @@ def drain_once(queue: SqliteQueue, service: ProcessService, batch: int = 50, lea
         started = now_us()
         try:
             result = service.handle_message(message.data)
-        except Exception as exc:  # any failure: give it back; the queue dead-letters it in the end
+        except Exception as exc:  # noqa: BLE001 - any failure: give it back; the queue dead-letters it in the end
             stats.failed += 1
             dead = queue.nack(message.id, f"{type(exc).__name__}: {exc}")
             stats.dead_lettered += dead

@@ -195,7 +195,8 @@ class AdminService:
         by_id = {m.lago_id: m for m in self._store.list_billable_metrics()[0]}
         resolved, errors = [], {}
         for i, charge in enumerate(charges):
-            metric = by_id.get(charge.get("billable_metric_id")) if isinstance(charge, dict) else None
+            metric_id = charge.get("billable_metric_id") if isinstance(charge, dict) else None
+            metric = by_id.get(metric_id) if isinstance(metric_id, str) else None
             if metric is not None:
                 code = charge.get("billable_metric_code")
                 if code not in (None, metric.code):
@@ -375,7 +376,8 @@ def _merge_charges(existing: Plan, charges: list[Any]) -> list[Any]:
             known.setdefault(charge.id, charge)
     out = []
     for raw in charges:
-        old = known.get(raw.get("id")) if isinstance(raw, dict) and isinstance(raw.get("id"), str) else None
+        charge_id = raw.get("id") if isinstance(raw, dict) else None
+        old = known.get(charge_id) if isinstance(charge_id, str) else None
         if old is None:
             out.append(raw)
             continue

@@ -60,7 +60,7 @@ class NotYet(Exception):
     """The event is ahead of our invoice (still a draft): deliver it again later."""
 
 
-class Outcome(str, enum.Enum):
+class Outcome(enum.StrEnum):
     APPLIED = "applied"  # the invoice moved (or gained the provider's fields)
     UNCHANGED = "unchanged"  # already there or further: a late or repeated event
     DUPLICATE = "duplicate"  # this event id was handled before

@@ -88,7 +88,7 @@ class DuckDbWarehouse(DedupedReads, FinanceRecords):
         cur.execute("SET TimeZone = 'UTC'")
         cur.execute(duckdb_sql, params or {})
         names = [d[0] for d in cur.description]
-        return [dict(zip(names, row)) for row in cur.fetchall()]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
     def usage_rows(self, query: UsageQuery, windows: Sequence[UsageWindow]) -> list[UsageRow]:
         """As `DedupedReads.usage_rows`, but the ranking that removes copies is left out when

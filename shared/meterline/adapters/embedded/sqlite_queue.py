@@ -178,7 +178,8 @@ def _dead_letter(conn: sqlite3.Connection, data: bytes, attributes: str, attempt
         "INSERT INTO dead_letter (data, attributes, attempts, last_error, dead_at) VALUES (?, ?, ?, ?, ?)",
         (data, attributes, attempts, error[:500], time.time()),
     )
-    return int(cur.lastrowid)
+    assert cur.lastrowid is not None  # an INSERT always sets it
+    return cur.lastrowid
 
 
 class SqliteDeadLetters:

@@ -62,7 +62,7 @@ def firestore_client(settings: Settings):
 
 
 def publisher_client():
-    from google.cloud import pubsub_v1
+    from google.cloud import pubsub_v1  # type: ignore[attr-defined]  # the package declares no such attribute
 
     # NOTE: PubSubEventBus does not use these batch settings: it calls the Publish RPC itself
     # and batches concurrent requests without a timer (see pubsub_bus.py). They apply to

@@ -66,7 +66,7 @@ class DedupedReads:
         if not probes:
             return set()
         slack = usage.DEDUP_SLACK_US  # a copy just outside a window can still change its dedup
-        bound = [{"window_id": p.window_id, "sub": p.external_subscription_id, "start_us": p.start_us - slack,
+        bound: list[dict[str, Any]] = [{"window_id": p.window_id, "sub": p.external_subscription_id, "start_us": p.start_us - slack,
                   "end_us": p.end_us + slack, "since_us": p.since_us} for p in probes]
         # Only subscription, timestamp and processed_at are read (~36 bytes an event, where the
         # usage query reads ~160), and the scalar bounds let BigQuery prune partitions. Events

@@ -271,7 +271,7 @@ def params(query: UsageQuery, windows: Sequence[UsageWindow]) -> dict[str, Any]:
     """The statement's parameters for these windows."""
     # Arrays of structs, not parallel arrays zipped by offset: one value per window keeps
     # the binding obviously right (and bqemulator mis-indexes `@array[OFFSET(pos)]`).
-    bound = [
+    bound: list[dict[str, Any]] = [
         {"window_id": w.window_id, "sub": w.external_subscription_id, "plan_code": w.plan_code,
          "start_us": to_us(w.start), "end_us": to_us(w.end)}
         for w in windows

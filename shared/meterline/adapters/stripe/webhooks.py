@@ -129,7 +129,7 @@ def event_from_stripe(data: dict[str, Any]) -> PaymentEvent:
         id=data["id"],
         type=data["type"],
         occurred_at=occurred_at,
-        moves_to=EVENT_MOVES.get(data["type"]),  # type: ignore[arg-type]
+        moves_to=EVENT_MOVES.get(data["type"]),
         provider_invoice_id=_optional(obj.get("id"), str, "data.object.id"),
         invoice_id=_optional(metadata.get(INVOICE_KEY), str, f"data.object.metadata.{INVOICE_KEY}"),
         provider_status=_optional(obj.get("status"), str, "data.object.status"),
