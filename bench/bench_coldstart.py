@@ -1,12 +1,15 @@
 """Cold start per function: import its main.py and build the runtime it serves requests with.
 
-    python bench/bench_coldstart.py [--rounds N] [--shared DIR]
+    python bench/bench_coldstart.py [--rounds N] [--shared DIR] [--against OLD_DIR]
 
 Each measurement is a fresh interpreter (as a new Cloud Functions instance is), on the gcp
 backend with emulator hosts that nothing listens on: building a Google client opens no
 connection, so this times the imports and the construction only. It also counts the Google
 SDK modules each function loaded. `--shared` points at another checkout's `shared/`, to
 measure an older version the same way (the child uses whichever runtime API it finds).
+`--against OLD_DIR` measures both, old and new alternately in each round (which goes first
+alternates too), so that a machine whose speed drifts slows both alike; it prints each one's
+median and the median and range of the per-round ratios new/old.
 """
 
 from __future__ import annotations
@@ -75,6 +78,32 @@ def run_coldstart_bench(rounds: int = 5, shared: Path = REPO_ROOT / "shared") ->
     return results
 
 
+def compare_coldstart(rounds: int, shared: Path, old_shared: Path) -> dict[str, dict]:
+    results: dict[str, dict] = {}
+    for name in FUNCTIONS:
+        totals: dict[Path, list[float]] = {old_shared: [], shared: []}
+        sdks: dict[Path, str] = {}
+        ratios = []
+        for i in range(rounds):
+            for side in ((old_shared, shared) if i % 2 == 0 else (shared, old_shared)):
+                imported, built, sdks[side] = measure(name, side, side.parent / "functions")
+                totals[side].append(imported + built)
+            ratios.append(totals[shared][-1] / totals[old_shared][-1])
+        results[name] = {
+            "old_ms": statistics.median(totals[old_shared]), "new_ms": statistics.median(totals[shared]),
+            "ratio": statistics.median(ratios), "low": min(ratios), "high": max(ratios),
+            "old_sdks": sdks[old_shared], "new_sdks": sdks[shared],
+        }
+    return results
+
+
+def print_comparison(results: dict[str, dict]) -> None:
+    print(f"  {'function':14s} {'old ms':>7s} {'new ms':>7s}  {'new/old':>7s}  {'range':>11s}  Google SDKs old -> new")
+    for name, r in results.items():
+        print(f"  {name:14s} {r['old_ms']:7.0f} {r['new_ms']:7.0f}  {r['ratio']:7.2f}  {r['low']:.2f}-{r['high']:.2f}"
+              f"  {r['old_sdks']} -> {r['new_sdks']}")
+
+
 def print_results(results: dict[str, dict]) -> None:
     print(f"  {'function':10s} {'import ms':>10s} {'build ms':>9s} {'total ms':>9s}  Google SDKs loaded")
     for name, r in results.items():
@@ -85,8 +114,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5, help="fresh interpreters per function; medians are shown")
     parser.add_argument("--shared", type=Path, default=REPO_ROOT / "shared", help="the shared/ folder to measure")
+    parser.add_argument("--against", type=Path, help="another checkout's shared/: both measured, alternately")
     args = parser.parse_args()
-    print_results(run_coldstart_bench(args.rounds, args.shared.resolve()))
+    if args.against:
+        print_comparison(compare_coldstart(args.rounds, args.shared.resolve(), args.against.resolve()))
+    else:
+        print_results(run_coldstart_bench(args.rounds, args.shared.resolve()))
     return 0
 
 
