@@ -8,8 +8,10 @@ settings).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -55,13 +57,21 @@ class World:
         return next(self._ids)
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory) -> World:
-    # One INFO line per processed message, thousands of them: kept for failures only.
+@contextlib.contextmanager
+def quiet_worker_log() -> Iterator[None]:
+    """One INFO line per processed message, thousands of them: kept for failures only."""
     worker_log = logging.getLogger("meterline.worker")
     level = worker_log.level
     worker_log.setLevel(logging.WARNING)
-    made = World(tmp_path_factory.mktemp("fuzz"))
-    yield made
-    made.runtime.adapters.warehouse.close()
-    worker_log.setLevel(level)
+    try:
+        yield
+    finally:
+        worker_log.setLevel(level)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Iterator[World]:
+    with quiet_worker_log():
+        made = World(tmp_path_factory.mktemp("fuzz"))
+        yield made
+        made.runtime.adapters.warehouse.close()
