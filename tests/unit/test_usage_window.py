@@ -53,17 +53,18 @@ class World:
     def admin_at(self, at: datetime) -> AdminService:
         return AdminService(self.catalog, clock=lambda: at)
 
-    def plan(self, code: str, amount_cents: int, token_price: str = "0.01", seat_price: str = "30") -> None:
+    def plan(self, code: str, amount_cents: int, token_price: str = "0.01", seat_price: str = "30",
+             currency: str = "USD") -> None:
         self.admin_at(OCT).create_plan({
-            "name": code, "code": code, "interval": "monthly", "amount_cents": amount_cents, "amount_currency": "USD",
+            "name": code, "code": code, "interval": "monthly", "amount_cents": amount_cents, "amount_currency": currency,
             "charges": [
                 {"billable_metric_code": "tokens", "charge_model": "standard", "properties": {"amount": token_price}},
                 {"billable_metric_code": "seats", "charge_model": "standard", "prorated": True,
                  "properties": {"amount": seat_price}},
             ]})
 
-    def customer(self, external_id: str, timezone: str = "UTC") -> None:
-        self.admin_at(OCT).upsert_customer({"external_id": external_id, "currency": "USD", "timezone": timezone})
+    def customer(self, external_id: str, timezone: str = "UTC", currency: str = "USD") -> None:
+        self.admin_at(OCT).upsert_customer({"external_id": external_id, "currency": currency, "timezone": timezone})
 
     def subscribe(self, external_id: str, customer: str, plan: str, at: datetime) -> None:
         """A subscription that starts at `at` (created then: it is active from that instant)."""
@@ -259,6 +260,36 @@ def test_an_upgrade_mid_period_bills_each_record_the_usage_of_its_own_part(world
              for p in world.api_invoice("sub", "2026-12-01")["billing_periods"]}
     assert spans == {("2026-11-01T00:00:00Z", "2026-11-11T10:00:00Z"),
                      ("2026-11-11T10:00:00Z", "2026-11-30T23:59:59Z")}
+
+
+def test_lago_s_upgrade_example_with_usage_on_both_sides_of_the_switch(world):
+    # Lago's guide (subscriptions, upgrades and downgrades, paid in arrears): Plan A at
+    # EUR 100/month from January 1, upgraded to Plan B at EUR 200/month on January 15: Plan A
+    # bills 14 days, 14/31 x EUR 100 = EUR 45.16, and Plan B the other 17, 17/31 x EUR 200 =
+    # EUR 109.68. (Lago invoices Plan A's part at the upgrade; Meterline puts both records on
+    # the period's invoice: docs/lago-compatibility.md.) Each record's charges count its own part.
+    world.plan("plan_a", 10_000, token_price="0.10", currency="EUR")
+    world.plan("plan_b", 20_000, token_price="0.05", currency="EUR")
+    world.customer("eu", currency="EUR")
+    world.subscribe("sub", "eu", "plan_a", utc(2027, 1, 1))
+    switch = utc(2027, 1, 15, 9, 30)
+    world.admin_at(switch).create_subscription({"external_id": "sub", "external_customer_id": "eu",
+                                                "plan_code": "plan_b"})
+    world.tokens("sub", utc(2027, 1, 3), 100)
+    world.tokens("sub", switch - timedelta(seconds=1), 10)
+    world.tokens("sub", switch, 40)  # at the switch instant: the new record's
+    world.tokens("sub", utc(2027, 1, 31, 23, 59), 160)
+    world.billing().run(utc(2027, 2, 1, 2))
+
+    (january,) = world.invoices("sub")
+    assert lines(january) == {
+        "plan_a:subscription": 4516,  # EUR 45.16, Lago's figure
+        "plan_a:tokens": 1100,  # 110 tokens x EUR 0.10
+        "plan_a:seats": 0,
+        "plan_b:subscription": 10968,  # EUR 109.68, Lago's figure
+        "plan_b:tokens": 1000,  # 200 tokens x EUR 0.05
+        "plan_b:seats": 0,
+    }
 
 
 # -- a customer time zone --------------------------------------------------------------------------
