@@ -530,9 +530,12 @@ def current_usage(usage: CurrentUsage) -> dict[str, Any]:
             "grouped_usage": [],
         })
     amount = sum(c["amount_cents"] for c in charges)
+    # Lago's boundaries of current usage are the charges' (charges_from/to_datetime): from the
+    # subscription's start, if it started in this period, to its end if it ends in it.
+    start, end = usage.window
     return {
-        "from_datetime": iso_exact(period.start_utc),
-        "to_datetime": iso_exact(period.lago_to_datetime),
+        "from_datetime": iso_exact(start),
+        "to_datetime": iso_exact(period.lago_to_datetime if end == period.end_utc else end),
         # The day the invoice of this period would be issued (the billing run's rule).
         "issuing_date": (period.end_date + timedelta(days=1)).isoformat(),
         "lago_invoice_id": None,

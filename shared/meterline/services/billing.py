@@ -51,7 +51,7 @@ from meterline import logs
 from meterline.core.catalog import Customer, Plan, Subscription
 from meterline.core.clock import to_us
 from meterline.core.invoices import Invoice, InvoiceLine, ProviderStep, invoice_id, late_lines, lines_from_fees
-from meterline.core.pricing.periods import BillingSchedule, Period, period_containing
+from meterline.core.pricing.periods import BillingSchedule, Period, charges_window, period_containing
 from meterline.core.pricing.rating import rate_subscription_start
 from meterline.core.subscriptions import apply_due_downgrades
 from meterline.ports import ArrivalProbe, CatalogStore, FinanceLedger, InvoiceStore, PaymentProvider, StaleWrite
@@ -411,13 +411,25 @@ class BillingService:
         since their invoice's usage was read (less ARRIVAL_MARGIN), in one narrow query. The
         others' usage is what they were invoiced for: rating them again would find no late
         line, and would read every event of CATCH_UP_PERIODS periods on every run."""
-        probes = {}
+        # Per invoice: the records' own usage windows, as rating reads them (a period's records
+        # of an upgrade are candidates of their own, under one invoice id). The probe spans the
+        # first start to the last end within the period: an event timed before the subscription
+        # started is not its usage, so its arrival re-rates nothing.
+        spans: dict[str, tuple[str, datetime, datetime, int]] = {}
         for external_id, gs in previous.items():
             for g in gs:
                 invoice = known[external_id].get(g.id)
-                if invoice is not None and invoice.usage_read_at is not None:
-                    probes[g.id] = ArrivalProbe(g.id, external_id, to_us(g.period.start_utc), to_us(g.period.end_utc),
-                                                to_us(invoice.usage_read_at) - self._arrival_margin_us)
+                if invoice is None or invoice.usage_read_at is None:
+                    continue
+                since = to_us(invoice.usage_read_at) - self._arrival_margin_us
+                for record in g.records:
+                    start, end = charges_window(g.period, record)
+                    if g.id in spans:
+                        _, first, last, _ = spans[g.id]
+                        start, end = min(start, first), max(end, last)
+                    spans[g.id] = (external_id, start, end, since)
+        probes = {gid: ArrivalProbe(gid, ext, to_us(start), to_us(end), since)
+                  for gid, (ext, start, end, since) in spans.items()}
         if not probes:
             return previous
         recurring = [m.code for m in self._catalog.list_billable_metrics()[0] if m.recurring]

@@ -21,7 +21,7 @@ from datetime import datetime
 from meterline import logs
 from meterline.core.catalog import Customer, Plan, Subscription
 from meterline.core.errors import NotFound
-from meterline.core.pricing.periods import BillingSchedule, Period, period_containing
+from meterline.core.pricing.periods import BillingSchedule, Period, charges_window, period_containing
 from meterline.core.pricing.rating import InvoiceDraft, rate_subscription
 from meterline.core.usage_query import UsageQuery, UsageWindow, WindowUsage
 from meterline.ports import ArrivalProbe, CatalogStore, UsageReader
@@ -142,11 +142,19 @@ class UsageService:
         customers = customers or self._customers(records)
         plans = plans or self._plans(records)
         metrics = {m.code: m for m in self._catalog.list_billable_metrics()[0]}
+        # Each record's usage counts from its start to its end within the period (Lago's
+        # charges_from/to_datetime), never the whole calendar period: events timed before a
+        # subscription started or after it ended are not its usage, and the two records of an
+        # upgrade split the period at the switch.
         windows = [
-            UsageWindow(str(i), s.external_id, s.plan_code, period.start_utc, period.end_utc)
+            UsageWindow(str(i), s.external_id, s.plan_code, *charges_window(period, s))
             for i, (s, period) in enumerate(items)
         ]
-        usage = read_usage(self._reader, UsageQuery(metrics, plans.values()), windows)
+        # A record not active in its period (an empty window) has no usage to read.
+        usage = read_usage(self._reader, UsageQuery(metrics, plans.values()), [w for w in windows if w.start < w.end])
+        for w in windows:
+            if w.start >= w.end:
+                usage[w.window_id] = {}
         rated, failed = [], []
         for window, (subscription, period) in zip(windows, items, strict=True):
             if window.window_id in usage.failed:

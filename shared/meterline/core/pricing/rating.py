@@ -9,7 +9,8 @@
 `ChargeUsage` or, for the common case, just the units as a Decimal/int. A missing key is
 zero usage: the charge still produces its fee, since some models charge at zero (the first
 graduated tier's flat fee). The usage must cover the part of the period in which this
-subscription record is active, [max(period start, started_at), min(period end, end)).
+subscription record is active, `periods.charges_window` (from its start to its end, within
+the period), the window each charge fee's from/to datetimes name.
 
 The draft holds:
 - the base fee: in arrears for `period`; in advance for the period after it, when this
@@ -27,7 +28,6 @@ its full period and the new one from the next.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -45,7 +45,7 @@ from meterline.core.pricing.fee import (
     new_tier_detail,
 )
 from meterline.core.pricing.memo import ByIdentity
-from meterline.core.pricing.periods import BillingSchedule, Period, next_period, period_containing
+from meterline.core.pricing.periods import BillingSchedule, Period, charges_window, next_period, period_containing
 from meterline.core.pricing.proration import active_dates, billable_days, day_ratio, seat_units
 from meterline.core.pricing.usage import ChargeUsage, UsageKey, new_charge_usage
 
@@ -98,15 +98,6 @@ def _currency(plan: Plan, customer: Customer) -> str:
     return plan.amount_currency
 
 
-def _service_window(period: Period, subscription: Subscription) -> tuple[datetime, datetime]:
-    """The UTC part of `period` in which the record is active (fee from/to datetimes)."""
-    start = subscription.start
-    if start < period.start_utc:
-        start = period.start_utc
-    end = subscription.end
-    return start, (period.end_utc if end is None or end > period.end_utc else end)
-
-
 def base_fee(subscription: Subscription, plan: Plan, customer: Customer, period: Period) -> Fee | None:
     """The plan's base fee for `period`, prorated by billable days; None if not active in it.
 
@@ -117,7 +108,7 @@ def base_fee(subscription: Subscription, plan: Plan, customer: Customer, period:
     window = active_dates(period, subscription, zone)
     if window is None:
         return None
-    service = _service_window(period, subscription)
+    service = charges_window(period, subscription)
     return _base_fee(subscription, plan, period, window, service, zone, _currency(plan, customer))
 
 
@@ -186,7 +177,7 @@ def _rate(subscription, plan, customer, period, usage, metrics) -> InvoiceDraft:
     fees: list[Fee] = []
     window = active_dates(period, subscription, zone)
     if window is not None:
-        service = _service_window(period, subscription)
+        service = charges_window(period, subscription)
         if not plan.pay_in_advance:
             fees.append(_base_fee(subscription, plan, period, window, service, zone, currency))
         fees += _charge_fees(subscription, plan, period, window, service, currency, usage, metrics, zone)
