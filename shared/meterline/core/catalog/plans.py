@@ -11,11 +11,12 @@ from decimal import Decimal
 from functools import cached_property
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from meterline.core.catalog.base import Stamped, lago_id
-from meterline.core.fields import Currency, Integer, Key
+from meterline.core.events import PROPERTY_NAME_PATTERN, is_property_name
+from meterline.core.fields import Currency, Integer, Key, is_stored
 from meterline.core.lago_model import LagoModel
 from meterline.core.money import from_minor_units
 from meterline.core.pricing.charge_models import ChargeProperties
@@ -56,6 +57,16 @@ class ChargeFilter(LagoModel):
     invoice_display_name: str | None = None
     properties: ChargeProperties
     values: dict[str, tuple[str, ...]] = Field(min_length=1)
+
+    @field_validator("values")
+    @classmethod
+    def _readable_keys(cls, values: dict[str, tuple[str, ...]], info: ValidationInfo) -> dict[str, tuple[str, ...]]:
+        # The keys are event properties the usage SQL reads (core.fields.PropertyName); the
+        # values need no rule, the SQL quotes them as literals.
+        if not is_stored(info) and not all(is_property_name(key) for key in values):
+            raise PydanticCustomError("invalid_format", "filter keys must match {pattern} to be read from events",
+                                      {"pattern": PROPERTY_NAME_PATTERN})
+        return values
 
     @cached_property
     def key(self) -> str:
