@@ -31,6 +31,7 @@ from meterline.core.errors import (
     NotFound,
     Unauthenticated,
     Unavailable,
+    Unbillable,
     ValidationFailed,
 )
 from meterline.core.money import currency_exponent
@@ -108,6 +109,10 @@ def error(err: DomainError | HttpError) -> tuple[int, dict[str, Any]]:
         return 403, _error_body(403, "Forbidden", "forbidden")
     if isinstance(err, Unavailable):
         return error(http_error(503))
+    if isinstance(err, Unbillable):
+        # One subscription's own usage or catalog (e.g. amount_out_of_range): a 4xx that names
+        # why, never a 5xx a client would retry.
+        return 422, _error_body(422, "Unprocessable Entity", err.reason)
     raise TypeError(f"no HTTP mapping for {type(err).__name__}")  # a new DomainError needs one here
 
 

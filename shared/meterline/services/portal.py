@@ -27,7 +27,7 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from meterline.core.catalog import BillableMetric, Customer, Plan, Subscription
 from meterline.core.clock import to_us
-from meterline.core.errors import NotFound, Unavailable
+from meterline.core.errors import NotFound, Unavailable, Unbillable
 from meterline.core.invoices import Invoice
 from meterline.core.pricing.fee import Fee
 from meterline.core.pricing.periods import Period, charges_window, local_midnight_utc
@@ -192,7 +192,9 @@ class PortalService:
             return []
         rated = self._usage.current(candidates, at)
         if rated.failed:
-            raise Unavailable()
+            # Its own usage or catalog cannot be billed: 422 with the reason. Else the
+            # warehouse failed: 503, and the client retries.
+            raise next((e for e in (f.unbillable() for f in rated.failed) if e is not None), Unavailable())
         metrics = {m.code: m for m in self._catalog.list_billable_metrics()[0]}
         groups: dict[str, list[RatedPeriod]] = {}
         for r in rated:
@@ -246,6 +248,9 @@ class PortalService:
                                                chart.code, start, end))
         query = UsageQuery(metrics, [*plans.values(), *chart_plans.values()])
         raw = read_usage(self._warehouse, query, windows)
+        if raw.unbillable:
+            window_id, reason = next(iter(raw.unbillable.items()))
+            raise Unbillable(reason, raw.failed[window_id])
         if raw.failed:
             raise Unavailable()
         pages = []

@@ -3,7 +3,9 @@ subscriptions at once. The one chain that the demo, the billing run, the current
 and the customer portal share, so what a customer sees is what they will be invoiced.
 
 A record whose usage the warehouse cannot read is not rated and does not stop the others: it
-is named in the result's `failed`, for the billing run to flag (and logged by `read_usage`).
+is named in the result's `failed`, for the billing run to retry (and logged by `read_usage`).
+So is a record that cannot be billed for its own sake (its amounts leave the money domain, its
+plan reads a property the SQL cannot), with that `reason`, for the billing run to flag.
 
 One subscription's data never fails another's usage: the numeric domain keeps every sum far
 from overflow (`meterline.core.numbers`), and if the warehouse still refuses the query,
@@ -20,10 +22,10 @@ from datetime import datetime
 
 from meterline import logs
 from meterline.core.catalog import Customer, Plan, Subscription
-from meterline.core.errors import NotFound
+from meterline.core.errors import NotFound, Unbillable
 from meterline.core.pricing.periods import BillingSchedule, Period, charges_window, period_containing
 from meterline.core.pricing.rating import InvoiceDraft, rate_subscription
-from meterline.core.usage_query import UsageQuery, UsageWindow, WindowUsage
+from meterline.core.usage_query import UNUSABLE_PROPERTY_NAME, UsageQuery, UsageWindow, WindowUsage
 from meterline.ports import ArrivalProbe, CatalogStore, UsageReader
 
 _log = logs.get("usage")
@@ -40,7 +42,14 @@ _MAX_FAILED = 16
 
 def read_usage(reader: UsageReader, query: UsageQuery, windows: Sequence[UsageWindow]) -> WindowUsage:
     """Usage per window id, in the shape `rate_subscription` takes, from one query; the
-    windows the warehouse fails on are left out and named in `failed` (see _isolate)."""
+    windows the warehouse fails on are left out and named in `failed` (see _isolate), and so
+    are those of a plan the query cannot read (`UsageQuery.unusable`, in `unbillable` too)."""
+    unbillable = query.unbillable(windows)
+    if unbillable:
+        usage = read_usage(reader, query, [w for w in windows if w.window_id not in unbillable])
+        usage.failed.update(unbillable)
+        usage.unbillable.update(dict.fromkeys(unbillable, UNUSABLE_PROPERTY_NAME))
+        return usage
     if not windows or not query.charges:
         return WindowUsage({w.window_id: {} for w in windows})
     query.check(windows)
@@ -88,11 +97,18 @@ def _describe(exc: Exception) -> str:
 
 @dataclass(frozen=True)
 class FailedPeriod:
-    """One subscription record's period that could not be rated: the warehouse's error."""
+    """One subscription record's period that could not be rated: the warehouse's error, or,
+    when the subscription's own usage or catalog cannot be billed, that `reason` too (a
+    Lago-style code: `amount_out_of_range`, `unusable_property_name`)."""
 
     subscription: Subscription
     period: Period
     error: str
+    reason: str | None = None
+
+    def unbillable(self) -> Unbillable | None:
+        """The domain error to answer for it, when it is the subscription's own."""
+        return None if self.reason is None else Unbillable(self.reason, self.error)
 
 
 class RatedPeriods(list["RatedPeriod"]):
@@ -158,10 +174,15 @@ class UsageService:
         rated, failed = [], []
         for window, (subscription, period) in zip(windows, items, strict=True):
             if window.window_id in usage.failed:
-                failed.append(FailedPeriod(subscription, period, usage.failed[window.window_id]))
+                failed.append(FailedPeriod(subscription, period, usage.failed[window.window_id],
+                                           usage.unbillable.get(window.window_id)))
                 continue
             plan, customer = plans[subscription.plan_code], customers[subscription.external_customer_id]
-            draft = rate_subscription(subscription, plan, customer, period, usage[window.window_id], metrics=metrics)
+            try:
+                draft = rate_subscription(subscription, plan, customer, period, usage[window.window_id], metrics=metrics)
+            except Unbillable as exc:  # its amounts left the money domain: this record alone
+                failed.append(FailedPeriod(subscription, period, str(exc), exc.reason))
+                continue
             rated.append(RatedPeriod(subscription, customer, plan, period, draft))
         return RatedPeriods(rated, failed)
 

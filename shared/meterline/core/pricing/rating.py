@@ -19,6 +19,8 @@ The draft holds:
 - one fee per charge, or per filter of a filtered charge, each rounded once;
 - a true-up fee when a charge's min_amount_cents (prorated like the base fee) is not met.
 Its total is the sum of the rounded fees, so the lines always add up to the total.
+A fee or a total outside the money domain (`meterline.core.money`: a signed 64-bit integer of
+minor units) raises `AmountOutOfRange`, for the caller to flag that subscription alone.
 
 Plan changes are `meterline.core.subscriptions`' to make: an upgrade terminates the old record
 and starts a new one at once, and rating prorates each; a downgrade's old record is billed for
@@ -31,7 +33,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from meterline.core.money import MONEY_CONTEXT, from_minor_units, money_context
+from meterline.core.money import MONEY_CONTEXT, check_minor_units, from_minor_units, money_context
 from meterline.core.pricing.charge_models import CHARGE_MODELS, ChargeModel, price
 from meterline.core.pricing.charge_models.base import clamped
 from meterline.core.pricing.fee import (
@@ -186,7 +188,10 @@ def _rate(subscription, plan, customer, period, usage, metrics) -> InvoiceDraft:
         fee = base_fee(subscription, plan, customer, following)
         if fee is not None:
             fees.append(fee)
-    return InvoiceDraft(subscription.external_id, customer.external_id, plan.code, currency, period, tuple(fees))
+    draft = InvoiceDraft(subscription.external_id, customer.external_id, plan.code, currency, period, tuple(fees))
+    # Each fee is in the money domain (make_fee); their sum must be too.
+    check_minor_units(draft.amount_cents, f"invoice of {subscription.external_id} for {period.start_date}")
+    return draft
 
 
 class _Slot(NamedTuple):

@@ -38,6 +38,12 @@ class Properties(LagoModel):
     # because Lago's `properties` object does not carry it.
     charge_model: str = Field(exclude=True)
 
+    def prices(self) -> tuple[Decimal, ...]:
+        """The money amounts it states that one unit (or package, or event) is charged on its
+        own: a plan refuses one beyond the money domain, which no usage could ever bill
+        (`meterline.core.catalog.Plan`). Rates and caps are not among them."""
+        return ()
+
 
 def check_ranges(ranges: tuple[Any, ...], code: str) -> tuple[Any, ...]:
     """Lago's range rules: the first from_value is 0, each range starts at the previous
