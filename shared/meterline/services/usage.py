@@ -85,9 +85,9 @@ def _isolate(reader: UsageReader, query: UsageQuery, windows: Sequence[UsageWind
         if nothing_read or len(usage.failed) > _MAX_FAILED:
             raise first
     subscription_of = {w.window_id: w.external_subscription_id for w in windows}
-    for window_id, error in usage.failed.items():
+    for window_id, described in usage.failed.items():
         logs.event(_log, "usage not read for one window", logging.ERROR, window_id=window_id,
-                   external_subscription_id=subscription_of[window_id], error=error)
+                   external_subscription_id=subscription_of[window_id], error=described)
     return usage
 
 
