@@ -444,3 +444,23 @@ def test_a_signed_but_malformed_event_is_a_400_naming_the_field_and_changes_noth
 def test_a_well_formed_currency_meterline_does_not_bill_in_is_not_refused(webhook):
     response = webhook.send(_obj(event("invoice.payment_succeeded"), currency="xts"))
     assert response.status_code == 200 and webhook.status() == "paid"
+
+
+def test_without_a_webhook_secret_every_delivery_is_a_503_logged_once(tmp_path):
+    from meterline.entrypoints import stripe_webhook
+    from meterline.local.app import create_app
+    from tests.support import embedded_runtime
+
+    stripe_webhook._warned.clear()
+    client = create_app(embedded_runtime(tmp_path)).test_client()  # no METERLINE_STRIPE_WEBHOOK_SECRET
+    body = orjson.dumps(event("invoice.paid"))
+    with captured_logs() as logged:
+        answers = [client.post("/api/v1/stripe_webhook", data=body, headers={"Stripe-Signature": sign(body, SECRET)})
+                   for _ in range(3)]
+    for response in answers:
+        assert response.status_code == 503 and response.headers["Retry-After"] == "300"
+        assert body_of(response) == {"status": 503, "error": "Service Unavailable", "code": "webhook_not_configured"}
+    lines = [orjson.loads(x) for x in logged.getvalue().splitlines()]
+    assert [(x["severity"], x["message"]) for x in lines] == [
+        ("ERROR", "stripe webhook not configured; deliveries answered 503 until it is")]
+    assert "METERLINE_STRIPE_WEBHOOK_SECRET" in lines[0]["reason"]

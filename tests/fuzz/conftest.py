@@ -9,13 +9,13 @@ settings).
 from __future__ import annotations
 
 import itertools
-import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from meterline.local.app import create_app
-from tests.fuzz.wire import CALLS, COUNTED
+from tests.fuzz.wire import CALLS, COUNTED, quiet_worker_log
 from tests.support import embedded_runtime, new_key
 
 RENEW_EVERY = 300  # examples per runtime
@@ -54,12 +54,8 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory) -> World:
-    # One INFO line per processed message, thousands of them: kept for failures only.
-    worker_log = logging.getLogger("meterline.worker")
-    level = worker_log.level
-    worker_log.setLevel(logging.WARNING)
-    made = World(tmp_path_factory.mktemp("fuzz"))
-    yield made
-    made.runtime.adapters.warehouse.close()
-    worker_log.setLevel(level)
+def world(tmp_path_factory) -> Iterator[World]:
+    with quiet_worker_log():
+        made = World(tmp_path_factory.mktemp("fuzz"))
+        yield made
+        made.runtime.adapters.warehouse.close()

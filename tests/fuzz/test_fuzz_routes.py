@@ -15,9 +15,9 @@ import hashlib
 import hmac
 import itertools
 import json
-import logging
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 
 from meterline.local.app import create_app
 from meterline.local.worker import drain_once
-from tests.fuzz.wire import CALLS, COUNTED, check_answer
+from tests.fuzz.wire import CALLS, COUNTED, check_answer, quiet_worker_log
 from tests.support import embedded_runtime, new_key
 
 FUZZ = settings(
@@ -95,14 +95,11 @@ class Routes:
 
 
 @pytest.fixture(scope="module")
-def routes(tmp_path_factory) -> Routes:
-    worker_log = logging.getLogger("meterline.worker")
-    level = worker_log.level
-    worker_log.setLevel(logging.WARNING)
-    made = Routes(tmp_path_factory.mktemp("fuzz-routes"))
-    yield made
-    made.runtime.adapters.warehouse.close()
-    worker_log.setLevel(level)
+def routes(tmp_path_factory) -> Iterator[Routes]:
+    with quiet_worker_log():
+        made = Routes(tmp_path_factory.mktemp("fuzz-routes"))
+        yield made
+        made.runtime.adapters.warehouse.close()
 
 
 # -- strategies ---------------------------------------------------------------------------------

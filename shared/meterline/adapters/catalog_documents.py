@@ -1,13 +1,10 @@
 """The catalog as documents, for both catalog stores (SQLite and Firestore), which keep the
 same text: a stored object is its model's `to_document()` (its Lago definition and its
 timestamps) as JSON, and a subscription history is its records' `to_lago()` as one JSON array.
-
-Also `doc_id`, the document id of a free-text key where a store needs a safe one (Firestore).
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from typing import TypeVar
 
@@ -15,16 +12,9 @@ import orjson
 
 from meterline.core.catalog import Stamped, Subscription
 
-__all__ = ["doc_id", "dump_document", "dump_records", "load_document", "load_records"]
+__all__ = ["dump_document", "dump_records", "load_document", "load_records"]
 
 S = TypeVar("S", bound=Stamped)
-
-
-def doc_id(key: str) -> str:
-    """A document id for any key: Lago codes and event ids are free text, and a raw one could
-    hold '/' or be '.', '..' or '__x__', which Firestore refuses as ids. The SHA-256 keeps ids
-    short, valid and evenly spread."""
-    return hashlib.sha256(key.encode()).hexdigest()
 
 
 def dump_document(model: Stamped) -> str:

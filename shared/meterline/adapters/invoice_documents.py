@@ -16,10 +16,11 @@ import orjson
 
 from meterline.core.invoices import Invoice, InvoiceLine
 
-# The whole invoice is one JSON text: Decimals as their exact text, datetimes as ISO-8601 with
-# all six microsecond digits and their offset, dates as ISO dates. Reading goes by the
-# dataclasses' own type hints, so a field the core adds later round-trips with no change here
-# (and a document written before it existed reads back with the field's default).
+# The whole invoice is one JSON text: Decimals (units and precise amounts, which have no
+# 64-bit bound) as their exact text, datetimes as ISO-8601 with all six microsecond digits and
+# their offset, dates as ISO dates. Reading goes by the dataclasses' own type hints, so a
+# field the core adds later round-trips with no change here (and a document written before it
+# existed reads back with the field's default).
 
 
 def _exact(value: Any) -> str:
@@ -54,9 +55,15 @@ def _read(cls: type, data: dict[str, Any]) -> Any:
 def invoice_document(invoice: Invoice, version: int) -> str:
     """The invoice as stored, carrying the stored `version` (the document and the store's
     version column never disagree)."""
-    return orjson.dumps(
-        replace(invoice, version=version), default=_exact, option=orjson.OPT_PASSTHROUGH_DATETIME
-    ).decode()
+    try:
+        return orjson.dumps(
+            replace(invoice, version=version), default=_exact, option=orjson.OPT_PASSTHROUGH_DATETIME
+        ).decode()
+    except orjson.JSONEncodeError as exc:
+        # A ValueError, which `issue_many` refuses for this invoice alone: one document that
+        # cannot be written never rolls back the others of its transaction. (The core keeps
+        # every int in 64 bits, core.money; this is the store's own guard.)
+        raise ValueError(f"invoice {invoice.id} cannot be stored: {exc}") from None
 
 
 def invoice_record(invoice: Invoice, version: int) -> dict[str, Any]:

@@ -54,3 +54,13 @@ class Forbidden(DomainError):
 
 class Unavailable(DomainError):
     """Our side failed (a publish not confirmed, a store contended); the caller retries."""
+
+
+class Unbillable(DomainError):
+    """One subscription's own usage or catalog cannot be billed (Lago: 422, `reason` as the
+    code). A billing run flags that subscription with `reason` and bills the others; its
+    current usage and portal answer 422, and every other customer's keep working."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason

@@ -57,6 +57,28 @@ def addressable(value: str) -> bool:
     rule for transaction ids here and for catalog codes and external_ids in core.fields)."""
     return "/" not in value and not _CONTROL_CHARACTER.search(value)
 
+# The event properties billing can read (a metric's field_name, a filter's keys): the usage SQL
+# reads each through a JSONPath ('$.name', `meterline.adapters.sql.json_path`), where a dot, a
+# bracket, a space or a quote would read another property or none. One rule, here, for the
+# catalog's models (`core.fields.PropertyName`: the API and `catalog apply`) and the SQL alike,
+# so a name the API accepts is a name billing can use. (Here, not in core.fields: the SQL
+# adapters are imported by functions that never load pydantic.)
+PROPERTY_NAME_PATTERN = r"[A-Za-z_][A-Za-z0-9_\-]*"
+_PROPERTY_NAME = re.compile(PROPERTY_NAME_PATTERN)
+_PROPERTY_NAME_MAX = 255
+
+
+def is_property_name(name: object) -> bool:
+    """Whether billing can read an event property of this name (PROPERTY_NAME_PATTERN)."""
+    return isinstance(name, str) and len(name) <= _PROPERTY_NAME_MAX and _PROPERTY_NAME.fullmatch(name) is not None
+
+
+def property_name_error(name: object) -> str:
+    """Why `name` is not one (for an error message)."""
+    return (f"property name {name!r} must match {PROPERTY_NAME_PATTERN} (at most {_PROPERTY_NAME_MAX} characters) "
+            "to be read from events")
+
+
 # How deep properties may nest, the properties object included: far more than any event needs,
 # and far under the 254 levels orjson writes (the message and the answer wrap properties in 3).
 MAX_PROPERTY_DEPTH = 32

@@ -13,16 +13,39 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, Field, PlainSerializer
+from pydantic import AfterValidator, BeforeValidator, Field, PlainSerializer, ValidationInfo
 from pydantic_core import PydanticCustomError
 
 from meterline.core.clock import iso_ms
-from meterline.core.events import addressable
+from meterline.core.events import PROPERTY_NAME_PATTERN, addressable, is_property_name
 from meterline.core.jsonbody import Unstorable, storable
 from meterline.core.money import CURRENCY_EXPONENTS, parse_decimal
 from meterline.core.numbers import PLACES, number_error
 
-__all__ = ["Amount", "Bound", "Currency", "FreeForm", "Integer", "Key", "Stamp", "UtcDatetime", "stamp_time"]
+__all__ = [
+    "STORED",
+    "Amount",
+    "Bound",
+    "Currency",
+    "FreeForm",
+    "Integer",
+    "Key",
+    "PropertyName",
+    "Stamp",
+    "UtcDatetime",
+    "is_stored",
+    "stamp_time",
+]
+
+# The validation context of a stored catalog object read back (`Stamped.from_document`). A rule
+# added after an object was stored must not make it unreadable, or one bad object would stop
+# every list of the catalog; the rules that read it (`is_stored`) let it load, and billing
+# flags the subscriptions that use it instead.
+STORED = {"stored": True}
+
+
+def is_stored(info: ValidationInfo) -> bool:
+    return bool(info.context and info.context.get("stored"))
 
 
 def _addressable(value: str) -> str:
@@ -36,6 +59,17 @@ def _addressable(value: str) -> str:
 
 # The type of every code and external_id (1 to 255 characters, addressable in a URL path).
 Key = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_addressable)]
+
+
+def _property_name(value: str, info: ValidationInfo) -> str:
+    """An event property billing reads (`meterline.core.events.is_property_name`)."""
+    if not is_property_name(value) and not is_stored(info):
+        raise PydanticCustomError("invalid_format", "must match {pattern} to be read from events",
+                                  {"pattern": PROPERTY_NAME_PATTERN})
+    return value
+
+
+PropertyName = Annotated[str, AfterValidator(_property_name)]
 
 
 def _in_domain(value: Decimal | int, places: int | None) -> None:

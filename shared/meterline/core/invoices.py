@@ -27,7 +27,7 @@ from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Literal, get_args
 
-from meterline.core.money import MONEY_CONTEXT, currency_exponent, round_money
+from meterline.core.money import MONEY_CONTEXT, check_minor_units, currency_exponent, round_money
 from meterline.core.pricing.fee import Fee
 
 __all__ = [
@@ -177,6 +177,13 @@ class Invoice:
         # refusing text that is none.
         if self.provider_step is not None and not isinstance(self.provider_step, ProviderStep):
             object.__setattr__(self, "provider_step", ProviderStep(self.provider_step))
+        # The money domain (core.money): every line and the total fit a signed 64-bit integer
+        # of minor units, so no invoice is made that a store could not write. Rating checks
+        # its fees; late-usage lines join them here.
+        total = 0
+        for line in self.lines:
+            total += check_minor_units(line.amount_cents, f"invoice {self.id} line {line.ref}")
+        check_minor_units(total, f"invoice {self.id}")
 
     @property
     def amount_cents(self) -> int:

@@ -7,6 +7,12 @@ with ROUND_HALF_UP to the currency's ISO 4217 exponent (Lago does the same with 
 Stripe receives integer minor units, which `to_minor_units` produces only from an amount that
 is already rounded, so a missed rounding step fails loudly instead of truncating silently.
 
+The domain of a rounded amount in minor units (a fee's or an invoice's `amount_cents`) is
+a signed 64-bit integer, what Lago stores and what both invoice stores write (orjson writes
+64 bits at most): `check_minor_units` enforces it where the amount is made, and refuses with
+`AmountOutOfRange`. Unrounded (precise) amounts are Decimals, stored as their exact text, so
+they have no such bound.
+
 Arithmetic runs in `MONEY_CONTEXT` (50 significant digits, traps on invalid operations) inside
 `with money_context():`, which restores the caller's decimal context on exit, so this module
 never changes the decimal context that other code (and other threads) rely on.
@@ -28,10 +34,15 @@ from decimal import (
 )
 from typing import Final
 
+from meterline.core.errors import Unbillable
+from meterline.core.numbers import INT64_MAX, INT64_MIN
+
 __all__ = [
     "CURRENCY_EXPONENTS",
+    "AmountOutOfRange",
     "MONEY_CONTEXT",
     "ZERO",
+    "check_minor_units",
     "currency_exponent",
     "from_minor_units",
     "money_context",
@@ -109,6 +120,21 @@ _per_thread = threading.local()
 def money_context() -> _MoneyContext:
     """A `with` block running Decimal arithmetic in MONEY_CONTEXT (the global one is untouched)."""
     return _MoneyContext()
+
+
+class AmountOutOfRange(Unbillable):
+    """An amount in minor units outside the money domain (a signed 64-bit integer)."""
+
+    def __init__(self, message: str):
+        super().__init__("amount_out_of_range", message)
+
+
+def check_minor_units(minor: int, what: str) -> int:
+    """`minor` if it is in the money domain (a signed 64-bit integer), else AmountOutOfRange
+    naming `what` ("fee sub_1|...", "invoice ...")."""
+    if INT64_MIN <= minor <= INT64_MAX:
+        return minor
+    raise AmountOutOfRange(f"{what}: {minor} minor units is outside the money domain (a signed 64-bit integer)")
 
 
 def currency_exponent(currency: str) -> int:

@@ -24,6 +24,7 @@ from decimal import Decimal, localcontext
 from typing import TYPE_CHECKING, NamedTuple
 
 from meterline.core.clock import to_us
+from meterline.core.events import is_property_name, property_name_error
 from meterline.core.pricing.usage import ChargeUsage, SeatEvent, UsageKey
 
 if TYPE_CHECKING:
@@ -31,6 +32,10 @@ if TYPE_CHECKING:
     from meterline.core.catalog import BillableMetric, Charge, ChargeModelName, Plan
 
 _NEEDS_ROWS: tuple[ChargeModelName, ...] = ("percentage", "graduated_percentage")
+
+
+# The reason a window of an `unusable` plan is flagged with (`WindowUsage.unbillable`).
+UNUSABLE_PROPERTY_NAME = "unusable_property_name"
 
 
 class UsageQueryError(ValueError):
@@ -75,12 +80,15 @@ class UsageRow(NamedTuple):
 
 class WindowUsage(dict[str, dict[UsageKey, ChargeUsage]]):
     """Usage per window id, in the shape `rate_subscription` takes, for every window but the
-    ones in `failed` (window id -> the warehouse's error, type and message)."""
+    ones in `failed` (window id -> the warehouse's error, type and message). Those failed for
+    their own catalog, not the warehouse, are also in `unbillable` (window id -> the reason, a
+    Lago-style code such as `unusable_property_name`)."""
 
     def __init__(self, usage: Mapping[str, dict[UsageKey, ChargeUsage]] | None = None,
                  failed: Mapping[str, str] | None = None):
         super().__init__(usage or {})
         self.failed: dict[str, str] = dict(failed or {})
+        self.unbillable: dict[str, str] = {}
 
 
 class QueryCharge(NamedTuple):
@@ -107,14 +115,37 @@ class UsageQuery:
     def __init__(self, metrics: Mapping[str, BillableMetric], plans: Iterable[Plan]):
         self.metrics = dict(metrics)
         self.plans = {p.code: p for p in plans}
+        # Plans whose charges read a property the SQL cannot (stored before the catalog refused
+        # such names, `core.events.is_property_name`) -> why. They are left out of the query,
+        # so that one plan's name never fails everyone's usage; their windows fail alone.
+        self.unusable: dict[str, str] = {}
         charges = []
         for plan in self.plans.values():
+            problem = self._unreadable(plan)
+            if problem is not None:
+                self.unusable[plan.code] = f"plan {plan.code}: {problem}"
+                continue
             for charge in plan.charges:
                 metric = self.metrics.get(charge.billable_metric_code or "")
                 if metric is None:
                     raise UsageQueryError(f"plan {plan.code}: unknown billable metric {charge.billable_metric_code!r}")
                 charges.append(QueryCharge(plan.code, charge, metric, _per_event(charge, metric)))
         self.charges: tuple[QueryCharge, ...] = tuple(charges)
+
+    def _unreadable(self, plan: Plan) -> str | None:
+        for charge in plan.charges:
+            metric = self.metrics.get(charge.billable_metric_code or "")
+            names = [key for f in charge.filters for key in f.values]
+            if metric is not None and metric.field_name is not None:
+                names.append(metric.field_name)
+            for name in names:
+                if not is_property_name(name):
+                    return property_name_error(name)
+        return None
+
+    def unbillable(self, windows: Sequence[UsageWindow]) -> dict[str, str]:
+        """The windows whose plan is `unusable` -> why."""
+        return {w.window_id: self.unusable[w.plan_code] for w in windows if w.plan_code in self.unusable}
 
     def check(self, windows: Sequence[UsageWindow]) -> None:
         """Raise UsageQueryError if a window's plan is not in this query's catalog."""

@@ -31,6 +31,7 @@ from meterline.core.errors import (
     NotFound,
     Unauthenticated,
     Unavailable,
+    Unbillable,
     ValidationFailed,
 )
 from meterline.core.money import currency_exponent
@@ -108,6 +109,10 @@ def error(err: DomainError | HttpError) -> tuple[int, dict[str, Any]]:
         return 403, _error_body(403, "Forbidden", "forbidden")
     if isinstance(err, Unavailable):
         return error(http_error(503))
+    if isinstance(err, Unbillable):
+        # One subscription's own usage or catalog (e.g. amount_out_of_range): a 4xx that names
+        # why, never a 5xx a client would retry.
+        return 422, _error_body(422, "Unprocessable Entity", err.reason)
     raise TypeError(f"no HTTP mapping for {type(err).__name__}")  # a new DomainError needs one here
 
 
@@ -530,9 +535,12 @@ def current_usage(usage: CurrentUsage) -> dict[str, Any]:
             "grouped_usage": [],
         })
     amount = sum(c["amount_cents"] for c in charges)
+    # Lago's boundaries of current usage are the charges' (charges_from/to_datetime): from the
+    # subscription's start, if it started in this period, to its end if it ends in it.
+    start, end = usage.window
     return {
-        "from_datetime": iso_exact(period.start_utc),
-        "to_datetime": iso_exact(period.lago_to_datetime),
+        "from_datetime": iso_exact(start),
+        "to_datetime": iso_exact(period.lago_to_datetime if end == period.end_utc else end),
         # The day the invoice of this period would be issued (the billing run's rule).
         "issuing_date": (period.end_date + timedelta(days=1)).isoformat(),
         "lago_invoice_id": None,

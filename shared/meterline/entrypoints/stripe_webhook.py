@@ -8,6 +8,9 @@
     or is of a type Meterline does not act on (logged);
   * 503 when the event is ahead of our invoice (still a draft: the billing run owns
     finalization); Stripe delivers it again later;
+  * 503 `webhook_not_configured` while METERLINE_STRIPE_WEBHOOK_SECRET is unset: nothing can be
+    verified, so nothing is read; Stripe retries for days, so no event is lost once the secret is
+    set. Logged once per process (not once per delivery);
   * 5xx on our own failure (a store or the warehouse down): raising gets a redelivery, and
     nothing was recorded as processed.
 
@@ -18,11 +21,13 @@ The logic is `services.payments.PaymentEvents`; reading Stripe's format is
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from flask import Request, Response
 
 from meterline import logs
+from meterline.config import ConfigError
 from meterline.entrypoints.http import json_response, method_not_allowed, read_body
 from meterline.entrypoints.lago import HttpError
 from meterline.ports import InvalidSignature, MalformedPaymentEvent
@@ -34,6 +39,17 @@ _log = logs.get("stripe_webhook")
 MAX_BODY_BYTES = 256 * 1024
 
 
+_warned = threading.Event()
+
+
+def _not_configured(exc: ConfigError) -> None:
+    # Once: a misconfigured endpoint that Stripe retries must not flood the log.
+    if not _warned.is_set():
+        _warned.set()
+        logs.event(_log, "stripe webhook not configured; deliveries answered 503 until it is", logging.ERROR,
+                   reason=str(exc))
+
+
 def stripe_webhook_handler(runtime: StripeWebhookRuntime, request: Request) -> Response:
     from meterline.services.payments import NotYet
 
@@ -41,7 +57,12 @@ def stripe_webhook_handler(runtime: StripeWebhookRuntime, request: Request) -> R
         raise method_not_allowed(["POST"])
     body = read_body(request, MAX_BODY_BYTES)  # the raw bytes: the signature covers exactly these
     try:
-        event = runtime.webhooks.verify(body, request.headers.get("Stripe-Signature"))
+        webhooks = runtime.webhooks
+    except ConfigError as exc:
+        _not_configured(exc)
+        raise HttpError(503, "Service Unavailable", "webhook_not_configured", headers={"Retry-After": "300"}) from None
+    try:
+        event = webhooks.verify(body, request.headers.get("Stripe-Signature"))
     except MalformedPaymentEvent as exc:
         # Signed by Stripe, yet not readable: refused whole and recorded in the log (Stripe
         # shows the 400 in its dashboard and retries; nothing was applied).

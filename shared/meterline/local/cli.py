@@ -315,6 +315,8 @@ def cmd_bill(args: argparse.Namespace) -> int:
         print(output.render(rows, ["number", "subscription", "period", "status", "total", "currency"], args.format))
     for subscription, error in summary["failed"].items():
         print(f"failed: {subscription}: {error} (retried by the next run)", file=sys.stderr)
+    for held, reason in summary.get("flag_reasons", {}).items():
+        print(f"flagged: {held}: {reason} (not billed until fixed; the others are)", file=sys.stderr)
     return 1 if summary["failed"] else 0
 
 

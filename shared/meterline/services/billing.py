@@ -26,12 +26,18 @@ What a crash at each step costs (every step is idempotent; nothing is lost):
   | after create, before a refresh/finalize | refreshes or finalizes it (versioned write) | none |
   | inside issue (one store transaction;    | all or nothing: finalizes them then          | none |
   |   embedded: a chunk, `issue_many`)      |                                             |      |
+  | during a refused chunk's retries, one   | finalizes the rest (create-if-absent)       | none |
+  |   invoice per transaction               |                                             |      |
   | between two provider calls              | repeats them; each is idempotent on our ids | none |
   | after collect, before storing the step  | collect again: the provider's idempotency   | none |
   |                                         | key returns the first result                |      |
 
-One subscription's failure (bad data, a provider error) is logged and counted; the others are
-billed, and the failed one is tried again by the next run.
+One subscription's failure (a provider error, a store error) is logged and counted in `failed`;
+the others are billed, and the failed one is tried again by the next run. A subscription that
+cannot be billed for its own sake (its amounts leave the money domain, its plan reads a property
+the usage SQL cannot) is flagged with that reason (`flagged`, `flag_reasons`) and tried again by
+each run. A chunk of invoices the store refuses as a whole (one document it cannot write) is
+written again one invoice per transaction, so that one bad invoice never takes the others.
 """
 
 from __future__ import annotations
@@ -50,8 +56,9 @@ from datetime import UTC, datetime, timedelta
 from meterline import logs
 from meterline.core.catalog import Customer, Plan, Subscription
 from meterline.core.clock import to_us
+from meterline.core.errors import Unbillable
 from meterline.core.invoices import Invoice, InvoiceLine, ProviderStep, invoice_id, late_lines, lines_from_fees
-from meterline.core.pricing.periods import BillingSchedule, Period, period_containing
+from meterline.core.pricing.periods import BillingSchedule, Period, charges_window, period_containing
 from meterline.core.pricing.rating import rate_subscription_start
 from meterline.core.subscriptions import apply_due_downgrades
 from meterline.ports import ArrivalProbe, CatalogStore, FinanceLedger, InvoiceStore, PaymentProvider, StaleWrite
@@ -80,7 +87,10 @@ class BillingResult:
     refreshed: int = 0
     finalized: int = 0
     collected: int = 0
+    # Held for a person: invoices the provider totals differently (their id), and subscriptions
+    # that cannot be billed for their own sake (their external_id); why, in `flag_reasons`.
     flagged: list[str] = field(default_factory=list)
+    flag_reasons: dict[str, str] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)  # subscription external_id -> error type
     complete: bool = True  # False when the time budget ran out; the next run continues
     finance_unrecorded: int = 0  # state changes the finance tables refused (logged)
@@ -94,6 +104,7 @@ class BillingResult:
             "finalized": self.finalized,
             "collected": self.collected,
             "flagged": self.flagged,
+            "flag_reasons": self.flag_reasons,
             "failed": self.failed,
             "complete": self.complete,
             "finance_unrecorded": self.finance_unrecorded,
@@ -272,8 +283,13 @@ class BillingService:
         fees_of = {(id(r.subscription), r.period.start_date): r.draft.fees for r in rated}
         # A period whose usage could not be read (its data broke the query) is flagged and
         # retried by the next run; every other subscription is billed.
+        # A period that cannot be billed for its own sake (`reason`: its amounts, its plan's
+        # names) is flagged; the next run tries it again, after its data or catalog is fixed.
         for failure in rated.failed:
-            result.failed[failure.subscription.external_id] = failure.error
+            if failure.reason is not None:
+                self._flag(result, failure.subscription.external_id, failure.reason, failure.error)
+            else:
+                result.failed[failure.subscription.external_id] = failure.error
 
         ordered = sorted(groups.values(), key=lambda g: (g.external_id, g.period.start_date, g.kind != "starting"))
         # Invoices to create finalized, written FINALIZE_CHUNK at a time (`_finalize_batch`).
@@ -282,7 +298,7 @@ class BillingService:
             if self._clock() - started > self._budget:
                 result.complete = False  # the next scheduled run continues where this one stopped
                 break
-            if group.external_id in result.failed:
+            if group.external_id in result.failed or group.external_id in result.flag_reasons:
                 continue
             if batch and (len(batch) >= FINALIZE_CHUNK or batch[-1][0].external_id == group.external_id):
                 # A later period's late lines must see the earlier one finalized: written first.
@@ -316,8 +332,14 @@ class BillingService:
         chunk, batch[:] = list(batch), []
         try:
             outcomes: list = self._invoices.issue_many([draft for _, draft in chunk], as_of)
-        except Exception as exc:  # noqa: BLE001 - nothing in the chunk was written
-            outcomes = [exc] * len(chunk)
+        except Exception as exc:  # noqa: BLE001 - nothing in the chunk was written: one at a time
+            # NOTE: one document the store refuses (or a store error) rolls back its whole
+            # transaction. Retried one invoice per transaction, it fails alone and the others
+            # are written; a crash during the retries leaves some written and the rest for the
+            # next run (each create is create-if-absent), never a number used twice.
+            logs.failure(_log, "a batch of finalized invoices was refused; written one at a time", exc,
+                         invoices=len(chunk))
+            outcomes = [self._issue_one(draft, as_of) for _, draft in chunk]
         for (group, _), outcome in zip(chunk, outcomes, strict=True):
             with self._one_subscription(group, known, result):
                 if isinstance(outcome, Exception):
@@ -327,11 +349,30 @@ class BillingService:
                 known[group.external_id][group.id] = invoice = self._carry_on(outcome, group, as_of, result)
                 result.invoices.append(invoice)
 
+    def _issue_one(self, draft: Invoice, as_of: datetime) -> Invoice | Exception:
+        """`draft` created finalized in a store transaction of its own; the exception if refused."""
+        try:
+            (outcome,) = self._invoices.issue_many([draft], as_of)
+        except Exception as exc:  # noqa: BLE001 - this invoice's alone
+            return exc
+        return outcome
+
+    @staticmethod
+    def _flag(result: BillingResult, external_id: str, reason: str, error: str) -> None:
+        """Hold a subscription that cannot be billed for its own sake; the others are billed."""
+        if external_id not in result.flag_reasons:
+            result.flagged.append(external_id)
+            result.flag_reasons[external_id] = reason
+            logs.event(_log, "subscription flagged: not billed until its data or catalog is fixed", logging.ERROR,
+                       subscription=external_id, reason=reason, error=error[:500])
+
     @contextmanager
     def _one_subscription(self, group: _Group, known, result: BillingResult) -> Iterator[None]:
         """One invoice's step, whose failure is its subscription's alone."""
         try:
             yield
+        except Unbillable as exc:  # e.g. its late-usage lines take the total out of the money domain
+            self._flag(result, group.external_id, exc.reason, str(exc))
         except StaleWrite:
             known[group.external_id][group.id] = self._invoices.get(group.id)  # what the other writer left
             # Another run (or the webhook) wrote this invoice since it was read: that writer
@@ -411,13 +452,25 @@ class BillingService:
         since their invoice's usage was read (less ARRIVAL_MARGIN), in one narrow query. The
         others' usage is what they were invoiced for: rating them again would find no late
         line, and would read every event of CATCH_UP_PERIODS periods on every run."""
-        probes = {}
+        # Per invoice: the records' own usage windows, as rating reads them (a period's records
+        # of an upgrade are candidates of their own, under one invoice id). The probe spans the
+        # first start to the last end within the period: an event timed before the subscription
+        # started is not its usage, so its arrival re-rates nothing.
+        spans: dict[str, tuple[str, datetime, datetime, int]] = {}
         for external_id, gs in previous.items():
             for g in gs:
                 invoice = known[external_id].get(g.id)
-                if invoice is not None and invoice.usage_read_at is not None:
-                    probes[g.id] = ArrivalProbe(g.id, external_id, to_us(g.period.start_utc), to_us(g.period.end_utc),
-                                                to_us(invoice.usage_read_at) - self._arrival_margin_us)
+                if invoice is None or invoice.usage_read_at is None:
+                    continue
+                since = to_us(invoice.usage_read_at) - self._arrival_margin_us
+                for record in g.records:
+                    start, end = charges_window(g.period, record)
+                    if g.id in spans:
+                        _, first, last, _ = spans[g.id]
+                        start, end = min(start, first), max(end, last)
+                    spans[g.id] = (external_id, start, end, since)
+        probes = {gid: ArrivalProbe(gid, ext, to_us(start), to_us(end), since)
+                  for gid, (ext, start, end, since) in spans.items()}
         if not probes:
             return previous
         recurring = [m.code for m in self._catalog.list_billable_metrics()[0] if m.recurring]
@@ -545,6 +598,7 @@ class BillingService:
             if flag is not None:
                 # NOTE: never collect an amount we did not compute; a person looks at it.
                 result.flagged.append(invoice.id)
+                result.flag_reasons[invoice.id] = flag
                 logs.event(_log, "provider total differs from ours; not collected", logging.ERROR,
                            invoice_id=invoice.id, ours=invoice.amount_cents, theirs=remote.total_cents)
                 self._record(invoice)

@@ -27,10 +27,10 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from meterline.core.catalog import BillableMetric, Customer, Plan, Subscription
 from meterline.core.clock import to_us
-from meterline.core.errors import NotFound, Unavailable
+from meterline.core.errors import NotFound, Unavailable, Unbillable
 from meterline.core.invoices import Invoice
 from meterline.core.pricing.fee import Fee
-from meterline.core.pricing.periods import Period, local_midnight_utc
+from meterline.core.pricing.periods import Period, charges_window, local_midnight_utc
 from meterline.core.pricing.rating import rate_subscription
 from meterline.core.pricing.usage import ChargeUsage
 from meterline.core.usage_query import UsageQuery, UsageWindow
@@ -69,6 +69,19 @@ class CurrentUsage:
     @property
     def period(self) -> Period:
         return self.rated[-1].period
+
+    @staticmethod
+    def window_of(rated: RatedPeriod) -> tuple[datetime, datetime]:
+        """One record's usage window: its part of the period (`charges_window`)."""
+        return charges_window(rated.period, rated.subscription)
+
+    @property
+    def window(self) -> tuple[datetime, datetime]:
+        """The usage window of the subscription's records together, [start, end): from the
+        first record's start to the last one's end within the period (Lago's
+        charges_from_datetime / charges_to_datetime of current usage)."""
+        spans = [self.window_of(r) for r in self.rated]
+        return min(s for s, _ in spans), max(e for _, e in spans)
 
     @property
     def currency(self) -> str:
@@ -179,7 +192,9 @@ class PortalService:
             return []
         rated = self._usage.current(candidates, at)
         if rated.failed:
-            raise Unavailable()
+            # Its own usage or catalog cannot be billed: 422 with the reason. Else the
+            # warehouse failed: 503, and the client retries.
+            raise next((e for e in (f.unbillable() for f in rated.failed) if e is not None), Unavailable())
         metrics = {m.code: m for m in self._catalog.list_billable_metrics()[0]}
         groups: dict[str, list[RatedPeriod]] = {}
         for r in rated:
@@ -209,9 +224,9 @@ class PortalService:
         windows: list[UsageWindow] = []
         days_of: list[list[date]] = []
         for u in usages:
-            for i, r in enumerate(u.rated):  # the period so far, raw, for the projection
+            for i, r in enumerate(u.rated):  # each record's usage so far, raw, for the projection
                 windows.append(UsageWindow(f"{u.external_subscription_id}\x00{i}", u.external_subscription_id,
-                                           r.plan.code, r.period.start_utc, r.period.end_utc))
+                                           r.plan.code, *u.window_of(r)))
             # The chart follows the current record's plan for the whole period (events belong
             # to the external id, whichever record billed them).
             current = u.rated[-1]
@@ -219,15 +234,23 @@ class PortalService:
                 taken = {*plans, *(p.code for p in chart_plans.values())}
                 chart_plans[current.plan.code] = _without_filters(current.plan, taken)
             chart = chart_plans[current.plan.code]
-            zone, period = current.customer.zone, current.period
+            zone, period, (since, until) = current.customer.zone, current.period, u.window
             today = min(at.astimezone(zone).date(), period.end_date)
             days = [period.start_date + timedelta(days=k) for k in range((today - period.start_date).days + 1)]
             days_of.append(days)
-            windows += [UsageWindow(f"{u.external_subscription_id}\x00d{k}", u.external_subscription_id, chart.code,
-                                    local_midnight_utc(day, zone), local_midnight_utc(day + _ONE_DAY, zone))
-                        for k, day in enumerate(days)]
+            # Each day's window is clipped to the subscription's usage window: the days before it
+            # started (or after it ended) are asked nothing and show none.
+            for k, day in enumerate(days):
+                start = max(local_midnight_utc(day, zone), since)
+                end = min(local_midnight_utc(day + _ONE_DAY, zone), until)
+                if start < end:
+                    windows.append(UsageWindow(f"{u.external_subscription_id}\x00d{k}", u.external_subscription_id,
+                                               chart.code, start, end))
         query = UsageQuery(metrics, [*plans.values(), *chart_plans.values()])
         raw = read_usage(self._warehouse, query, windows)
+        if raw.unbillable:
+            window_id, reason = next(iter(raw.unbillable.items()))
+            raise Unbillable(reason, raw.failed[window_id])
         if raw.failed:
             raise Unavailable()
         pages = []
@@ -241,7 +264,7 @@ class PortalService:
                 usage = {key: _projected(cu, metrics.get(_metric_code(r.plan, key[0]) or ""), factor)
                          for key, cu in raw[f"{u.external_subscription_id}\x00{i}"].items()}
                 projected += rate_subscription(r.subscription, r.plan, r.customer, r.period, usage, metrics=metrics).fees
-            per_day = [raw[f"{u.external_subscription_id}\x00d{k}"] for k in range(len(days))]
+            per_day = [raw.get(f"{u.external_subscription_id}\x00d{k}", {}) for k in range(len(days))]
             daily = _daily(chart_plans[current.plan.code], metrics, days, per_day, current.customer.zone, at)
             seats = tuple(SeatCount(d.label, int(d.points[-1][1]) if d.points else 0) for d in daily if _is_seats(d.metric))
             pages.append(SubscriptionPage(u, current.plan, tuple(projected), elapsed, active, daily, seats))
@@ -304,8 +327,7 @@ def _active_seats(usage: ChargeUsage | None, at: datetime) -> int:
 
 def _scale(subscription: Subscription, period: Period, at: datetime) -> tuple[Decimal, timedelta, timedelta]:
     """(the projection's factor, time elapsed, active time) of the record's part of the period."""
-    start = max(period.start_utc, subscription.start)
-    end = period.end_utc if subscription.end is None else min(period.end_utc, subscription.end)
+    start, end = charges_window(period, subscription)
     if end <= start:
         return Decimal(1), timedelta(0), timedelta(0)
     elapsed = min(max(at, start), end) - start

@@ -3,7 +3,9 @@ subscriptions at once. The one chain that the demo, the billing run, the current
 and the customer portal share, so what a customer sees is what they will be invoiced.
 
 A record whose usage the warehouse cannot read is not rated and does not stop the others: it
-is named in the result's `failed`, for the billing run to flag (and logged by `read_usage`).
+is named in the result's `failed`, for the billing run to retry (and logged by `read_usage`).
+So is a record that cannot be billed for its own sake (its amounts leave the money domain, its
+plan reads a property the SQL cannot), with that `reason`, for the billing run to flag.
 
 One subscription's data never fails another's usage: the numeric domain keeps every sum far
 from overflow (`meterline.core.numbers`), and if the warehouse still refuses the query,
@@ -20,10 +22,10 @@ from datetime import datetime
 
 from meterline import logs
 from meterline.core.catalog import Customer, Plan, Subscription
-from meterline.core.errors import NotFound
-from meterline.core.pricing.periods import BillingSchedule, Period, period_containing
+from meterline.core.errors import NotFound, Unbillable
+from meterline.core.pricing.periods import BillingSchedule, Period, charges_window, period_containing
 from meterline.core.pricing.rating import InvoiceDraft, rate_subscription
-from meterline.core.usage_query import UsageQuery, UsageWindow, WindowUsage
+from meterline.core.usage_query import UNUSABLE_PROPERTY_NAME, UsageQuery, UsageWindow, WindowUsage
 from meterline.ports import ArrivalProbe, CatalogStore, UsageReader
 
 _log = logs.get("usage")
@@ -40,7 +42,14 @@ _MAX_FAILED = 16
 
 def read_usage(reader: UsageReader, query: UsageQuery, windows: Sequence[UsageWindow]) -> WindowUsage:
     """Usage per window id, in the shape `rate_subscription` takes, from one query; the
-    windows the warehouse fails on are left out and named in `failed` (see _isolate)."""
+    windows the warehouse fails on are left out and named in `failed` (see _isolate), and so
+    are those of a plan the query cannot read (`UsageQuery.unusable`, in `unbillable` too)."""
+    unbillable = query.unbillable(windows)
+    if unbillable:
+        usage = read_usage(reader, query, [w for w in windows if w.window_id not in unbillable])
+        usage.failed.update(unbillable)
+        usage.unbillable.update(dict.fromkeys(unbillable, UNUSABLE_PROPERTY_NAME))
+        return usage
     if not windows or not query.charges:
         return WindowUsage({w.window_id: {} for w in windows})
     query.check(windows)
@@ -76,9 +85,9 @@ def _isolate(reader: UsageReader, query: UsageQuery, windows: Sequence[UsageWind
         if nothing_read or len(usage.failed) > _MAX_FAILED:
             raise first
     subscription_of = {w.window_id: w.external_subscription_id for w in windows}
-    for window_id, error in usage.failed.items():
+    for window_id, described in usage.failed.items():
         logs.event(_log, "usage not read for one window", logging.ERROR, window_id=window_id,
-                   external_subscription_id=subscription_of[window_id], error=error)
+                   external_subscription_id=subscription_of[window_id], error=described)
     return usage
 
 
@@ -88,11 +97,18 @@ def _describe(exc: Exception) -> str:
 
 @dataclass(frozen=True)
 class FailedPeriod:
-    """One subscription record's period that could not be rated: the warehouse's error."""
+    """One subscription record's period that could not be rated: the warehouse's error, or,
+    when the subscription's own usage or catalog cannot be billed, that `reason` too (a
+    Lago-style code: `amount_out_of_range`, `unusable_property_name`)."""
 
     subscription: Subscription
     period: Period
     error: str
+    reason: str | None = None
+
+    def unbillable(self) -> Unbillable | None:
+        """The domain error to answer for it, when it is the subscription's own."""
+        return None if self.reason is None else Unbillable(self.reason, self.error)
 
 
 class RatedPeriods(list["RatedPeriod"]):
@@ -142,18 +158,31 @@ class UsageService:
         customers = customers or self._customers(records)
         plans = plans or self._plans(records)
         metrics = {m.code: m for m in self._catalog.list_billable_metrics()[0]}
+        # Each record's usage counts from its start to its end within the period (Lago's
+        # charges_from/to_datetime), never the whole calendar period: events timed before a
+        # subscription started or after it ended are not its usage, and the two records of an
+        # upgrade split the period at the switch.
         windows = [
-            UsageWindow(str(i), s.external_id, s.plan_code, period.start_utc, period.end_utc)
+            UsageWindow(str(i), s.external_id, s.plan_code, *charges_window(period, s))
             for i, (s, period) in enumerate(items)
         ]
-        usage = read_usage(self._reader, UsageQuery(metrics, plans.values()), windows)
+        # A record not active in its period (an empty window) has no usage to read.
+        usage = read_usage(self._reader, UsageQuery(metrics, plans.values()), [w for w in windows if w.start < w.end])
+        for w in windows:
+            if w.start >= w.end:
+                usage[w.window_id] = {}
         rated, failed = [], []
         for window, (subscription, period) in zip(windows, items, strict=True):
             if window.window_id in usage.failed:
-                failed.append(FailedPeriod(subscription, period, usage.failed[window.window_id]))
+                failed.append(FailedPeriod(subscription, period, usage.failed[window.window_id],
+                                           usage.unbillable.get(window.window_id)))
                 continue
             plan, customer = plans[subscription.plan_code], customers[subscription.external_customer_id]
-            draft = rate_subscription(subscription, plan, customer, period, usage[window.window_id], metrics=metrics)
+            try:
+                draft = rate_subscription(subscription, plan, customer, period, usage[window.window_id], metrics=metrics)
+            except Unbillable as exc:  # its amounts left the money domain: this record alone
+                failed.append(FailedPeriod(subscription, period, str(exc), exc.reason))
+                continue
             rated.append(RatedPeriod(subscription, customer, plan, period, draft))
         return RatedPeriods(rated, failed)
 

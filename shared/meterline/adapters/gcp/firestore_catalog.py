@@ -17,7 +17,8 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from meterline.adapters.catalog_documents import doc_id, dump_document, dump_records, load_document, load_records
+from meterline.adapters.catalog_documents import dump_document, dump_records, load_document, load_records
+from meterline.adapters.gcp.ids import doc_id
 from meterline.core.catalog import BillableMetric, Customer, Plan, Stamped, Subscription
 from meterline.core.subscriptions import SubscriptionHistory, history_customer
 from meterline.ports import AlreadyExists, StaleWrite

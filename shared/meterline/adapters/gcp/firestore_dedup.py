@@ -15,10 +15,10 @@ every read finds it.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
+from meterline.adapters.gcp.ids import doc_id
 from meterline.core.events import Event
 from meterline.ports import Claim
 
@@ -30,11 +30,6 @@ COLLECTION = "meterline_dedup"
 # later than that is stored again; if it carries its own timestamp the usage query still
 # counts it once (both copies fall in one period's scan), otherwise it counts as a new event.
 RETENTION = timedelta(days=35)
-
-
-def doc_id(event: Event) -> str:
-    # Ids may hold any bytes; a hash keeps document ids short, valid and evenly spread.
-    return hashlib.sha256(event.key_text.encode()).hexdigest()
 
 
 class FirestoreDedupStore:
@@ -50,7 +45,7 @@ class FirestoreDedupStore:
         (minutes) are far wider than any skew between function instances."""
         if not events:
             return []
-        refs = [self._collection.document(doc_id(e)) for e in events]
+        refs = [self._collection.document(doc_id(e.key_text)) for e in events]
         hashes = [e.payload_hash() for e in events]
         if not take_over and self._create_all(refs, hashes):
             return [Claim.NEW] * len(events)

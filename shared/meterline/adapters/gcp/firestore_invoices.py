@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
-from meterline.adapters.gcp.firestore_catalog import doc_id
+from meterline.adapters.gcp.ids import doc_id
 from meterline.adapters.invoice_documents import invoice_from_document, invoice_record
 from meterline.core.invoices import Invoice, invoice_number
 from meterline.ports import StaleWrite

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 from collections.abc import Callable
 from importlib import resources
 from typing import Any, NamedTuple
+
+from meterline.core.events import is_property_name, property_name_error
 
 # NOTE: sqlglot maps NUMERIC to DuckDB's default DECIMAL(18,3) and BIGNUMERIC to DECIMAL(38,5),
 # which would silently truncate quantities. Every exact type becomes DECIMAL(38,9), which holds
@@ -55,11 +56,12 @@ TABLES = (
 # Each view's query is `<name>.sql`, with `{table}` placeholders for the tables it reads.
 VIEWS = ("events_deduped", "rejected_events_deduped", "invoices_latest", "invoice_lines_latest", "payments_deduped")
 
-_SAFE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")
 
 
 class UnsafeName(ValueError):
-    """A property name that cannot be written into a JSONPath (the message says which)."""
+    """A property name that cannot be written into a JSONPath (the message says which). The
+    catalog refuses such names at the door, by the same rule; the usage query leaves out the
+    plans of a catalog stored before it (`core.usage_query.UsageQuery.unusable`)."""
 
 
 @functools.cache
@@ -116,6 +118,6 @@ def literal(value: str) -> str:
 def json_path(field: str) -> str:
     """The literal JSONPath of a top-level property, for JSON_VALUE."""
     # NOTE: a dot or bracket in the name would make the path read another property.
-    if not _SAFE_NAME.fullmatch(field):
-        raise UnsafeName(f"property name {field!r} must match {_SAFE_NAME.pattern} to be read from events")
+    if not is_property_name(field):
+        raise UnsafeName(property_name_error(field))
     return literal(f"$.{field}")

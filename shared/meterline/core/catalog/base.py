@@ -19,7 +19,7 @@ from typing import Any, Self
 from pydantic import PrivateAttr
 
 from meterline.core.clock import iso_ms
-from meterline.core.fields import stamp_time
+from meterline.core.fields import STORED, stamp_time
 from meterline.core.lago_model import LagoModel
 
 __all__ = ["UNKNOWN_TIME", "Stamped", "lago_id"]
@@ -92,4 +92,5 @@ class Stamped(LagoModel):
         data = dict(doc)
         stamps = [data.pop(name, None) for name in ("created_at", "updated_at")]
         created, updated = (None if s is None else datetime.fromisoformat(s.replace("Z", "+00:00")) for s in stamps)
-        return cls.model_validate(data).with_stamps(created, updated)
+        # STORED: an object stored before a rule existed still loads (core.fields.STORED).
+        return cls.model_validate(data, context=STORED).with_stamps(created, updated)

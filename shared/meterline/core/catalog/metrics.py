@@ -9,7 +9,7 @@ from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, mo
 from pydantic_core import PydanticCustomError
 
 from meterline.core.catalog.base import Stamped, lago_id
-from meterline.core.fields import Integer, Key
+from meterline.core.fields import Integer, Key, PropertyName
 from meterline.core.lago_model import LagoModel
 from meterline.core.money import MONEY_CONTEXT
 
@@ -24,7 +24,7 @@ NUMERIC_AGGREGATIONS: frozenset[str] = frozenset({"sum", "max", "latest", "weigh
 class MetricFilter(LagoModel):
     """A dimension the metric can be split by, e.g. key="model", values=("gpt-4", "gpt-4o")."""
 
-    key: str = Field(min_length=1)
+    key: PropertyName  # the usage SQL reads it from each event
     values: tuple[str, ...] = Field(min_length=1)
 
 
@@ -55,7 +55,7 @@ class BillableMetric(Stamped):
         AggregationType, BeforeValidator(_strip_agg)
     ]
     # Required (may not be omitted) unless aggregation_type is count; see _default_field_name.
-    field_name: str | None
+    field_name: PropertyName | None
     recurring: bool = False
     filters: tuple[MetricFilter, ...] = ()
     rounding_function: Literal["round", "ceil", "floor"] | None = None

@@ -11,13 +11,15 @@ from decimal import Decimal
 from functools import cached_property
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from meterline.core.catalog.base import Stamped, lago_id
-from meterline.core.fields import Currency, Integer, Key
+from meterline.core.events import PROPERTY_NAME_PATTERN, is_property_name
+from meterline.core.fields import Currency, Integer, Key, is_stored
 from meterline.core.lago_model import LagoModel
-from meterline.core.money import from_minor_units
+from meterline.core.money import MONEY_CONTEXT, currency_exponent, from_minor_units, round_money
+from meterline.core.numbers import INT64_MAX
 from meterline.core.pricing.charge_models import ChargeProperties
 from meterline.core.pricing.periods import MONTHS_PER_INTERVAL
 
@@ -56,6 +58,16 @@ class ChargeFilter(LagoModel):
     invoice_display_name: str | None = None
     properties: ChargeProperties
     values: dict[str, tuple[str, ...]] = Field(min_length=1)
+
+    @field_validator("values")
+    @classmethod
+    def _readable_keys(cls, values: dict[str, tuple[str, ...]], info: ValidationInfo) -> dict[str, tuple[str, ...]]:
+        # The keys are event properties the usage SQL reads (core.fields.PropertyName); the
+        # values need no rule, the SQL quotes them as literals.
+        if not is_stored(info) and not all(is_property_name(key) for key in values):
+            raise PydanticCustomError("invalid_format", "filter keys must match {pattern} to be read from events",
+                                      {"pattern": PROPERTY_NAME_PATTERN})
+        return values
 
     @cached_property
     def key(self) -> str:
@@ -180,6 +192,23 @@ class Plan(Stamped):
         if len(refs) != len(set(refs)):
             # Two charges on one metric need distinct ids, or their invoice lines would collide.
             raise PydanticCustomError("duplicated_charge", "charges must have distinct ids or billable metrics")
+        return charges
+
+    @field_validator("charges")
+    @classmethod
+    def _prices_in_the_money_domain(cls, charges: tuple[Charge, ...], info: ValidationInfo) -> tuple[Charge, ...]:
+        """A price that one unit already takes beyond the money domain (a fee's minor units are
+        a signed 64-bit integer, `core.money`) could never be billed: refused here, not found
+        at the end of the period. What usage times a price makes is checked at rating."""
+        currency = info.data.get("amount_currency")
+        if currency is None or is_stored(info):
+            return charges  # an invalid currency is its own error
+        largest = max((abs(p) for c in charges for props in (c.properties, *(f.properties for f in c.filters))
+                       for p in props.prices()), default=None)
+        if largest is not None and round_money(largest, currency).scaleb(currency_exponent(currency), MONEY_CONTEXT) > INT64_MAX:
+            raise PydanticCustomError("value_is_out_of_range",
+                                      "a price beyond {limit} minor units of {currency} cannot be billed",
+                                      {"limit": INT64_MAX, "currency": currency})
         return charges
 
     @cached_property

@@ -21,7 +21,7 @@ from decimal import Decimal
 from functools import partial
 from typing import Literal, NamedTuple
 
-from meterline.core.money import CURRENCY_EXPONENTS, MONEY_CONTEXT, currency_exponent, round_money
+from meterline.core.money import CURRENCY_EXPONENTS, MONEY_CONTEXT, check_minor_units, currency_exponent, round_money
 
 __all__ = [
     "ChargeResult",
@@ -36,6 +36,7 @@ __all__ = [
 ]
 
 FeeKind = Literal["subscription", "charge", "true_up"]
+_INT64 = 2**63  # the money domain: -2^63 <= amount_cents < 2^63 (core.money.check_minor_units)
 
 
 # NOTE: TierDetail, ChargeResult and FeeRef are NamedTuples, not frozen dataclasses: they are
@@ -165,6 +166,10 @@ def make_fee(
     amount = round_money(result.precise_amount, currency)
     # exact: amount was just quantized to the currency's exponent
     amount_cents = int(amount.scaleb(CURRENCY_EXPONENTS[currency], MONEY_CONTEXT))
+    if not -_INT64 <= amount_cents < _INT64:  # inlined: once per fee
+        # One subscription's usage times its price left the money domain: this subscription
+        # is flagged (AmountOutOfRange), never stored as an integer no store can write.
+        check_minor_units(amount_cents, f"fee {ref.key}")
     # NOTE: the generated __init__ of a frozen dataclass sets each of these 11 fields through
     # object.__setattr__, which made Fee construction the largest single cost of rating a
     # subscription. Installing the instance dict in one step builds the same frozen object

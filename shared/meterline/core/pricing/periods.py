@@ -34,6 +34,7 @@ __all__ = [
     "MONTHS_PER_INTERVAL",
     "BillingSchedule",
     "Period",
+    "charges_window",
     "closed_periods_between",
     "local_date",
     "local_midnight_utc",
@@ -87,6 +88,22 @@ class Period:
 
     def contains(self, instant: datetime) -> bool:
         return self.start_utc <= instant < self.end_utc
+
+
+def charges_window(period: Period, subscription: Subscription) -> tuple[datetime, datetime]:
+    """The UTC part [start, end) of `period` in which `subscription` (one record) is billed for
+    usage: Lago's charges_from_datetime / charges_to_datetime. It starts at the record's start
+    instant if that is later than the period's (not at the start of that day: usage timed
+    before the subscription existed is not its usage), and ends at its termination or
+    scheduled end if that is earlier. The two records of an upgrade inside a period tile it at
+    the switch instant. Empty (end == start) if the record is not active in the period.
+    """
+    start, end = subscription.start, subscription.end
+    if start < period.start_utc:
+        start = period.start_utc
+    if end is None or end > period.end_utc:
+        end = period.end_utc
+    return start, (end if end > start else start)
 
 
 _MONTH_DAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)

@@ -9,7 +9,8 @@
 `ChargeUsage` or, for the common case, just the units as a Decimal/int. A missing key is
 zero usage: the charge still produces its fee, since some models charge at zero (the first
 graduated tier's flat fee). The usage must cover the part of the period in which this
-subscription record is active, [max(period start, started_at), min(period end, end)).
+subscription record is active, `periods.charges_window` (from its start to its end, within
+the period), the window each charge fee's from/to datetimes name.
 
 The draft holds:
 - the base fee: in arrears for `period`; in advance for the period after it, when this
@@ -18,6 +19,8 @@ The draft holds:
 - one fee per charge, or per filter of a filtered charge, each rounded once;
 - a true-up fee when a charge's min_amount_cents (prorated like the base fee) is not met.
 Its total is the sum of the rounded fees, so the lines always add up to the total.
+A fee or a total outside the money domain (`meterline.core.money`: a signed 64-bit integer of
+minor units) raises `AmountOutOfRange`, for the caller to flag that subscription alone.
 
 Plan changes are `meterline.core.subscriptions`' to make: an upgrade terminates the old record
 and starts a new one at once, and rating prorates each; a downgrade's old record is billed for
@@ -27,11 +30,10 @@ its full period and the new one from the next.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from meterline.core.money import MONEY_CONTEXT, from_minor_units, money_context
+from meterline.core.money import MONEY_CONTEXT, check_minor_units, from_minor_units, money_context
 from meterline.core.pricing.charge_models import CHARGE_MODELS, ChargeModel, price
 from meterline.core.pricing.charge_models.base import clamped
 from meterline.core.pricing.fee import (
@@ -45,7 +47,7 @@ from meterline.core.pricing.fee import (
     new_tier_detail,
 )
 from meterline.core.pricing.memo import ByIdentity
-from meterline.core.pricing.periods import BillingSchedule, Period, next_period, period_containing
+from meterline.core.pricing.periods import BillingSchedule, Period, charges_window, next_period, period_containing
 from meterline.core.pricing.proration import active_dates, billable_days, day_ratio, seat_units
 from meterline.core.pricing.usage import ChargeUsage, UsageKey, new_charge_usage
 
@@ -98,15 +100,6 @@ def _currency(plan: Plan, customer: Customer) -> str:
     return plan.amount_currency
 
 
-def _service_window(period: Period, subscription: Subscription) -> tuple[datetime, datetime]:
-    """The UTC part of `period` in which the record is active (fee from/to datetimes)."""
-    start = subscription.start
-    if start < period.start_utc:
-        start = period.start_utc
-    end = subscription.end
-    return start, (period.end_utc if end is None or end > period.end_utc else end)
-
-
 def base_fee(subscription: Subscription, plan: Plan, customer: Customer, period: Period) -> Fee | None:
     """The plan's base fee for `period`, prorated by billable days; None if not active in it.
 
@@ -117,7 +110,7 @@ def base_fee(subscription: Subscription, plan: Plan, customer: Customer, period:
     window = active_dates(period, subscription, zone)
     if window is None:
         return None
-    service = _service_window(period, subscription)
+    service = charges_window(period, subscription)
     return _base_fee(subscription, plan, period, window, service, zone, _currency(plan, customer))
 
 
@@ -186,7 +179,7 @@ def _rate(subscription, plan, customer, period, usage, metrics) -> InvoiceDraft:
     fees: list[Fee] = []
     window = active_dates(period, subscription, zone)
     if window is not None:
-        service = _service_window(period, subscription)
+        service = charges_window(period, subscription)
         if not plan.pay_in_advance:
             fees.append(_base_fee(subscription, plan, period, window, service, zone, currency))
         fees += _charge_fees(subscription, plan, period, window, service, currency, usage, metrics, zone)
@@ -195,7 +188,10 @@ def _rate(subscription, plan, customer, period, usage, metrics) -> InvoiceDraft:
         fee = base_fee(subscription, plan, customer, following)
         if fee is not None:
             fees.append(fee)
-    return InvoiceDraft(subscription.external_id, customer.external_id, plan.code, currency, period, tuple(fees))
+    draft = InvoiceDraft(subscription.external_id, customer.external_id, plan.code, currency, period, tuple(fees))
+    # Each fee is in the money domain (make_fee); their sum must be too.
+    check_minor_units(draft.amount_cents, f"invoice of {subscription.external_id} for {period.start_date}")
+    return draft
 
 
 class _Slot(NamedTuple):

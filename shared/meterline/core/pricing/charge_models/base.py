@@ -38,6 +38,12 @@ class Properties(LagoModel):
     # because Lago's `properties` object does not carry it.
     charge_model: str = Field(exclude=True)
 
+    def prices(self) -> tuple[Decimal, ...]:
+        """The money amounts it states that one unit (or package, or event) is charged on its
+        own: a plan refuses one beyond the money domain, which no usage could ever bill
+        (`meterline.core.catalog.Plan`). Rates and caps are not among them."""
+        return ()
+
 
 def check_ranges(ranges: tuple[Any, ...], code: str) -> tuple[Any, ...]:
     """Lago's range rules: the first from_value is 0, each range starts at the previous
@@ -51,7 +57,8 @@ def check_ranges(ranges: tuple[Any, ...], code: str) -> tuple[Any, ...]:
         if index == 0:
             if rng.from_value != 0:
                 raise PydanticCustomError(f"invalid_{code}", "the first range must start at 0")
-        elif rng.from_value not in (previous_to, previous_to + 1):
+        elif previous_to is None or rng.from_value not in (previous_to, previous_to + 1):
+            # (previous_to is None only after an open-ended range, refused below on its turn)
             raise PydanticCustomError(f"invalid_{code}", "ranges must be contiguous")
         if rng.to_value is None:
             if not last:
@@ -93,9 +100,13 @@ def clamped(usage: ChargeUsage) -> ChargeUsage:
 
 
 class _Range(Protocol):
-    from_value: Decimal
-    to_value: Decimal | None
-    flat_amount: Decimal
+    # Read-only: the ranges are frozen models.
+    @property
+    def from_value(self) -> Decimal: ...
+    @property
+    def to_value(self) -> Decimal | None: ...
+    @property
+    def flat_amount(self) -> Decimal: ...
 
 
 # Compiled tiers per (frozen) ranges tuple. A ranges tuple belongs to one properties model, so
@@ -108,7 +119,7 @@ def _compiled(
 ) -> tuple[tuple[Any, ...], ...]:
     """(lower, upper, from_value, per_unit, flat, rate) per tier."""
     tiers = []
-    lower = ZERO
+    lower: Decimal | None = ZERO  # None only after the last, open-ended range
     for rng in ranges:
         tiers.append(
             (lower, rng.to_value, rng.from_value, unit_price(rng), rng.flat_amount, rate_of(rng) if rate_of else None)

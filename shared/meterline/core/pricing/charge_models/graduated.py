@@ -6,6 +6,7 @@ Lago's example (0-10 at 10 + 2 flat, 11-20 at 5 + 3, 21+ at 5 + 3): 11 units cos
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -32,6 +33,9 @@ class GraduatedProperties(Properties):
     @classmethod
     def _ranges(cls, value: tuple[GraduatedRange, ...]) -> tuple[GraduatedRange, ...]:
         return check_ranges(value, "graduated_ranges")
+
+    def prices(self) -> tuple[Decimal, ...]:
+        return tuple(p for r in self.graduated_ranges for p in (r.per_unit_amount, r.flat_amount))
 
 
 def _per_unit(rng):

@@ -7,6 +7,7 @@ volume to take a percentage of.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -33,6 +34,9 @@ class GraduatedPercentageProperties(Properties):
     @classmethod
     def _ranges(cls, value: tuple[GraduatedPercentageRange, ...]) -> tuple[GraduatedPercentageRange, ...]:
         return check_ranges(value, "graduated_percentage_ranges")
+
+    def prices(self) -> tuple[Decimal, ...]:
+        return tuple(r.flat_amount for r in self.graduated_percentage_ranges)
 
 
 def _per_unit(rng):

@@ -23,6 +23,9 @@ class PackageProperties(Properties):
     free_units: Annotated[Integer, Field(ge=0)] = 0
     package_size: Annotated[Integer, Field(ge=1)]
 
+    def prices(self) -> tuple[Decimal, ...]:
+        return (self.amount,)
+
 
 class PackageModel(ChargeModel):
     name = "package"

@@ -42,6 +42,9 @@ class PercentageProperties(Properties):
             raise PydanticCustomError("invalid_value", "per_transaction_min_amount exceeds per_transaction_max_amount")
         return self
 
+    def prices(self) -> tuple[Decimal, ...]:
+        return tuple(p for p in (self.fixed_amount, self.per_transaction_min_amount) if p is not None)
+
     @property
     def needs_event_values(self) -> bool:
         """Free allowances and per-transaction bounds depend on each event's amount."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Literal
 
 from pydantic import Field
@@ -15,6 +16,9 @@ from meterline.core.pricing.usage import ChargeUsage
 class StandardProperties(Properties):
     charge_model: Literal["standard"] = Field("standard", exclude=True)
     amount: Amount
+
+    def prices(self) -> tuple[Decimal, ...]:
+        return (self.amount,)
 
 
 class StandardModel(ChargeModel):

@@ -6,6 +6,7 @@ that is the point of volume pricing). At 0 units the first tier's flat fee appli
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -28,6 +29,9 @@ class VolumeProperties(Properties):
     @classmethod
     def _ranges(cls, value: tuple[VolumeRange, ...]) -> tuple[VolumeRange, ...]:
         return check_ranges(value, "volume_ranges")
+
+    def prices(self) -> tuple[Decimal, ...]:
+        return tuple(p for r in self.volume_ranges for p in (r.per_unit_amount, r.flat_amount))
 
 
 class VolumeModel(ChargeModel):
