@@ -289,7 +289,7 @@ class StripePayments:
         session = self._call(
             "checkout.sessions.create", self._client.v1.checkout.sessions.create,
             params={"mode": "setup", "customer": provider_customer_id, "success_url": success_url,
-                    "payment_method_types": payment_method_types})
+                    "allowed_payment_method_types": payment_method_types})
         return session.url
 
     # -- steps -------------------------------------------------------------------------------
