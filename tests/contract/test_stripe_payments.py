@@ -84,7 +84,6 @@ def params_adapter(name: str) -> TypeAdapter:
     under TYPE_CHECKING; they are given here (a StripeContext is never sent; metadata's
     UntypedStripeObject[str] is a str -> str mapping)."""
     import stripe._request_options as request_options
-
     import stripe.params.checkout
 
     td = getattr(stripe.params, name, None) or getattr(stripe.params.checkout, name)
