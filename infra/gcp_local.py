@@ -63,7 +63,9 @@ def function_env(base: dict[str, str], name: str, keys: dict[str, str], router_u
         env["METERLINE_STRIPE_WEBHOOK_SECRET"] = keys["stripe_webhook_secret"]
     if name == "portal":
         env["METERLINE_PORTAL_SIGNING_KEY"] = keys["portal_signing_key"]
+        env["METERLINE_STRIPE_API_KEY"] = keys["stripe_api_key"]  # checkout_url
         env["METERLINE_PORTAL_BASE_URL"] = router_url  # links open through the router
+        env["METERLINE_STRIPE_CHECKOUT_SUCCESS_URL"] = router_url + "/"
     return env
 
 

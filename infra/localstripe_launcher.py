@@ -24,7 +24,13 @@ simulate what it cannot otherwise provoke (the 24 h expiry of idempotency keys, 
 | paginated_invoice_lines       | GET /v1/invoices/{id}/lines?starting_after=...               |
 | finalize_route                | POST /v1/invoices/{id}/finalize (draft -> open)              |
 | pay_like_stripe               | POST /v1/invoices/{id}/pay: a decline is a 402 card_error     |
-|                               | and invoice.payment_failed; success sends invoice.paid too   |
+|                               | and invoice.payment_failed; success sends invoice.paid too;  |
+|                               | `payment_method` charges that one; a customer without a      |
+|                               | default payment method gets 400                              |
+| customer_payment_methods      | GET /v1/customers/{id}/payment_methods, newest first         |
+| checkout_sessions             | POST /v1/checkout/sessions (mode=setup), GET .../{id}        |
+| completed_checkout            | harness only: POST /_config/checkout_sessions/{id}/complete  |
+|                               | does what the customer does on Checkout's page (saves a card)|
 | declined_cards                | 4000000000000002 declines every charge                       |
 | send_route                    | POST /v1/invoices/{id}/send                                  |
 | void_like_stripe              | POST /v1/invoices/{id}/void on an invoice never charged      |
@@ -35,7 +41,8 @@ simulate what it cannot otherwise provoke (the 24 h expiry of idempotency keys, 
 
 Webhook deliveries (``POST /_config/webhooks/{id}``) are localstripe's own, signed the way
 Stripe signs them; the extensions only add the events real Stripe sends (invoice.finalized,
-invoice.paid, invoice.payment_failed, invoice.sent, invoice.voided).
+invoice.paid, invoice.payment_failed, invoice.sent, invoice.voided; payment_method.attached,
+setup_intent.succeeded and checkout.session.completed when a Checkout session completes).
 """
 
 from __future__ import annotations
@@ -84,12 +91,15 @@ def extend_resources() -> None:
     declined_cards()
     send_route()
     void_like_stripe()
+    customer_payment_methods()
+    checkout_sessions()
 
 
 def extend_app(app) -> None:
     """The extensions to the app itself, before it starts (aiohttp freezes its routes and
     middlewares then)."""
     metadata_search_routes(app)
+    completed_checkout(app)
     # The first middleware in the list runs first. Rate limiting comes before idempotency, as
     # at Stripe: a 429 is answered before any endpoint runs, so its key stays unused.
     app.middlewares.insert(0, idempotency_keys(app))
@@ -294,7 +304,8 @@ def pay_like_stripe() -> None:
     invoice.paid. A declined charge answers 402 with a `card_error` (code card_declined),
     leaves the invoice open, counts the attempt and sends invoice.payment_failed. Stock
     localstripe skips the finalization, sends only payment_succeeded, and on a decline
-    answers 200 without any event. It also refuses Stripe's `off_session` parameter."""
+    answers 200 without any event. It also refuses Stripe's `off_session` and `payment_method`
+    parameters, and answers 404 (not Stripe's 400) for a customer without a payment method."""
     r = _r()
     Invoice = r.Invoice
     original_pay = Invoice._api_pay_invoice.__func__
@@ -306,7 +317,7 @@ def pay_like_stripe() -> None:
 
     Invoice._on_payment_success = on_payment_success
 
-    def pay(cls, id, off_session=None, **kwargs):
+    def pay(cls, id, off_session=None, payment_method=None, **kwargs):
         if kwargs:
             raise _user_error(400, "Received unknown parameters: " + ", ".join(sorted(kwargs)))
         _flag(off_session)  # Stripe's default is off-session, which is how localstripe charges
@@ -315,9 +326,27 @@ def pay_like_stripe() -> None:
             _finalize(inv)
         if inv.status == "paid":
             raise _user_error(400, "Invoice is already paid", code="invoice_already_paid")
+        if payment_method is not None:
+            pm = r.PaymentMethod._api_retrieve(payment_method)
+            if pm.customer != inv.customer:
+                raise _user_error(400, f"The PaymentMethod {payment_method} does not belong to the invoice's customer.",
+                                  param="payment_method")
+        else:
+            pm = r.Customer._api_retrieve(inv.customer)._get_default_payment_method_or_source()
+        if pm is None and inv.total > 0:
+            # Real Stripe: 400, nothing charged, no attempt (stock localstripe says 404).
+            raise _user_error(400, "This customer has no attached payment source or default payment method. "
+                                   "Please consider adding a default payment method.")
         inv.attempt_count = getattr(inv, "attempt_count", 0) + 1
         inv.attempted = True
-        inv = original_pay(cls, id)
+        if payment_method is None or inv.total <= 0:
+            inv = original_pay(cls, id)
+        else:  # localstripe's own charge, with the given method instead of the default
+            inv._draft = False
+            pi = r.PaymentIntent(amount=inv.total, currency=inv.currency, customer=inv.customer, payment_method=pm.id)
+            inv.payment_intent = pi.id
+            pi.invoice = inv.id
+            pi._confirm(on_failure_now=lambda: None)
         if inv.status == "paid":
             return inv
         charge = r.PaymentIntent._api_retrieve(inv.payment_intent).latest_charge if inv.payment_intent else None
@@ -392,6 +421,97 @@ def void_like_stripe() -> None:
 
     r.Invoice._api_void_invoice = classmethod(void)
     _set_extra_api("POST", "/v1/invoices/{id}/void", r.Invoice._api_void_invoice)
+
+
+def customer_payment_methods() -> None:
+    """Real Stripe: GET /v1/customers/{id}/payment_methods lists the payment methods attached to
+    the customer (every type, or `type`), newest first, paged by `limit`/`starting_after`."""
+    r = _r()
+
+    def list_methods(id, type=None, limit=None, starting_after=None, **kwargs):
+        if kwargs:
+            raise _user_error(400, "Received unknown parameters: " + ", ".join(sorted(kwargs)))
+        r.Customer._api_retrieve(id)  # 404 for an unknown customer
+        found = r.List(f"/v1/customers/{id}/payment_methods", limit=limit, starting_after=starting_after)
+        methods = [obj for key, obj in r.store.items() if key.startswith("payment_method:")
+                   and obj.customer == id and (type is None or obj.type == type)]
+        found._list = sorted(methods, key=lambda pm: pm.created, reverse=True)
+        return found
+
+    _set_extra_api("GET", "/v1/customers/{id}/payment_methods", list_methods)
+
+
+def checkout_sessions() -> None:
+    """Real Stripe: POST /v1/checkout/sessions with mode=setup makes a session whose `url` is
+    Stripe's hosted page where the customer saves a payment method (attached to `customer`,
+    through a SetupIntent); it is `open` until completed and expires after 24 h. Only setup
+    mode is here (payment and subscription modes answer 400)."""
+    r = _r()
+
+    class CheckoutSession(r.StripeObject):
+        object = "checkout.session"
+        _id_prefix = "cs_test_"
+
+        def __init__(self, mode=None, customer=None, success_url=None, cancel_url=None,
+                     allowed_payment_method_types=None, currency=None, metadata=None, **kwargs):
+            if kwargs:
+                raise _user_error(400, "Received unknown parameters: " + ", ".join(sorted(kwargs)))
+            if mode != "setup":
+                raise _user_error(400, f"localstripe makes setup-mode Checkout sessions only, not {mode!r}", param="mode")
+            if customer is not None:
+                r.Customer._api_retrieve(customer)
+            types = allowed_payment_method_types
+            if types is not None and not (isinstance(types, list) and types and all(isinstance(t, str) for t in types)):
+                raise _user_error(400, "Invalid allowed_payment_method_types", param="allowed_payment_method_types")
+            if types is None and currency is None:
+                raise _user_error(400, "currency is required in setup mode when allowed_payment_method_types is not set",
+                                  param="currency")
+            super().__init__()
+            self.mode = mode
+            self.customer = customer
+            self.success_url = success_url
+            self.cancel_url = cancel_url
+            self.payment_method_types = types or ["card"]
+            self.currency = currency
+            self.metadata = metadata or {}
+            self.status = "open"
+            self.setup_intent = None
+            self.expires_at = self.created + 86_400
+            self.url = f"https://checkout.stripe.com/c/pay/{self.id}"
+
+    r.CheckoutSession = CheckoutSession
+    _set_extra_api("POST", "/v1/checkout/sessions", lambda **data: CheckoutSession(**data))
+    _set_extra_api("GET", "/v1/checkout/sessions/{id}", lambda id: CheckoutSession._api_retrieve(id))
+
+
+def completed_checkout(app) -> None:
+    """Harness only: POST /_config/checkout_sessions/{id}/complete (form field `card`, a test
+    card number; 4242424242424242 if absent) is what the customer does on the session's page:
+    the card becomes a payment method attached to the session's customer (not their default,
+    as at Stripe), through a succeeded SetupIntent; payment_method.attached,
+    setup_intent.succeeded and checkout.session.completed are sent."""
+    from localstripe.server import json_response
+
+    r = _r()
+
+    async def complete(request):
+        data = await request.post()
+        session = r.CheckoutSession._api_retrieve(request.match_info["id"])
+        if session.status != "open":
+            raise _user_error(400, f"Checkout session {session.id} is {session.status}")
+        number = data.get("card", "4242424242424242")
+        pm = r.PaymentMethod(type="card", card={"number": number, "exp_month": "12", "exp_year": "2030", "cvc": "123"})
+        intent = r.SetupIntent(customer=session.customer, payment_method_types=session.payment_method_types)
+        intent._attach_pm(pm)  # a card whose check declines: 402, and the session stays open
+        if session.customer is not None:
+            pm.customer = session.customer
+            _event("payment_method.attached", pm)
+        session.status, session.setup_intent = "complete", intent.id
+        _event("setup_intent.succeeded", intent)
+        _event("checkout.session.completed", session)
+        return json_response(session._export())
+
+    app.router.add_post("/_config/checkout_sessions/{id}/complete", complete)
 
 
 def metadata_search_routes(app) -> None:

@@ -68,6 +68,7 @@ LATER = {
     "process": "from meterline.runtime import process_runtime as r; r().adapters.dead_letters",  # max age: Pub/Sub
     "admin": "from meterline.runtime import admin_runtime as r; r().invoices",  # GET /invoices
     "bill": "from meterline.runtime import bill_runtime as r; r().adapters.payment_provider",  # Stripe, when a key is set
+    "portal": "from meterline.runtime import portal_runtime as r; r().checkout",  # checkout_url: Stripe
 }
 
 # The composition modules: each lazy import in them builds one adapter or client for one backend

@@ -17,7 +17,7 @@ locals {
     admin          = { entry_point = "admin", trigger = "http", secrets = [] }
     bill           = { entry_point = "bill", trigger = "scheduler", secrets = ["stripe_api_key"] }
     stripe_webhook = { entry_point = "stripe_webhook", trigger = "http", secrets = ["stripe_webhook_secret"] }
-    portal         = { entry_point = "portal", trigger = "http", secrets = ["portal_signing_key"] }
+    portal         = { entry_point = "portal", trigger = "http", secrets = ["portal_signing_key", "stripe_api_key"] }
   }
 
   # Sizing. Python serves `concurrency` requests per instance with as many gunicorn threads
@@ -69,6 +69,8 @@ locals {
     METERLINE_PORTAL_LINK_SECONDS              = tostring(var.settings.portal_link_seconds)
     # Portal links point at the front door unless another base URL is set.
     METERLINE_PORTAL_BASE_URL = coalesce(var.settings.portal_base_url, "https://${var.domain}")
+    # Where Stripe's Checkout page returns a customer who saved a card ("": checkout_url is 503).
+    METERLINE_STRIPE_CHECKOUT_SUCCESS_URL = var.settings.stripe_checkout_success_url
     # Set by the platform anyway; set here too so that plans show no drift.
     LOG_EXECUTION_ID = "true"
   }

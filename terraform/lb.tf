@@ -17,6 +17,7 @@ locals {
     { template = "/api/v1/events/**", function = "ingest" },
     { template = "/api/v1/customers/*/current_usage", function = "portal" },
     { template = "/api/v1/customers/*/portal_url", function = "portal" },
+    { template = "/api/v1/customers/*/checkout_url", function = "portal" },
     { template = "/portal/**", function = "portal" },
     { template = "/api/v1/stripe_webhook", function = "stripe_webhook" },
     { template = "/api/v1/stripe_webhook/**", function = "stripe_webhook" },

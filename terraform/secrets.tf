@@ -6,7 +6,7 @@
 
 locals {
   secrets = {
-    stripe_api_key        = "Stripe secret key (sk_live_... or sk_test_...), read by bill"
+    stripe_api_key        = "Stripe secret key (sk_live_... or sk_test_...), read by bill and portal (checkout_url)"
     stripe_webhook_secret = "Signing secret of the Stripe webhook endpoint (whsec_...), read by stripe_webhook"
     portal_signing_key    = "HMAC-SHA256 key (at least 32 characters) that signs portal links, read by portal"
   }

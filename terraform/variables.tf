@@ -70,6 +70,7 @@ variable "settings" {
     stripe_webhook_tolerance_seconds = optional(number, 300)
     portal_link_seconds              = optional(number, 3600)
     portal_base_url                  = optional(string, "")
+    stripe_checkout_success_url      = optional(string, "")
   })
   default  = {}
   nullable = false

@@ -120,6 +120,11 @@ class Settings(BaseSettings):
         description="the portal's public base URL (links are <base>/portal/customers/<id>?token=...); "
         "unset: the URL the portal_url request came to, if its host is in portal_allowed_hosts",
     )
+    stripe_checkout_success_url: str | None = Field(
+        None,
+        description="where Stripe's Checkout page sends a customer who saved a payment method (POST "
+        ".../checkout_url); unset: checkout_url answers 503 checkout_success_url_not_configured",
+    )
     portal_allowed_hosts: list[str] = Field(
         ["127.0.0.1", "localhost", "::1"],
         description="with portal_base_url unset, the hosts (no port) whose requests may name the portal link's "

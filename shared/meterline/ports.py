@@ -398,7 +398,7 @@ class ProviderInvoice:
     status: str
     total_cents: int  # the provider's total, in OUR minor units (compared with ours to the cent)
     hosted_invoice_url: str | None = None
-    failure_code: str | None = None  # payment_failed: why (e.g. "card_declined")
+    failure_code: str | None = None  # payment_failed: why ("card_declined", "no_payment_method")
 
 
 class PaymentProviderError(Exception):
@@ -433,9 +433,19 @@ class PaymentProvider(Protocol):
         """Finalize the provider's draft (it then shows our total and can be paid)."""
         ...
 
-    def collect(self, invoice: Invoice) -> ProviderInvoice:
-        """Charge the saved payment method, or send the invoice, per its collection method.
-        A declined charge is a result (status payment_failed), not an exception."""
+    def collect(self, invoice: Invoice, payment_method: str | None = None) -> ProviderInvoice:
+        """Charge the saved payment method (`payment_method` when given), or send the invoice,
+        per its collection method. A declined charge, and a customer without any payment
+        method, are results (status payment_failed, failure_code card_declined /
+        no_payment_method), not exceptions."""
+        ...
+
+    def payment_method(self, provider_customer_id: str) -> str | None:
+        """The payment method a charge of the customer would use; None when they have none."""
+        ...
+
+    def checkout_url(self, provider_customer_id: str, success_url: str, payment_method_types: list[str]) -> str:
+        """A new URL of the provider's page where the customer saves a payment method."""
         ...
 
 

@@ -57,10 +57,11 @@ ROUTES: tuple[Route, ...] = (
     # Lago's events API: one event, a batch, and reading one back.
     Route("/api/v1/events", "ingest"),
     Route("/api/v1/events/**", "ingest"),
-    # A customer's sub-resources that need BigQuery or the signing key: the portal's (the admin
-    # function owns the rest of /api/v1/customers/... and so loads neither).
+    # A customer's sub-resources that need BigQuery, the signing key or the Stripe key: the
+    # portal's (the admin function owns the rest of /api/v1/customers/... and so loads none).
     Route("/api/v1/customers/*/current_usage", "portal"),
     Route("/api/v1/customers/*/portal_url", "portal"),
+    Route("/api/v1/customers/*/checkout_url", "portal"),  # and the Stripe key: a Checkout session
     Route("/portal/**", "portal"),  # the page, its data and its static files
     # Stripe's webhook: signed by Stripe, no API key.
     Route("/api/v1/stripe_webhook", "stripe_webhook"),

@@ -422,6 +422,13 @@ class PortalRuntime(_FunctionRuntime):
         a = self.adapters
         return PortalService(a.catalog, UsageService(a.catalog, a.usage_reader), a.usage_reader, a.invoices, signer)
 
+    @once
+    def checkout(self):
+        """Checkout links (Stripe): needs METERLINE_STRIPE_API_KEY, else every link is refused."""
+        from meterline.services.checkout import CheckoutLinks
+
+        return CheckoutLinks(self.adapters.catalog, self.adapters.payment_provider, self.settings.stripe_checkout_success_url)
+
     def warm(self) -> None:
         self.auth, self.service  # noqa: B018 - an unset signing key on GCP fails here, at cold start
 

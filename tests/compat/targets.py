@@ -61,7 +61,7 @@ class Target:
 
 
 @contextlib.contextmanager
-def serve_target(data_dir: Path) -> Iterator[Target]:
+def serve_target(data_dir: Path, env: dict[str, str] | None = None) -> Iterator[Target]:
     from meterline.adapters.embedded.sqlite import SqliteDatabase
     from meterline.adapters.embedded.sqlite_catalog import SqliteCatalogStore
     from meterline.adapters.embedded.sqlite_keys import SqliteApiKeyStore
@@ -76,7 +76,7 @@ def serve_target(data_dir: Path) -> Iterator[Target]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "meterline", "serve", "--port", str(port), "--data-dir", str(data_dir)],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        env={**os.environ, "METERLINE_BACKEND": "embedded", "NO_PROXY": "127.0.0.1,localhost"},
+        env={**os.environ, "METERLINE_BACKEND": "embedded", "NO_PROXY": "127.0.0.1,localhost", **(env or {})},
     )
 
     def stop() -> None:

@@ -84,8 +84,9 @@ def params_adapter(name: str) -> TypeAdapter:
     under TYPE_CHECKING; they are given here (a StripeContext is never sent; metadata's
     UntypedStripeObject[str] is a str -> str mapping)."""
     import stripe._request_options as request_options
+    import stripe.params.checkout
 
-    td = getattr(stripe.params, name)
+    td = getattr(stripe.params, name, None) or getattr(stripe.params.checkout, name)
     value = typing.TypeVar("value")
     namespace = {**vars(request_options), **vars(sys.modules[td.__module__]),
                  "StripeContext": str, "UntypedStripeObject": dict[str, value]}
@@ -330,6 +331,66 @@ def test_a_zero_invoice_is_paid_by_its_finalization(harness):
     invoice, _ = synced(harness, zero)
     assert harness.payments.finalize_invoice(invoice).status == "paid"
     assert harness.payments.collect(invoice).status == "paid"  # nothing to charge
+
+
+# -- a customer without a payment method --------------------------------------------------------
+
+
+def test_a_customer_without_a_payment_method_is_a_result_and_nothing_is_charged(harness):
+    invoice, _ = synced(harness, make_invoice())
+    harness.payments.finalize_invoice(invoice)
+    assert harness.payments.payment_method(invoice.provider_customer_id) is None
+    result = harness.payments.collect(invoice)
+    assert (result.status, result.failure_code, result.total_cents) == ("payment_failed", "no_payment_method",
+                                                                        invoice.amount_cents)
+    remote = harness.raw.v1.invoices.retrieve(invoice.provider_invoice_id)
+    assert (remote.status, remote.attempt_count, remote.amount_paid) == ("open", 0, 0)  # Stripe keeps it open
+    assert harness.raw.v1.charges.list({"customer": invoice.provider_customer_id}).data == []
+    # Asked again (a later run): the same answer, still nothing charged.
+    assert harness.payments.collect(invoice).failure_code == "no_payment_method"
+    assert harness.raw.v1.charges.list({"customer": invoice.provider_customer_id}).data == []
+
+
+def test_a_card_saved_on_checkout_is_found_and_charged_though_it_is_not_the_default(harness):
+    invoice, _ = synced(harness, make_invoice())
+    harness.payments.finalize_invoice(invoice)
+    assert harness.payments.collect(invoice).failure_code == "no_payment_method"
+
+    url = harness.payments.checkout_url(invoice.provider_customer_id, "https://billing.example.test/done", ["card"])
+    session_id = url.rsplit("/", 1)[1]
+    session = harness.raw.v1.checkout.sessions.retrieve(session_id)
+    assert url.startswith("https://checkout.stripe.com/") and session.url == url
+    assert (session.mode, session.customer, session.success_url, session.status, session.payment_method_types) == (
+        "setup", invoice.provider_customer_id, "https://billing.example.test/done", "open", ["card"])
+    harness.config("POST", f"/_config/checkout_sessions/{session_id}/complete")  # the customer saves a card there
+    assert harness.raw.v1.checkout.sessions.retrieve(session_id).status == "complete"
+
+    customer = harness.raw.v1.customers.retrieve(invoice.provider_customer_id)
+    assert customer.invoice_settings.default_payment_method is None  # attached, not the default
+    method = harness.payments.payment_method(invoice.provider_customer_id)
+    assert method is not None and method.startswith("pm_")
+    paid = harness.payments.collect(invoice, method)
+    assert (paid.status, paid.failure_code) == ("paid", None)
+    charges = harness.raw.v1.charges.list({"customer": invoice.provider_customer_id}).data
+    assert [(c.amount, c.status, c.payment_method) for c in charges] == [(invoice.amount_cents, "succeeded", method)]
+    assert harness.payments.collect(invoice, method).status == "paid"  # repeated: replayed, no second charge
+    assert len(harness.raw.v1.charges.list({"customer": invoice.provider_customer_id}).data) == 1
+
+
+def test_collect_without_a_method_charges_an_attached_card_that_is_not_the_default(harness):
+    invoice, _ = synced(harness, make_invoice())
+    harness.payments.finalize_invoice(invoice)
+    harness.raw.v1.payment_methods.attach("pm_card_visa", {"customer": invoice.provider_customer_id})
+    assert harness.payments.collect(invoice).status == "paid"  # pay refused (no default), then paid with it
+    assert harness.recorder.count("v1", "invoices", "pay") == 2
+
+
+def test_the_default_payment_method_is_preferred(harness):
+    customer = harness.payments.ensure_customer("acme", None, None)
+    harness.raw.v1.payment_methods.attach("pm_card_visa", {"customer": customer})
+    harness.card(customer)  # another one, made the default
+    default = harness.raw.v1.customers.retrieve(customer).invoice_settings.default_payment_method
+    assert harness.payments.payment_method(customer) == default
 
 
 # -- errors ------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ pending item".
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -48,6 +49,7 @@ HOOK_EVENTS = ("invoice.finalized", "invoice.payment_succeeded", "invoice.paid",
                "invoice.voided")
 AFTER_GRACE = DEC + 2 * HOUR  # November's invoice is past its one-hour grace period
 DECLINED = "4000000000000002"
+NO_CARD = ""
 STEPS = ("ensure_customer", "ensure_invoice", "finalize_invoice", "collect")
 WAIT_SECONDS = 10.0
 
@@ -111,8 +113,15 @@ class Provider:
     def finalize_invoice(self, invoice: Invoice):
         return self._step("finalize_invoice", invoice.customer_external_id, lambda: self.real.finalize_invoice(invoice))
 
-    def collect(self, invoice: Invoice):
-        return self._step("collect", invoice.customer_external_id, lambda: self.real.collect(invoice))
+    def collect(self, invoice: Invoice, payment_method: str | None = None):
+        self.harness.pay_calls += 1
+        return self._step("collect", invoice.customer_external_id, lambda: self.real.collect(invoice, payment_method))
+
+    def payment_method(self, provider_customer_id: str) -> str | None:
+        return self.real.payment_method(provider_customer_id)
+
+    def checkout_url(self, provider_customer_id: str, success_url: str, payment_method_types: list[str]) -> str:
+        return self.real.checkout_url(provider_customer_id, success_url, payment_method_types)
 
 
 # -- the harness ------------------------------------------------------------------------------------
@@ -131,7 +140,8 @@ class StripeBilling:
         self.settings = Settings(backend="embedded", data_dir=tmp_path, stripe_api_key=API_KEY,
                                  stripe_api_base=server.url)
         self.stripe = stripe.StripeClient(API_KEY, base_addresses={"api": server.url}, max_network_retries=0)
-        self.cards: dict[str, str | None] = {}
+        self.cards: dict[str, str | None] = {}  # NO_CARD: the customer saves none
+        self.pay_calls = 0  # collect calls of the runs' providers
         self._carded: set[str] = set()
         self._lock = threading.Lock()
 
@@ -157,6 +167,8 @@ class StripeBilling:
             if customer_id in self._carded:
                 return
             number = self.cards.get(external_id)
+            if number == NO_CARD:
+                return
             if number is None:
                 pm = self.stripe.v1.payment_methods.attach("pm_card_visa", {"customer": customer_id})
             else:  # Stripe refuses to attach a declining card; it is made the default directly
@@ -471,3 +483,87 @@ def test_a_customer_whose_stripe_step_fails_does_not_block_the_others_and_is_col
     for invoice in invoices.values():
         assert_paid_once(h, invoice, assert_exactly_at_stripe(h, invoice))
     assert invoices["globex"].amount_cents == 4900  # the base fee alone: no usage
+
+
+# -- 5. a customer without a card, and one who is sent the invoice ---------------------------------
+
+
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def at(self, level: int) -> list[logging.LogRecord]:
+        return [r for r in self.records if r.levelno >= level]
+
+
+@pytest.fixture
+def records() -> Iterator[_Records]:
+    handler = _Records()
+    logger = logging.getLogger("meterline")
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_a_customer_without_a_card_fails_once_waits_quietly_and_is_charged_once_a_card_is_saved(h, records):
+    h.cards["acme"] = NO_CARD
+    result = h.run()
+    assert (result.collected, result.failed, result.flagged) == (1, {}, [])
+    (ours,) = h.ours()
+    assert (ours.status, ours.payment_status, ours.flag, ours.provider_step) == (
+        "payment_failed", "failed", "no_payment_method", "collected")
+    remote = assert_exactly_at_stripe(h, ours)
+    remote = h.stripe.v1.invoices.retrieve(remote.id)
+    assert (remote.status, remote.amount_paid) == ("open", 0)
+    assert h.charges(ours.provider_customer_id) == []
+    # One WARNING line, with the invoice and the reason, and no stack trace; nothing worse.
+    (warning,) = records.at(logging.WARNING)
+    assert warning.levelno == logging.WARNING and not warning.exc_info
+    assert warning.fields["invoice_id"] == ours.id and warning.fields["reason"] == "no_payment_method"  # type: ignore[attr-defined]
+
+    # The next runs look (one read of the customer at Stripe) but charge nothing and log nothing.
+    records.records.clear()
+    calls = h.pay_calls
+    for later in (HOUR, 2 * HOUR):
+        again = h.run(as_of=AFTER_GRACE + later)
+        assert (again.collected, again.failed) == (0, {})
+    assert h.pay_calls == calls and records.at(logging.WARNING) == []
+    assert h.get(ours.id).flag == "no_payment_method" and h.charges(ours.provider_customer_id) == []
+
+    # The customer saves a card on Stripe's Checkout page (not made their default there).
+    url = h.payments().checkout_url(ours.provider_customer_id, "https://billing.example.test/thanks", ["card"])
+    _post_form(f"{h.server.url}/_config/checkout_sessions/{url.rsplit('/', 1)[1]}/complete", [])
+    result = h.run(as_of=AFTER_GRACE + 3 * HOUR)
+    assert (result.collected, result.failed) == (1, {})
+    paid = h.get(ours.id)
+    assert (paid.status, paid.flag, paid.paid_at) == ("paid", None, AFTER_GRACE + 3 * HOUR)
+    assert_paid_once(h, paid, remote)
+    assert records.at(logging.WARNING) == []
+    assert h.run(as_of=AFTER_GRACE + 4 * HOUR).collected == 0  # paid: nothing more
+    assert_paid_once(h, h.get(ours.id), remote)
+
+
+def test_a_customer_on_send_invoice_is_sent_stripe_s_invoice_with_a_due_date_and_never_charged(h):
+    h.billing.admin.upsert_customer({"external_id": "acme", "net_payment_term": 14,
+                                     "billing_configuration": {"collection_method": "send_invoice"}})
+    h.cards["acme"] = NO_CARD
+    result = h.run()
+    assert (result.collected, result.failed) == (1, {})
+    (ours,) = h.ours()
+    assert (ours.status, ours.collection_method, ours.days_until_due, ours.flag) == (
+        "finalized", "send_invoice", 14, None)
+    remote = assert_exactly_at_stripe(h, ours)
+    remote = h.stripe.v1.invoices.retrieve(remote.id)
+    assert (remote.collection_method, remote.days_until_due, remote.status) == ("send_invoice", 14, "open")
+    assert remote.due_date == remote.status_transitions.finalized_at + 14 * 86_400
+    assert remote.hosted_invoice_url and ours.hosted_invoice_url == remote.hosted_invoice_url
+    assert h.events("invoice.sent", remote.id)  # Stripe emails the customer its hosted page
+    assert h.charges(ours.provider_customer_id) == [] and remote.attempt_count == 0  # no pay call
+    assert h.run(as_of=AFTER_GRACE + HOUR).collected == 0  # sent once
+    assert len(h.events("invoice.sent", remote.id)) == 1

@@ -130,7 +130,9 @@ def test_every_setting_a_function_reads_is_set():
     assert env["METERLINE_BACKEND"] == "gcp"
 
     # Each secret goes to the functions that read it, and to no other.
-    readers = {"bill": {"stripe_api_key"}, "stripe_webhook": {"stripe_webhook_secret"}, "portal": {"portal_signing_key"}}
+    # portal reads the Stripe key for checkout_url (a Checkout session); admin, ingest and process none.
+    readers = {"bill": {"stripe_api_key"}, "stripe_webhook": {"stripe_webhook_secret"},
+               "portal": {"portal_signing_key", "stripe_api_key"}}
     assert {n: set(s["secrets"]) for n, s in local("functions").items() if s["secrets"]} == readers
     assert set(secrets) == {f for f, i in Settings.model_fields.items() if i.annotation in (SecretStr, SecretStr | None)}
     dynamic = one(resource("google_cloudfunctions2_function", "this"), "service_config")["dynamic"][0]
@@ -245,7 +247,8 @@ EXPECTED_ROLES = {
                        ("table:invoice_lines", "roles/bigquery.dataEditor"), ("table:payments", "roles/bigquery.dataEditor"),
                        ("secret:stripe_webhook_secret", ACCESSOR)},
     "portal": {("project", "roles/datastore.viewer"), ("project", "roles/bigquery.jobUser"),
-               ("table:events", "roles/bigquery.dataViewer"), ("secret:portal_signing_key", ACCESSOR)},
+               ("table:events", "roles/bigquery.dataViewer"), ("secret:portal_signing_key", ACCESSOR),
+               ("secret:stripe_api_key", ACCESSOR)},  # checkout_url
 }
 
 

@@ -32,6 +32,7 @@ from meterline.core.pricing.fee import Fee
 
 __all__ = [
     "INVOICE_STATUSES",
+    "NO_PAYMENT_METHOD",
     "Invoice",
     "InvoiceLine",
     "InvoiceStatus",
@@ -75,6 +76,10 @@ _NEXT_STEP: dict[ProviderStep | None, ProviderStep] = {
     ProviderStep.INVOICE: ProviderStep.FINALIZED,
     ProviderStep.FINALIZED: ProviderStep.COLLECTED,
 }
+
+# The flag of a payment_failed invoice whose charge failed because the customer had no payment
+# method: the billing run charges it again once they have one (services/billing.py).
+NO_PAYMENT_METHOD = "no_payment_method"
 
 _SIX_PLACES = Decimal("0.000001")
 _INVOICE_NS = uuid.UUID("3b7e4c1a-5d2f-4e8b-9a6c-0f1e2d3c4b5a")
@@ -169,7 +174,9 @@ class Invoice:
     days_until_due: int | None = None  # send_invoice only
     # How far the provider has got (None: not started). A run resumes from here.
     provider_step: ProviderStep | None = None
-    flag: str | None = None  # why it is held (e.g. "provider_total_mismatch"); None when fine
+    # Why it is held (e.g. "provider_total_mismatch": a person looks; NO_PAYMENT_METHOD: charged
+    # again once the customer has a payment method); None when fine.
+    flag: str | None = None
     version: int = 0  # the store's optimistic version
 
     def __post_init__(self) -> None:

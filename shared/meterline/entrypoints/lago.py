@@ -552,6 +552,18 @@ def current_usage(usage: CurrentUsage) -> dict[str, Any]:
     }
 
 
+def checkout_url(customer, url: str) -> dict[str, Any]:
+    """Lago's answer to POST /customers/{id}/checkout_url (its CustomerCheckoutSerializer)."""
+    config = customer.billing_configuration or {}
+    return {"customer": {
+        "lago_customer_id": customer.lago_id,
+        "external_customer_id": customer.external_id,
+        "payment_provider": "stripe",
+        "payment_provider_code": config.get("payment_provider_code"),
+        "checkout_url": url,
+    }}
+
+
 def portal_url(url: str) -> dict[str, Any]:
     """Lago's answer to GET /customers/{id}/portal_url."""
     return {"customer": {"portal_url": url}}

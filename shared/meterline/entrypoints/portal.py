@@ -3,6 +3,7 @@ usage page behind a signed link.
 
     GET  /api/v1/customers/{external_customer_id}/current_usage?external_subscription_id=...
     POST /api/v1/customers/{external_customer_id}/portal_url   (GET too: Lago's clients send GET)
+    POST /api/v1/customers/{external_customer_id}/checkout_url (GET too) a Stripe Checkout link
     GET  /portal/customers/{external_customer_id}?token=T       the page (HTML)
     GET  /portal/usage/{external_customer_id}                   its data, `Authorization: Bearer T` (JSON)
     GET  /portal/static/portal.js, portal.css                    the page's only script and style
@@ -36,7 +37,7 @@ from meterline.entrypoints.lago import HttpError
 from meterline.services.auth import bearer_token
 
 _log = logs.get("portal")
-_API = re.compile(r"customers/(?P<customer>[^/]+)/(?P<action>current_usage|portal_url)")
+_API = re.compile(r"customers/(?P<customer>[^/]+)/(?P<action>current_usage|portal_url|checkout_url)")
 _PORTAL = "/portal/"
 _STATIC = {"portal.js": "text/javascript; charset=utf-8", "portal.css": "text/css; charset=utf-8"}
 REFRESH_MS = 4000  # how often an open page asks for its data (paused while the tab is hidden)
@@ -88,6 +89,20 @@ def _api(runtime, request: Request, rest: str) -> Response:
             raise ValidationFailed({"external_subscription_id": ["value_is_mandatory"]})
         usage = service.current_usage(customer, subscription)
         return json_response(200, {"customer_usage": lago.current_usage(usage)}, {"Cache-Control": "no-store"})
+    if action == "checkout_url":
+        # NOTE: Lago's route and its client are POST; GET is accepted like portal_url's. Either
+        # way each call makes a new Stripe Checkout session (setup mode); nothing is stored here.
+        if request.method not in ("GET", "POST"):
+            raise method_not_allowed(("GET", "POST"))
+        from meterline.services.checkout import MissingSuccessUrl
+
+        try:
+            found, url = runtime.checkout.checkout_url(customer)
+        except MissingSuccessUrl:
+            logs.event(_log, "checkout_url refused: METERLINE_STRIPE_CHECKOUT_SUCCESS_URL is unset", logging.WARNING)
+            raise HttpError(503, "Service Unavailable", "checkout_success_url_not_configured",
+                            {"stripe_checkout_success_url": ["value_is_mandatory"]}) from None
+        return json_response(200, lago.checkout_url(found, url), {"Cache-Control": "no-store"})
     # NOTE: Lago documents GET for portal_url and its official client sends GET; POST is
     # accepted too. Either way each call signs a new link; nothing is stored.
     if request.method not in ("GET", "POST"):

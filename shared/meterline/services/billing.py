@@ -57,7 +57,15 @@ from meterline import logs
 from meterline.core.catalog import Customer, Plan, Subscription
 from meterline.core.clock import to_us
 from meterline.core.errors import Unbillable
-from meterline.core.invoices import Invoice, InvoiceLine, ProviderStep, invoice_id, late_lines, lines_from_fees
+from meterline.core.invoices import (
+    NO_PAYMENT_METHOD,
+    Invoice,
+    InvoiceLine,
+    ProviderStep,
+    invoice_id,
+    late_lines,
+    lines_from_fees,
+)
 from meterline.core.pricing.periods import BillingSchedule, Period, charges_window, period_containing
 from meterline.core.pricing.rating import rate_subscription_start
 from meterline.core.subscriptions import apply_due_downgrades
@@ -322,6 +330,9 @@ class BillingService:
             if progress is not None:
                 progress(done, len(ordered))
         self._finalize_batch(batch, known, as_of, result)
+        # Those that were waiting for a payment method as the run began (not those it just failed).
+        waiting = [i.id for i in stored.values() if i.status == "payment_failed" and i.flag == NO_PAYMENT_METHOD]
+        self._retry_without_payment_method(waiting, known, as_of, started, result)
 
     def _finalize_batch(self, batch: list[tuple[_Group, Invoice]], known, as_of: datetime, result: BillingResult) -> None:
         """Create the batch's invoices finalized, in as few store transactions as the store
@@ -605,15 +616,72 @@ class BillingService:
                 return invoice
         if invoice.provider_step is ProviderStep.FINALIZED:
             remote = payments.collect(invoice)
-            # "paid" (charged), "payment_failed" (declined: the provider retries or the customer
-            # pays by hand; its webhook says so), or "open" (sent, awaiting payment).
+            # "paid" (charged), "payment_failed" (declined: the customer pays on the hosted page;
+            # or no payment method: charged again once there is one), or "open" (sent).
             status = remote.status if remote.status in ("paid", "payment_failed") else None
+            flag = NO_PAYMENT_METHOD if status == "payment_failed" and remote.failure_code == NO_PAYMENT_METHOD else None
             if status is not None and invoice.status != status:
-                invoice = self._invoices.update(invoice.moved(status, as_of).stepped(ProviderStep.COLLECTED, as_of))
-            else:
-                invoice = self._invoices.update(invoice.stepped(ProviderStep.COLLECTED, as_of))
+                invoice = invoice.moved(status, as_of)  # type: ignore[arg-type]
+            invoice = self._invoices.update(invoice.stepped(ProviderStep.COLLECTED, as_of, flag=flag))
             result.collected += 1
             self._record(invoice)
+            if flag is not None:
+                # Once per invoice (the move happens once), as a WARNING: the customer must act.
+                logs.event(_log, "payment failed: the customer has no payment method; charged again once they have one",
+                           logging.WARNING, invoice_id=invoice.id, customer=customer.external_id,
+                           provider_invoice_id=invoice.provider_invoice_id, reason=flag)
+        return invoice
+
+    def _retry_without_payment_method(self, waiting: list[str], known, as_of: datetime, started: float,
+                                      result: BillingResult) -> None:
+        """Charge again the invoices (of this run's window) that failed for want of a payment
+        method, once the customer has one: one look per customer at the provider, and a charge
+        only then; nothing is logged while they still have none."""
+        if self._payments is None or not waiting:
+            return
+        latest = {inv.id: inv for mine in known.values() for inv in mine.values() if inv is not None}
+        pending = [latest[i] for i in waiting if i in latest]
+        pending = [inv for inv in pending if inv.status == "payment_failed" and inv.flag == NO_PAYMENT_METHOD]
+        methods: dict[str, str | None] = {}
+        for invoice in sorted(pending, key=lambda i: (i.customer_external_id, i.issuing_date, i.id)):
+            if self._clock() - started > self._budget:
+                result.complete = False
+                return
+            try:
+                invoice = self._charge_again(invoice, methods, as_of)
+            except StaleWrite:
+                continue  # the webhook moved it meanwhile (paid on the hosted page): nothing to do
+            except Exception as exc:  # noqa: BLE001 - one subscription never blocks the others
+                result.failed[invoice.subscription_external_id] = type(exc).__name__
+                logs.failure(_log, "charging again failed for one invoice; the next run retries it", exc,
+                             subscription=invoice.subscription_external_id, invoice_id=invoice.id)
+                continue
+            if invoice.flag is None:
+                result.collected += 1
+                self._record(invoice)
+                known[invoice.subscription_external_id][invoice.id] = invoice
+
+    def _charge_again(self, invoice: Invoice, methods: dict[str, str | None], as_of: datetime) -> Invoice:
+        """`invoice` charged with the customer's payment method if they have one now (`methods`:
+        the provider's answer per customer, looked up once a run); unchanged otherwise."""
+        payments = self._payments
+        assert payments is not None and invoice.provider_customer_id is not None  # set by the failed collect
+        customer_id = invoice.provider_customer_id
+        if customer_id not in methods:
+            methods[customer_id] = payments.payment_method(customer_id)
+        method = methods[customer_id]
+        if method is None:
+            return invoice
+        remote = payments.collect(invoice, method)
+        if remote.status == "paid":
+            return self._invoices.update(invoice.moved("paid", as_of, flag=None))
+        if remote.status == "payment_failed" and remote.failure_code != NO_PAYMENT_METHOD:
+            # Declined: from now on a payment_failed invoice like any other (the customer pays on
+            # the hosted page), and the same method is not tried again in this run.
+            methods[customer_id] = None
+            logs.event(_log, "charged again with the customer's new payment method: declined", logging.INFO,
+                       invoice_id=invoice.id, code=remote.failure_code)
+            return self._invoices.update(replace(invoice, flag=None, updated_at=as_of))
         return invoice
 
     # -- bookkeeping -----------------------------------------------------------------------------

@@ -12,7 +12,12 @@ The calls are the ones real Stripe documents for invoicing without subscriptions
                    per line of ours that is not there yet (integer minor units, the line's
                    description with its tier breakdown, our ids in metadata)
   finalize         finalize_invoice(auto_advance=false): draft -> open, total fixed
-  collect          pay (charge_automatically) or send_invoice (send_invoice)
+  collect          pay (charge_automatically) or send_invoice (send_invoice); a customer
+                   without a payment method is a result (payment_failed, no_payment_method),
+                   and a later collect pays with the method `payment_method` found
+  payment_method   the customer's default for invoices, else the newest attached one
+  checkout_url     a Checkout session in setup mode: Stripe's page where the customer saves
+                   a payment method (attached to their Stripe customer)
 
 Every call that creates or moves something carries an idempotency key built from our ids, and
 every step looks before it creates, because Stripe forgets idempotency keys after 24 hours:
@@ -28,13 +33,15 @@ every step looks before it creates, because Stripe forgets idempotency keys afte
   |                                         | read back from the invoice itself                   |
 
 Errors: a rate limit (429), a network error, a 409 conflict or a Stripe 5xx is retried in the
-call with exponential backoff and full jitter, a bounded number of times; a declined card is a
-result (`collect` returns status payment_failed), not an exception; anything else becomes
+call with exponential backoff and full jitter, a bounded number of times; a declined card, and a
+customer without a payment method, are results (`collect` returns status payment_failed with
+the reason), not exceptions; anything else becomes
 `PaymentProviderError` with Stripe's request id and no secret.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import random
@@ -46,6 +53,7 @@ from typing import TYPE_CHECKING, Any
 import stripe
 
 from meterline import logs
+from meterline.core.invoices import NO_PAYMENT_METHOD
 from meterline.core.money import currency_exponent
 from meterline.ports import PaymentProviderError, ProviderInvoice
 
@@ -223,31 +231,66 @@ class StripePayments:
             remote = self._already_done(remote_id, exc, "invoices.finalize_invoice", done=("open", "paid", "uncollectible", "void"))
         return self._result(remote, invoice.currency)
 
-    def collect(self, invoice: Invoice) -> ProviderInvoice:
+    def collect(self, invoice: Invoice, payment_method: str | None = None) -> ProviderInvoice:
         remote_id = self._remote_id(invoice, "collect")
         if invoice.collection_method == "send_invoice":
             operation, method, done = "invoices.send_invoice", self._client.v1.invoices.send_invoice, ("paid", "void")
+            key = _idempotency_key("send_invoice", invoice.id)
         else:
             operation, method, done = "invoices.pay", self._client.v1.invoices.pay, ("paid",)
+            # A charge with a given method has a key of its own: the first pay's answer (no
+            # payment method) is saved under the plain key for 24 h, and would be replayed.
+            key = _idempotency_key("pay", invoice.id, *([payment_method] if payment_method else []))
+        params = {"payment_method": payment_method} if payment_method else None
         try:
-            remote = self._call(
-                operation, method, remote_id,
-                options={"idempotency_key": _idempotency_key(operation.rsplit(".", 1)[1], invoice.id)},
-                passthrough=(stripe.CardError, stripe.InvalidRequestError))
+            remote = self._call(operation, method, remote_id, params=params, options={"idempotency_key": key},
+                                passthrough=(stripe.CardError, stripe.InvalidRequestError))
         except stripe.CardError as exc:
             # A decline is the customer's outcome, not our failure: the run goes on, the invoice
             # becomes payment_failed, and Stripe keeps it open for a later payment.
             logs.event(_log, "card declined", logging.INFO, invoice_id=invoice.id, provider_invoice_id=remote_id,
                        code=exc.code, request_id=exc.request_id)
-            remote = self._retrieve(remote_id)
-            result = self._result(remote, invoice.currency)
-            if result.status == "paid":  # paid meanwhile (another run, the hosted page)
-                return result
-            return ProviderInvoice(result.id, "payment_failed", result.total_cents, result.hosted_invoice_url,
-                                   failure_code=exc.code or "card_declined")
+            return self._failed(self._retrieve(remote_id), invoice, exc.code or "card_declined")
         except stripe.InvalidRequestError as exc:
-            remote = self._already_done(remote_id, exc, operation, done=done)
+            remote = self._retrieve(remote_id)
+            if remote.status in done:
+                return self._result(remote, invoice.currency)  # done already (see _already_done)
+            if operation == "invoices.pay" and payment_method is None and invoice.provider_customer_id:
+                # Stripe refuses to charge a customer with no default payment method. One saved
+                # on Stripe's Checkout page is attached but not made the default: charge that
+                # one; with none at all, the charge failed for want of a payment method.
+                found = self.payment_method(invoice.provider_customer_id)
+                if found is not None:
+                    return self.collect(invoice, found)
+                if remote.status == "open":
+                    return self._failed(remote, invoice, NO_PAYMENT_METHOD)
+            raise _provider_error(operation, exc, retryable=False) from None
         return self._result(remote, invoice.currency)
+
+    def payment_method(self, provider_customer_id: str) -> str | None:
+        """The payment method a charge of this customer uses: the default for invoices (or the
+        legacy default source), else the newest one attached; None when there is none."""
+        customer = self._call("customers.retrieve", self._client.v1.customers.retrieve, provider_customer_id)
+        settings = getattr(customer, "invoice_settings", None)
+        default = getattr(settings, "default_payment_method", None) if settings is not None else None
+        if default:
+            return default if isinstance(default, str) else default.id
+        source = getattr(customer, "default_source", None)
+        if source:
+            return source if isinstance(source, str) else source.id
+        attached = self._call("customers.payment_methods.list", self._client.v1.customers.payment_methods.list,
+                              provider_customer_id, params={"limit": 1})  # newest first
+        return attached.data[0].id if attached.data else None
+
+    def checkout_url(self, provider_customer_id: str, success_url: str, payment_method_types: list[str]) -> str:
+        """A new Checkout session in setup mode for the customer: the URL of Stripe's page where
+        they save a payment method. Each call makes a new session (Stripe expires them after
+        24 h), as Lago's regenerate does; nothing is charged."""
+        session = self._call(
+            "checkout.sessions.create", self._client.v1.checkout.sessions.create,
+            params={"mode": "setup", "customer": provider_customer_id, "success_url": success_url,
+                    "allowed_payment_method_types": payment_method_types})
+        return session.url
 
     # -- steps -------------------------------------------------------------------------------
 
@@ -323,6 +366,14 @@ class StripePayments:
         if line.from_datetime is not None and line.to_datetime is not None:
             params["period"] = {"start": int(line.from_datetime.timestamp()), "end": int(line.to_datetime.timestamp())}
         return params
+
+    def _failed(self, remote, invoice: Invoice, code: str) -> ProviderInvoice:
+        """A charge that did not happen, as Stripe's invoice (read after it) stands: paid
+        meanwhile (another run, the hosted page) is paid; else payment_failed with `code`."""
+        result = self._result(remote, invoice.currency)
+        if result.status == "paid":
+            return result
+        return dataclasses.replace(result, status="payment_failed", failure_code=code)
 
     def _already_done(self, remote_id: str, exc: stripe.InvalidRequestError, operation: str, done: tuple[str, ...]):
         """A refused finalize/pay/send whose work is already done (a crashed run did it more

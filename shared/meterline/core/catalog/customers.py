@@ -6,7 +6,7 @@ from functools import cached_property
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BeforeValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field
 from pydantic_core import PydanticCustomError
 
 from meterline.core.catalog.base import Stamped, lago_id
@@ -23,6 +23,18 @@ def _timezone(value: Any) -> str:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
         raise PydanticCustomError("invalid_timezone", "unknown IANA timezone {tz}", {"tz": value}) from None
+    return value
+
+
+# Meterline's own key of `billing_configuration` (Stripe's word; Lago has none): how Stripe
+# collects the customer's invoices. Lago's keys (invoice_grace_period, payment_provider,
+# provider_customer_id, provider_payment_methods...) are kept as given.
+COLLECTION_METHODS = ("charge_automatically", "send_invoice")
+
+
+def _billing_configuration(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    if value is not None and value.get("collection_method") not in (None, *COLLECTION_METHODS):
+        raise PydanticCustomError("invalid_value", "collection_method is charge_automatically or send_invoice")
     return value
 
 
@@ -69,7 +81,7 @@ class Customer(Stamped):
     zipcode: str | None = None
     country: Annotated[str, Field(pattern=r"^[A-Z]{2}$")] | None = None
     net_payment_term: Annotated[Integer, Field(ge=0)] | None = None
-    billing_configuration: FreeForm | None = None
+    billing_configuration: Annotated[FreeForm | None, AfterValidator(_billing_configuration)] = None
     metadata: tuple[CustomerMetadata, ...] = ()
 
     @cached_property
