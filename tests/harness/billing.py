@@ -25,8 +25,7 @@ HOUR = timedelta(hours=1)
 
 class Billing:
     """An embedded runtime with the example catalog, one customer on the hybrid plan since
-    November 1 (so that November is its first period), and November's events from the pricing
-    pipeline test."""
+    November 1 (so that November is its first period), and November's events."""
 
     def __init__(self, tmp_path, customer: dict | None = None):
         from meterline.adapters.embedded.sqlite_invoices import SqliteInvoiceStore
