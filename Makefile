@@ -40,7 +40,7 @@ gcp-local: $(STAMP) ## the GCP backend on loopback: emulators, localstripe, the 
 	$(PY) infra/servers.py ensure-venvs
 	$(PY) infra/servers.py gcp-local $(if $(PORT),--port $(PORT))
 
-test: servers ## run the whole suite, starting the emulators, bqemulator and localstripe on loopback ports
+test: servers lint ## make lint, then the whole suite, starting the emulators, bqemulator and localstripe on loopback ports
 	$(PY) -m pytest -q
 
 LINT := .venv-lint

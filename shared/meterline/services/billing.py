@@ -185,7 +185,7 @@ class _FinanceLog:
             self._submit()
 
     def _submit(self) -> None:
-        if self._pending and self._writer is not None:
+        if self._pending and self._writer is not None and self._ledger is not None:
             chunk, self._pending = self._pending, []
             self._writes.append((len(chunk), self._writer.submit(self._ledger.record_invoices, chunk, self._at_us)))
 
@@ -319,7 +319,8 @@ class BillingService:
                     # would credit the unused days; Meterline issues no credit notes).
                     (record,) = group.records
                     as_started = record.model_copy(update={"status": "active", "terminated_at": None})
-                    fees, late = list(rate_subscription_start(as_started, plans[record.plan_code], group.customer).fees), ()
+                    fees = list(rate_subscription_start(as_started, plans[record.plan_code], group.customer).fees)
+                    late: Sequence[InvoiceLine] = ()
                 else:
                     fees = [f for rec in group.records for f in fees_of[(id(rec), group.period.start_date)]]
                     late = self._late_lines(group, previous.get(group.external_id, []), fees_of, mine)
@@ -404,10 +405,10 @@ class BillingService:
         if record.status not in ("active", "terminated") or record.started_at is None or record.started_at > as_of:
             return []
         schedule = BillingSchedule.of(record, plan, customer)
-        ended = record.terminated_at is not None and record.terminated_at <= as_of
-        if ended and record.next_plan_code is None:
+        ended_at = record.terminated_at if record.terminated_at is not None and record.terminated_at <= as_of else None
+        if ended_at is not None and record.next_plan_code is None:
             # A real termination closes its last period at once: the final invoice.
-            period = period_containing(schedule, record.terminated_at - timedelta(microseconds=1))
+            period = period_containing(schedule, ended_at - timedelta(microseconds=1))
         else:
             # A record switched by a plan change is billed with its period, beside the new record.
             current = period_containing(schedule, as_of)
@@ -416,7 +417,7 @@ class BillingService:
         for _ in range(CATCH_UP_PERIODS):
             if period.end_utc <= record.started_at:
                 break
-            if not (ended and period.start_utc >= record.terminated_at):
+            if not (ended_at is not None and period.start_utc >= ended_at):
                 out.append(period)
             period = period_containing(schedule, period.start_utc - timedelta(microseconds=1))
         return out

@@ -58,6 +58,8 @@ from meterline.core.money import currency_exponent
 from meterline.ports import PaymentProviderError, ProviderInvoice
 
 if TYPE_CHECKING:
+    from stripe._base_address import BaseAddresses  # the client's own TypedDict, not exported
+
     from meterline.config import Settings
     from meterline.core.invoices import Invoice, InvoiceLine
 
@@ -166,7 +168,7 @@ class StripePayments:
         Its own retries are off: this class retries, with our bounds and our logs."""
         if settings.stripe_api_key is None:
             raise ValueError("StripePayments needs METERLINE_STRIPE_API_KEY")
-        base = {"api": settings.stripe_api_base} if settings.stripe_api_base else None
+        base: BaseAddresses | None = {"api": settings.stripe_api_base} if settings.stripe_api_base else None
         client = stripe.StripeClient(settings.stripe_api_key.get_secret_value(), base_addresses=base, max_network_retries=0)
         return cls(client, **options)
 
@@ -233,6 +235,8 @@ class StripePayments:
 
     def collect(self, invoice: Invoice, payment_method: str | None = None) -> ProviderInvoice:
         remote_id = self._remote_id(invoice, "collect")
+        method: Callable[..., Any]
+        done: tuple[str, ...]
         if invoice.collection_method == "send_invoice":
             operation, method, done = "invoices.send_invoice", self._client.v1.invoices.send_invoice, ("paid", "void")
             key = _idempotency_key("send_invoice", invoice.id)
