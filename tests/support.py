@@ -6,6 +6,7 @@ import contextlib
 import io
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -43,6 +44,27 @@ def cli(data_dir: Path, *args: str, timeout: float = 60) -> subprocess.Completed
         [sys.executable, "-m", "meterline", *args, "--data-dir", str(data_dir)],
         capture_output=True, text=True, timeout=timeout, env={**os.environ, "METERLINE_BACKEND": "embedded"},
     )
+
+
+@contextlib.contextmanager
+def serve_process(data_dir: Path, **env: str) -> Iterator[tuple[subprocess.Popen, str]]:
+    """`meterline serve` on a free loopback port as a real process, healthy: (process, base URL).
+    Stopped with Ctrl-C's signal afterwards, as a user stops it."""
+    from infra.servers import _free_port, wait_healthy
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "meterline", "serve", "--port", str(port), "--data-dir", str(data_dir)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
+        env={**os.environ, "METERLINE_BACKEND": "embedded", **env},
+    )
+    try:
+        wait_healthy(url, serve)
+        yield serve, url
+    finally:
+        serve.send_signal(signal.SIGINT)
+        serve.wait(timeout=30)
 
 
 def post_json(url: str, key: str, body: dict) -> int:

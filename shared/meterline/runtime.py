@@ -6,9 +6,15 @@ Two layers, both lazy:
   * A runtime per function asks only for what its code touches, so a Cloud Function imports
     one or two Google SDKs, not three, and its service account needs only those roles:
 
-        ingest   the bus, the API keys, the catalog (numeric fields); the warehouse on GET only
-        process  the dedup store and the warehouse's event store
-        admin    the catalog and the API keys
+        ingest          the bus, the API keys, the catalog (numeric fields); the event store on GET only
+        process         the dedup store and the warehouse's event store
+        admin           the catalog, the API keys, and the invoices (invoices API)
+        bill            the catalog, the invoices, the usage reader and finance ledger, Stripe if a key is set
+        stripe_webhook  the invoices, the processed event ids, the finance ledger, the webhook secret
+        portal          the API keys, the catalog, the invoices, the usage reader, the signing key;
+                        Stripe for checkout links
+
+docs/architecture.md ("Composition") has the same table with each function's SDKs and roles.
 
 `LocalRuntime` is `meterline serve`'s (and the demo's and the tests'): every function over
 one set of embedded adapters, in one process. Nothing here runs at import time.

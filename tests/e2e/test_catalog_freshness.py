@@ -4,17 +4,12 @@ refuses the values that metric's sum could not count, instead of answering 200 f
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 
 import orjson
 
-from infra.servers import _free_port, wait_healthy
-from tests.support import cli
+from tests.support import cli, serve_process
 
 CATALOG = """
 billable_metrics:
@@ -43,15 +38,7 @@ def _event(txn: str, code: str, value) -> dict:
 def test_values_out_of_the_domain_are_refused_in_the_second_after_catalog_apply(tmp_path):
     data = tmp_path / "data"
     key = cli(data, "api-keys", "create", "--name", "gateway").stdout.strip()
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "meterline", "serve", "--port", str(port), "--data-dir", str(data)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "METERLINE_BACKEND": "embedded"},
-    )
-    try:
-        wait_healthy(url, serve)
+    with serve_process(data) as (_, url):
         # The server loads its catalog map now (30 s cache), before the metric exists.
         assert _post(f"{url}/api/v1/events", key, _event("warm", "fresh_tokens", "12345678901234567890"))[0] == 200
         catalog = tmp_path / "catalog.yaml"
@@ -64,6 +51,3 @@ def test_values_out_of_the_domain_are_refused_in_the_second_after_catalog_apply(
             status, body = _post(f"{url}/api/v1/events", key, _event(txn, "fresh_tokens", value))
             assert (status, body.get("error_details")) == (422, {"properties": [code]}), body
         assert _post(f"{url}/api/v1/events", key, _event("fine", "fresh_tokens", "1.5"))[0] == 200
-    finally:
-        serve.send_signal(signal.SIGINT)
-        serve.wait(timeout=30)

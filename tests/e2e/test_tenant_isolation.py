@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from datetime import timedelta
+from decimal import Decimal
 
 import orjson
 import pytest
@@ -27,20 +27,8 @@ from meterline.core.events import parse_batch_body
 from meterline.core.messages import encode_message
 from meterline.local.app import create_app
 from meterline.local.worker import drain_once
+from tests.harness.tenants import AS_OF, BASE_CENTS, BYSTANDERS, IN_NOVEMBER, NOV, PRICE, VICTIM, cents
 from tests.support import embedded_runtime, new_key
-
-NOV = datetime(2026, 11, 1, tzinfo=UTC)
-IN_NOVEMBER = NOV + timedelta(days=20)
-AS_OF = datetime(2026, 12, 2, tzinfo=UTC)  # November closed, its grace period over: finalized
-BYSTANDERS = 40
-BASE_CENTS = 1000
-PRICE = Decimal("0.0003")  # per token, the bystanders' plan
-VICTIM = "sub_victim"
-
-
-def cents(amount: Decimal) -> int:
-    """A fee as the invoice must show it: rounded once, ROUND_HALF_UP, to cents."""
-    return int(amount.quantize(Decimal("0.01"), ROUND_HALF_UP) * 100)
 
 
 @dataclass

@@ -21,7 +21,7 @@ from meterline.services.admin import AdminService
 from meterline.services.billing import BillingService
 from meterline.services.process import ProcessService
 from meterline.services.usage import UsageService
-from tests.e2e.test_tenant_isolation import AS_OF, BASE_CENTS, BYSTANDERS, NOV, PRICE, cents
+from tests.harness.tenants import AS_OF, BASE_CENTS, BYSTANDERS, NOV, PRICE, cents
 
 pytestmark = pytest.mark.servers
 
