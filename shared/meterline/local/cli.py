@@ -333,6 +333,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         return 0
     if not args.name:
         raise _Refused("name a report, or --list to see them")
+    if args.refresh_provider and args.name != "reconciliation":
+        raise _Refused("--refresh-provider is for the reconciliation report")
     try:
         spec = reports.get(args.name)
         month = reports.parse_month(args.month) if args.month else reports.month_of(datetime.now(UTC).date())
@@ -345,7 +347,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise _Refused("`meterline serve` holds the data dir; stop it to run a report")
     try:
         with hold_warehouse(settings.data_dir, "meterline report") if settings.backend == "embedded" else _nothing():
-            rows = _adapters(args).warehouse.report(spec.name, month if spec.monthly else None)
+            adapters = _adapters(args)
+            if spec.name == "reconciliation":
+                rows = _reconciliation(adapters, month, args.refresh_provider)
+            else:
+                rows = adapters.warehouse.report(spec.name, month if spec.monthly else None)
     except DataDirBusy as exc:
         print(f"meterline report: {exc}; try again when it ends", file=sys.stderr)
         return 2
@@ -355,6 +361,25 @@ def cmd_report(args: argparse.Namespace) -> int:
     else:
         print(text)
     return 0
+
+
+def _reconciliation(adapters, month, refresh_provider: bool) -> list[dict]:
+    """The reconciliation report (services/reconcile.py: the query, plus the warehouse's units
+    per usage line, which need the catalog); with `refresh_provider`, Stripe's invoices of the
+    month are pulled and recorded first."""
+    from meterline.services.reconcile import Reconciliation
+
+    provider = adapters.payment_provider if refresh_provider else None
+    if refresh_provider and provider is None:
+        raise _Refused("--refresh-provider needs METERLINE_STRIPE_API_KEY")
+    service = Reconciliation(adapters.invoices, adapters.catalog, adapters.warehouse, adapters.warehouse,
+                             adapters.warehouse, provider)
+    if refresh_provider:
+        pulled = service.refresh_provider(month)
+        print(f"pulled {pulled.listed} Stripe invoices; recorded {pulled.recorded} of {month.label}"
+              + (f"; {pulled.unknown} name an invoice this store does not hold" if pulled.unknown else ""),
+              file=sys.stderr)
+    return service.report(month)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -471,6 +496,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--month", help="YYYY-MM (UTC); default the current month")
     report.add_argument("--format", choices=output.FORMATS, default="table")
     report.add_argument("--output", type=Path, help="write to this file instead of standard output")
+    report.add_argument("--refresh-provider", action="store_true",
+                        help="reconciliation: first pull the month's invoices from Stripe and record their totals")
     report.add_argument("--data-dir", type=Path)
     report.set_defaults(func=cmd_report)
 
