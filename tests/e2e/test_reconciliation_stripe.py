@@ -30,7 +30,7 @@ from meterline.core.invoices import Invoice
 from meterline.core.reports import parse_month
 from meterline.services.payments import PaymentEvents
 from meterline.services.reconcile import Reconciliation
-from tests.harness.billing import DEC, HOUR, JAN, Billing
+from tests.harness.billing import DEC, HOUR, JAN, Billing, save_card
 from tests.harness.november import EXPECTED, T, tokens
 
 pytestmark = pytest.mark.servers
@@ -55,12 +55,7 @@ class Cards(StripePayments):
         customer_id = super().ensure_customer(customer_external_id, name, email)
         number = self.cards.get(customer_external_id)
         if customer_id not in self._carded and number != NO_CARD:
-            if number is None:
-                pm = self.stripe.v1.payment_methods.attach("pm_card_visa", {"customer": customer_id})
-            else:  # Stripe refuses to attach a declining card; it is made the default directly
-                pm = self.stripe.v1.payment_methods.create(
-                    {"type": "card", "card": {"number": number, "exp_month": 12, "exp_year": 2030, "cvc": "123"}})
-            self.stripe.v1.customers.update(customer_id, {"invoice_settings": {"default_payment_method": pm.id}})
+            save_card(self.stripe, customer_id, number)
             self._carded.add(customer_id)
         return customer_id
 
@@ -115,10 +110,9 @@ class Harness:
         with urllib.request.urlopen(request, timeout=10):
             pass
 
-    def reconciliation(self, month=DECEMBER, *, provider: bool = False):
-        service = Reconciliation(self.billing.invoices, self.adapters.catalog, self.warehouse, self.warehouse,
-                                 self.warehouse, self.payments if provider else None)
-        return service
+    def reconciliation(self, *, provider: bool = False) -> Reconciliation:
+        return Reconciliation(self.billing.invoices, self.adapters.catalog, self.warehouse, self.warehouse,
+                              self.warehouse, self.payments if provider else None)
 
     def report(self, month=DECEMBER) -> dict[str, dict]:
         return {row["external_customer_id"]: row for row in self.reconciliation().report(month)}
