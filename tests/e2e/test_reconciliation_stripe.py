@@ -14,11 +14,15 @@ An event not handed to the webhook service is a webhook that was never delivered
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import urllib.parse
 import urllib.request
 from datetime import datetime
 from decimal import Decimal
 
+import orjson
 import pytest
 import stripe
 
@@ -203,6 +207,25 @@ def test_the_pull_records_invoices_whose_webhooks_never_arrived(stripe_harness):
     assert again.recorded == 2 and h.report() == rows
     # January has no invoice of these: a pull for it records nothing.
     assert h.reconciliation(provider=True).refresh_provider(JANUARY).recorded == 0
+
+
+def test_meterline_report_reconciliation_refresh_provider_pulls_then_reports(stripe_harness, tmp_path):
+    h = stripe_harness()
+    h.run()  # no webhook is ever delivered
+    acme = h.invoice("acme")
+    h.warehouse.close()  # DuckDB admits one process: the CLI's, from here on
+    env = {**os.environ, "METERLINE_BACKEND": "embedded", "METERLINE_STRIPE_API_KEY": API_KEY,
+           "METERLINE_STRIPE_API_BASE": h.server.url}
+    done = subprocess.run(
+        [sys.executable, "-m", "meterline", "report", "reconciliation", "--month", "2026-12", "--refresh-provider",
+         "--format", "json", "--data-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "pulled 1 Stripe invoices; recorded 1 of 2026-12" in done.stderr
+    (row,) = orjson.loads(done.stdout)
+    assert (row["invoice_number"], row["flags"], row["late_usage_invoices"]) == (acme.number, [], [])
+    assert (row["our_total_cents"], row["provider_total_cents"], row["collected_cents"]) == (26900, 26900, 26900)
+    assert row["billed_units"] == row["warehouse_units"] != "0"
 
 
 def test_a_redelivered_webhook_changes_nothing_the_report_reads(stripe_harness):
