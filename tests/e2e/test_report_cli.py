@@ -65,6 +65,8 @@ def test_report_asks_the_running_server_and_prints_what_it_prints_alone(data):
 
         table = cli(data_dir, "report", "revenue", "--month", "2026-12")
         assert table.returncode == 0, table.stderr
+        # A terminal table shows money with its currency; the JSON above kept the cents.
+        assert "49.00 USD" in table.stdout and "269.00 USD" in table.stdout and "26900" not in table.stdout
     # Alone on the data dir (the server stopped): the same rows and the same table.
     alone = cli(data_dir, "report", "revenue", "--month", "2026-12", "--format", "json")
     assert alone.returncode == 0, alone.stderr

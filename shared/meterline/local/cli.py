@@ -354,6 +354,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         except DataDirBusy as exc:
             print(f"meterline report: {exc}; try again when it ends", file=sys.stderr)
             return 2
+    if args.format == "table":
+        rows = output.readable(rows, {c.name: c.kind for c in spec.columns})
     text = output.render(rows, spec.column_names, args.format)
     if args.output:
         args.output.write_text(text + "\n")
