@@ -342,19 +342,25 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise _Refused(str(exc)) from None
     _existing_data_dir(args)
     settings = _settings(args)
-    if settings.backend == "embedded" and running_server(settings.data_dir) is not None:
-        # TODO(issue 20): ask the running server over HTTP, as `events list` and `bill` do.
-        raise _Refused("`meterline serve` holds the data dir; stop it to run a report")
-    try:
-        with hold_warehouse(settings.data_dir, "meterline report") if settings.backend == "embedded" else _nothing():
-            adapters = _adapters(args)
-            if spec.name == "reconciliation":
-                rows = _reconciliation(adapters, month, args.refresh_provider)
-            else:
-                rows = adapters.warehouse.report(spec.name, month if spec.monthly else None)
-    except DataDirBusy as exc:
-        print(f"meterline report: {exc}; try again when it ends", file=sys.stderr)
-        return 2
+    server = running_server(settings.data_dir) if settings.backend == "embedded" else None
+    if server is not None and args.refresh_provider:
+        raise _Refused("`meterline serve` holds the data dir; stop it to --refresh-provider (reports run beside it)")
+    if server is not None:
+        # The server holds the warehouse: ask it (GET /api/v1/reports/{name}, entrypoints/reports.py).
+        query = f"?{urllib.parse.urlencode({'month': month.label})}" if spec.monthly else ""
+        request = urllib.request.Request(f"{server.url}/api/v1/reports/{spec.name}{query}",
+                                         headers={"Authorization": f"Bearer {server.token}"})
+        rows = reports.typed_rows(spec, _ask_server(server, request, timeout=600)["rows"])
+    else:
+        try:
+            with hold_warehouse(settings.data_dir, "meterline report") if settings.backend == "embedded" else _nothing():
+                rows = _reports(_adapters(args), month, args.refresh_provider).report(
+                    spec.name, month if spec.monthly else None)
+        except DataDirBusy as exc:
+            print(f"meterline report: {exc}; try again when it ends", file=sys.stderr)
+            return 2
+    if args.format == "table":
+        rows = output.readable(rows, {c.name: c.kind for c in spec.columns})
     text = output.render(rows, spec.column_names, args.format)
     if args.output:
         args.output.write_text(text + "\n")
@@ -363,23 +369,22 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _reconciliation(adapters, month, refresh_provider: bool) -> list[dict]:
-    """The reconciliation report (services/reconcile.py: the query, plus the warehouse's units
-    per usage line, which need the catalog); with `refresh_provider`, Stripe's invoices of the
-    month are pulled and recorded first."""
-    from meterline.services.reconcile import Reconciliation
+def _reports(adapters, month, refresh_provider: bool):
+    """The finance reports, reconciliation's completed (services/reconcile.py); with
+    `refresh_provider`, Stripe's invoices of the month are pulled and recorded first."""
+    from meterline.services.reconcile import FinanceReports, Reconciliation
 
     provider = adapters.payment_provider if refresh_provider else None
     if refresh_provider and provider is None:
         raise _Refused("--refresh-provider needs METERLINE_STRIPE_API_KEY")
-    service = Reconciliation(adapters.invoices, adapters.catalog, adapters.warehouse, adapters.warehouse,
-                             adapters.warehouse, provider)
+    reconciliation = Reconciliation(adapters.invoices, adapters.catalog, adapters.warehouse, adapters.warehouse,
+                                    adapters.warehouse, provider)
     if refresh_provider:
-        pulled = service.refresh_provider(month)
+        pulled = reconciliation.refresh_provider(month)
         print(f"pulled {pulled.listed} Stripe invoices; recorded {pulled.recorded} of {month.label}"
               + (f"; {pulled.unknown} name an invoice this store does not hold" if pulled.unknown else ""),
               file=sys.stderr)
-    return service.report(month)
+    return FinanceReports(adapters.warehouse, reconciliation)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
