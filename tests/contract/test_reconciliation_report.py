@@ -8,6 +8,7 @@ March 2026 (invoices issued in March; the helper's January-style invoice starts 
   differs    Stripe's total is not ours, a charge failed, unpaid: three flags
   missing    Stripe never reported it: provider_missing, and unpaid past due
   voided     nothing is checked
+  unsent     never sent to a payment provider (none configured): nothing is checked
   draft      not issued: no row
   (April)    a later invoice whose late-usage line adds to `clean`'s line: named on its row
   (February) another month's invoice: no row
@@ -75,12 +76,13 @@ def seed(warehouse) -> dict[str, Invoice]:
     differs = issued("differs")
     missing = issued("missing")
     voided = issued("voided", status="voided")
+    unsent = dataclasses.replace(issued("unsent"), provider_invoice_id=None)
     draft = issued("draft", status="draft")
     february = issued("feb", start=date(2026, 1, 1))
     late_line = line("later|late|clean|charge|tokens", 150, kind="late_usage", units=Decimal("7"),
                      late_for="clean|charge|tokens")
     april = issued("later", start=date(2026, 3, 1), number="ML-later-0002", lines=(late_line,))
-    everything = [clean, differs, missing, voided, draft, february, april]
+    everything = [clean, differs, missing, voided, unsent, draft, february, april]
     warehouse.record_invoices(everything, US)
     warehouse.record_invoice(clean, US + 5)  # recorded twice (a crash, a rerun): kept once
     total = clean.amount_cents
@@ -119,6 +121,7 @@ def test_the_month_s_invoices_against_stripe_the_same_on_both_engines(warehouse)
         row(inv["clean"], "paid", 6400, 6400, [], late=["ML-later-0002"]),
         row(inv["differs"], "open", 6300, 0, ["payment_failed", "provider_total_differs", "unpaid_overdue"]),
         row(inv["missing"], None, None, 0, ["provider_missing", "unpaid_overdue"]),
+        row(inv["unsent"], None, None, 0, []),
         row(inv["voided"], "void", 6400, 0, []),
     ]
 
@@ -137,4 +140,4 @@ def test_provider_invoices_latest_is_one_row_per_invoice_in_its_furthest_latest_
     (latest,) = warehouse._query("SELECT status, amount_paid_cents FROM provider_invoices_latest WHERE invoice_id = @id",
                                  {"id": inv["differs"].id})
     assert (latest["status"], latest["amount_paid_cents"]) == ("paid", 6300)
-    assert warehouse._query("SELECT COUNT(*) AS n FROM report_reconciliation")[0]["n"] == 6  # every month's, drafts left out
+    assert warehouse._query("SELECT COUNT(*) AS n FROM report_reconciliation")[0]["n"] == 7  # every month's, drafts left out

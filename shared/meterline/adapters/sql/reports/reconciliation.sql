@@ -99,7 +99,8 @@ figures AS (
     -- Stripe's amount paid as last observed; without an observation, the webhooks' payments.
     COALESCE(p.amount_paid_cents, pe.paid_cents, 0) AS collected_cents,
     COALESCE(pe.any_failed, FALSE) AS any_failed,
-    bl.late_usage_invoices
+    bl.late_usage_invoices,
+    COALESCE(inv.provider_invoice_id, p.provider_invoice_id) IS NOT NULL AND inv.status != 'voided' AS checked
   FROM month_invoices AS inv
   LEFT JOIN billed AS b ON b.invoice_id = inv.invoice_id
   LEFT JOIN provider AS p ON p.invoice_id = inv.invoice_id
@@ -121,13 +122,14 @@ SELECT
   amount_cents AS our_total_cents,
   provider_total_cents,
   collected_cents,
-  -- A voided invoice is owed nothing, and a zero total is settled at once: neither is checked
-  -- against Stripe. (late_usage is added by `meterline report reconciliation`.)
+  -- Only an invoice sent to the payment provider is checked against it (without one, as
+  -- embedded by default, nothing is collected and nothing is owed to a provider); a voided one
+  -- is owed nothing. (late_usage is added by `meterline report reconciliation`.)
   ARRAY_CONCAT(
-    IF(status != 'voided' AND amount_cents > 0 AND provider_total_cents IS NULL, ['provider_missing'], []),
-    IF(status != 'voided' AND provider_total_cents != amount_cents, ['provider_total_differs'], []),
-    IF(status != 'voided' AND any_failed AND collected_cents < amount_cents, ['payment_failed'], []),
-    IF(status NOT IN ('voided', 'paid') AND collected_cents < amount_cents
+    IF(checked AND provider_total_cents IS NULL, ['provider_missing'], []),
+    IF(checked AND provider_total_cents != amount_cents, ['provider_total_differs'], []),
+    IF(checked AND any_failed AND collected_cents < amount_cents, ['payment_failed'], []),
+    IF(checked AND status != 'paid' AND collected_cents < amount_cents
        AND COALESCE(provider_due_at, finalized_at) < CURRENT_TIMESTAMP(), ['unpaid_overdue'], [])
   ) AS flags,
   late_usage_invoices
