@@ -82,3 +82,10 @@ def test_the_table_aligns_money_right_and_text_left():
     raw = [{"customer": "acme", "currency": "USD", "total_cents": 123456}]
     assert _csv(raw, ["customer", "currency", "total_cents"])[1] == ["acme", "USD", "123456"]
     assert output.render(raw, ["total_cents", "currency"], "json") == '[\n  {\n    "total_cents": 123456,\n    "currency": "USD"\n  }\n]'
+
+
+def test_a_list_column_shows_its_items_in_tables_and_csv_and_stays_a_list_in_json():
+    rows = [{"flags": ["late_usage", "unpaid_overdue"], "late": []}, {"flags": ["=1"], "late": ["ML-2"]}]
+    assert _csv(rows, ["flags", "late"])[1:] == [["late_usage, unpaid_overdue", ""], ["'=1", "ML-2"]]
+    assert "late_usage, unpaid_overdue" in output.render(rows, ["flags", "late"], "table")
+    assert '"late_usage",' in output.render(rows, ["flags"], "json")
