@@ -21,6 +21,8 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
 from meterline.adapters.embedded.duckdb_warehouse import DuckDbWarehouse
 from meterline.adapters.embedded.sqlite_invoices import SqliteProcessedEvents
 from meterline.core.invoices import Invoice
@@ -141,3 +143,63 @@ def test_bill_killed_before_its_finance_flush_then_run_again_leaves_the_history_
         assert copies["n"] == len(CUSTOMERS) + len(store)  # November's drafts, then one row per current state
     finally:
         runtime.adapters.warehouse.close()
+
+
+class _CrashBeforeFinance:
+    """The warehouse, whose finance writes crash (the process dies there: nothing is written)."""
+
+    def __init__(self, warehouse):
+        self._warehouse = warehouse
+
+    def __getattr__(self, name):
+        return getattr(self._warehouse, name)
+
+    def record_invoice(self, invoice, recorded_at_us):
+        raise RuntimeError("crash before the finance rows")
+
+
+def _paid_event(invoice: Invoice) -> PaymentEvent:
+    return PaymentEvent(id="evt_paid_1", type="invoice.payment_succeeded", occurred_at=DEC + 3 * HOUR,
+                        moves_to="paid", provider_invoice_id="in_1", invoice_id=invoice.id,
+                        amount_cents=invoice.amount_cents, currency=invoice.currency)
+
+
+def _crashed_webhook(billing: Billing) -> tuple[Invoice, PaymentEvent]:
+    """November finalized by the run (recorded), then paid through a webhook that crashes after
+    the invoice moved to paid in the store and before its finance rows."""
+    billing.run(DEC + 2 * HOUR)
+    (finalized,) = _all(billing)
+    event = _paid_event(finalized)
+    processed = SqliteProcessedEvents(billing.runtime.adapters.db)
+    crashing = PaymentEvents(billing.invoices, processed, _CrashBeforeFinance(billing.runtime.adapters.warehouse))
+    with pytest.raises(RuntimeError, match="crash before the finance rows"):
+        crashing.handle(event)
+    (paid,) = _all(billing)
+    assert paid.status == "paid" and not processed.seen(event.id)  # moved, and not recorded as handled
+    heads, _, payments = _finance(billing.runtime.adapters.warehouse)
+    assert heads[paid.id]["status"] == "finalized" and payments == []  # the history is behind
+    return paid, event
+
+
+def test_a_webhook_crash_after_the_move_to_paid_is_written_by_stripes_redelivery(tmp_path):
+    billing = Billing(tmp_path)
+    paid, event = _crashed_webhook(billing)
+    warehouse = billing.runtime.adapters.warehouse
+    # Stripe delivers again (no 2xx was answered): the move is there already; the rows are written.
+    processed = SqliteProcessedEvents(billing.runtime.adapters.db)
+    assert PaymentEvents(billing.invoices, processed, warehouse).handle(event).status == "paid"
+    assert _all(billing) == [paid]  # the redelivery did not move it again
+    (payment,) = assert_history_equals_store([paid], warehouse)
+    assert (payment["invoice_id"], payment["provider_event_id"], payment["status"], payment["amount_cents"]) == (
+        paid.id, event.id, "succeeded", paid.amount_cents)
+
+
+def test_a_webhook_crash_after_the_move_to_paid_is_restored_by_the_next_billing_run(tmp_path):
+    # Without a redelivery (Stripe gives up after three days), the invoice's state still reaches
+    # the history: the next billing run finds its version missing. The payment row is the event's
+    # own and comes only with a delivery of it.
+    billing = Billing(tmp_path)
+    paid, _ = _crashed_webhook(billing)
+    result = billing.run(DEC + 4 * HOUR)
+    assert result.finance_restored == 1 and _all(billing) == [paid]
+    assert assert_history_equals_store([paid], billing.runtime.adapters.warehouse) == []
