@@ -1,12 +1,14 @@
 """The finance history converges to the invoice store after a crash between a store write and
-the finance flush (SQLite invoice store, DuckDB warehouse; real processes where it matters).
+the finance flush, with real stores: SQLite + DuckDB, and Firestore + bqemulator.
 
   * `meterline bill` killed with SIGKILL by its own finance writer (its second chunk), with store
     writes done that the finance tables never saw; the next `meterline bill` finds the history
     behind and writes each invoice's current state again;
   * the webhook: the invoice moved to paid in the store, then a crash before its finance rows;
     Stripe's redelivery writes them (the event id is recorded only after), and a billing run
-    restores the invoice's row even without one.
+    restores the invoice's row even without one;
+  * the same on Firestore and bqemulator, in process: a run whose finance flush never happens
+    (what a kill leaves) and the webhook's crash, then one run and a redelivery.
 
 "Equal" is checked in full: `invoices_latest` holds every stored invoice at its stored version,
 status, number and total, `invoice_lines_latest` its lines, `payments_deduped` every payment.
@@ -18,6 +20,7 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -203,3 +206,72 @@ def test_a_webhook_crash_after_the_move_to_paid_is_restored_by_the_next_billing_
     result = billing.run(DEC + 4 * HOUR)
     assert result.finance_restored == 1 and _all(billing) == [paid]
     assert assert_history_equals_store([paid], billing.runtime.adapters.warehouse) == []
+
+
+class _LostFlush:
+    """The warehouse, whose finance writes never happen: a process killed before its flush (the
+    background writer's rows die with it) leaves exactly this behind."""
+
+    def __init__(self, warehouse):
+        self._warehouse = warehouse
+
+    def __getattr__(self, name):
+        return getattr(self._warehouse, name)
+
+    def record_invoices(self, invoices, recorded_at_us):
+        pass
+
+
+@pytest.mark.servers
+def test_on_firestore_and_bigquery_the_history_converges_after_a_lost_flush_and_a_webhook_crash(
+        firestore_emulator, bigquery_emulator, monkeypatch):
+    from meterline.adapters.gcp.bigquery_warehouse import BigQueryWarehouse
+    from meterline.adapters.gcp.clients import bigquery_client, firestore_client
+    from meterline.adapters.gcp.firestore_catalog import FirestoreCatalogStore
+    from meterline.adapters.gcp.firestore_invoices import FirestoreInvoiceStore, FirestoreProcessedEvents
+    from meterline.config import Settings
+    from meterline.services.admin import AdminService
+
+    for key, value in {**firestore_emulator.env, **bigquery_emulator.env}.items():
+        monkeypatch.setenv(key, value)
+    settings = Settings(backend="gcp", google_cloud_project=f"test-{uuid.uuid4().hex[:8]}",
+                        bigquery_dataset=f"ds_{uuid.uuid4().hex[:8]}")
+    warehouse = BigQueryWarehouse(bigquery_client(settings), "test", settings.bigquery_dataset)
+    warehouse.ensure_schema()
+    firestore = firestore_client(settings)
+    catalog, invoices = FirestoreCatalogStore(firestore), FirestoreInvoiceStore(firestore)
+    admin = AdminService(catalog)
+    admin.create_billable_metric({"code": "calls", "name": "calls", "aggregation_type": "count_agg"})
+    admin.create_plan({"code": "base", "name": "Base", "interval": "monthly", "amount_cents": 4900, "amount_currency": "USD",
+                       "charges": [{"billable_metric_code": "calls", "charge_model": "standard", "properties": {"amount": "1"}}]})
+    for name in CUSTOMERS[:3]:
+        admin.upsert_customer({"external_id": name, "currency": "USD"})
+        admin.create_subscription({"external_id": f"sub_{name}", "external_customer_id": name, "plan_code": "base",
+                                   "subscription_at": "2026-11-01T00:00:00Z"})
+
+    def run(ledger, as_of):
+        return BillingService(catalog, UsageService(catalog, warehouse), invoices, ledger).run(as_of)
+
+    def store() -> list[Invoice]:
+        return invoices.list(limit=1000)[0]
+
+    assert run(warehouse, DEC + HOUR / 2).drafted == 3  # the drafts, recorded
+    assert run(_LostFlush(warehouse), DEC + 2 * HOUR).finalized == 3  # finalized; the flush never happens
+    paid_event = _paid_event(next(i for i in store() if i.customer_external_id == "acme"))
+    processed = FirestoreProcessedEvents(firestore)
+    with pytest.raises(RuntimeError, match="crash before the finance rows"):
+        PaymentEvents(invoices, processed, _CrashBeforeFinance(warehouse)).handle(paid_event)
+    before = store()
+    assert sorted(i.status for i in before) == ["finalized", "finalized", "paid"]
+    heads, _, _ = _finance(warehouse)
+    assert sorted(_behind(before, heads)) == sorted(i.id for i in before)  # every change missing
+
+    result = run(warehouse, DEC + 3 * HOUR)
+    assert (result.finance_restored, result.finalized, result.failed) == (3, 0, {})
+    assert store() == before
+    assert assert_history_equals_store(before, warehouse) == []
+    # Stripe delivers the event again: its payment row, and nothing else changes.
+    assert PaymentEvents(invoices, processed, warehouse).handle(paid_event).status == "paid"
+    (payment,) = assert_history_equals_store(store(), warehouse)
+    assert (payment["provider_event_id"], payment["status"], payment["amount_cents"]) == ("evt_paid_1", "succeeded", 4900)
+    assert run(warehouse, DEC + 4 * HOUR).finance_restored == 0
