@@ -20,7 +20,6 @@ import os
 import signal
 import subprocess
 import sys
-import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from meterline.ports import PaymentEvent
 from meterline.services.billing import BillingService
 from meterline.services.payments import PaymentEvents
 from meterline.services.usage import UsageService
+from tests.harness.backends import gcp_billing_stores
 from tests.harness.billing import DEC, HOUR, JAN, Billing
 from tests.support import cli, embedded_runtime
 
@@ -225,21 +225,11 @@ class _LostFlush:
 @pytest.mark.servers
 def test_on_firestore_and_bigquery_the_history_converges_after_a_lost_flush_and_a_webhook_crash(
         firestore_emulator, bigquery_emulator, monkeypatch):
-    from meterline.adapters.gcp.bigquery_warehouse import BigQueryWarehouse
-    from meterline.adapters.gcp.clients import bigquery_client, firestore_client
-    from meterline.adapters.gcp.firestore_catalog import FirestoreCatalogStore
-    from meterline.adapters.gcp.firestore_invoices import FirestoreInvoiceStore, FirestoreProcessedEvents
-    from meterline.config import Settings
+    from meterline.adapters.gcp.firestore_invoices import FirestoreProcessedEvents
     from meterline.services.admin import AdminService
 
-    for key, value in {**firestore_emulator.env, **bigquery_emulator.env}.items():
-        monkeypatch.setenv(key, value)
-    settings = Settings(backend="gcp", google_cloud_project=f"test-{uuid.uuid4().hex[:8]}",
-                        bigquery_dataset=f"ds_{uuid.uuid4().hex[:8]}")
-    warehouse = BigQueryWarehouse(bigquery_client(settings), "test", settings.bigquery_dataset)
-    warehouse.ensure_schema()
-    firestore = firestore_client(settings)
-    catalog, invoices = FirestoreCatalogStore(firestore), FirestoreInvoiceStore(firestore)
+    stores = gcp_billing_stores(firestore_emulator, bigquery_emulator, monkeypatch)
+    firestore, catalog, invoices, warehouse = stores.firestore, stores.catalog, stores.invoices, stores.warehouse
     admin = AdminService(catalog)
     admin.create_billable_metric({"code": "calls", "name": "calls", "aggregation_type": "count_agg"})
     admin.create_plan({"code": "base", "name": "Base", "interval": "monthly", "amount_cents": 4900, "amount_currency": "USD",
