@@ -4,7 +4,6 @@ bqemulator: the same rows in, the same current state out."""
 from __future__ import annotations
 
 import dataclasses
-import uuid
 from datetime import date, timedelta
 from decimal import Decimal
 
@@ -13,6 +12,7 @@ import pytest
 from meterline.core.clock import to_us
 from meterline.core.invoices import Invoice
 from meterline.ports import Payment, Warehouse
+from tests.harness.backends import bigquery_warehouse
 from tests.harness.invoices import AT, invoice, line
 
 US = to_us(AT)
@@ -25,19 +25,7 @@ def warehouse(request, tmp_path) -> Warehouse:
 
         return DuckDbWarehouse(tmp_path / "w.duckdb")
 
-    from google.api_core.client_options import ClientOptions
-    from google.auth.credentials import AnonymousCredentials
-    from google.cloud import bigquery
-
-    from meterline.adapters.gcp.bigquery_warehouse import BigQueryWarehouse
-
-    emulator = request.getfixturevalue("bigquery_emulator")
-    client = bigquery.Client(
-        project="test", credentials=AnonymousCredentials(), client_options=ClientOptions(api_endpoint=emulator.url)
-    )
-    bq = BigQueryWarehouse(client, "test", f"ds_{uuid.uuid4().hex[:8]}")  # a dataset per test: its reset
-    bq.ensure_schema()
-    return bq
+    return bigquery_warehouse(request.getfixturevalue("bigquery_emulator"))
 
 
 def query(warehouse, bigquery_sql: str, **params) -> list[dict]:
