@@ -29,3 +29,27 @@ def test_bill_on_a_data_dir_then_again_changes_nothing(tmp_path):
     assert table(again.stdout.split("\n\n")[0])[0]["finalized"] == "0"
     (invoice,) = billing.all()
     assert invoice.amount_cents == 26900 and invoice.sequential_id == 1
+
+
+def test_bill_writes_finance_export_with_output(tmp_path):
+    billing = Billing(tmp_path / "data")
+    billing.runtime.adapters.warehouse.close()
+    out = tmp_path / "december.csv"
+    run = cli(tmp_path / "data", "bill", "--as-of", (DEC + 2 * HOUR).isoformat(), "--output", str(out))
+    assert run.returncode == 0, run.stderr
+    assert f"1 invoice(s) written to {out} and {tmp_path / 'december_lines.csv'}" in run.stderr
+    (invoice,) = table(out.read_text(encoding="utf-8"))
+    assert (invoice["external_customer_id"], invoice["invoice_number"], invoice["total"], invoice["total_cents"]) \
+        == ("acme", billing.all()[0].number, "269.00", "26900")
+    lines = table((tmp_path / "december_lines.csv").read_text(encoding="utf-8"))
+    seats = next(line for line in lines if line["description"].startswith("Seats"))
+    # alice the whole month, bob 15 of 30 days
+    assert (seats["units"], seats["units_exact"], seats["unit_price"], seats["amount_cents"]) \
+        == ("1.5 seats (prorated by day)", "1.5", "20.00", "3000")
+    assert sum(int(line["amount_cents"]) for line in lines) == 26900
+
+
+def test_bill_refuses_an_output_that_is_neither_csv_nor_json(tmp_path):
+    run = cli(tmp_path, "bill", "--output", str(tmp_path / "invoices.xlsx"))
+    assert run.returncode == 2
+    assert "a .csv or a .json file" in run.stderr and "Traceback" not in run.stderr

@@ -281,6 +281,7 @@ def cmd_bill(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     as_of = args.as_of or datetime.now(UTC)
+    started = datetime.now(UTC)
     server = running_server(settings.data_dir) if settings.backend == "embedded" else None
     if server is not None:
         request = urllib.request.Request(
@@ -313,11 +314,41 @@ def cmd_bill(args: argparse.Namespace) -> int:
                  "period": f"{i.period_start}..{i.period_end}", "status": i.status,
                  "total": from_minor_units(i.amount_cents, i.currency), "currency": i.currency} for i in invoices]
         print(output.render(rows, ["number", "subscription", "period", "status", "total", "currency"], args.format))
+    if args.output is not None:
+        _export_invoices(args, invoices, started)
     for subscription, error in summary["failed"].items():
         print(f"failed: {subscription}: {error} (retried by the next run)", file=sys.stderr)
     for held, reason in summary.get("flag_reasons", {}).items():
         print(f"flagged: {held}: {reason} (not billed until fixed; the others are)", file=sys.stderr)
     return 1 if summary["failed"] else 0
+
+
+def _export_invoices(args: argparse.Namespace, invoices: list | None, started: datetime) -> None:
+    """The run's invoices as finance's export (`local/exports.py`) at --output, lines beside it.
+    Through a running server the run's invoices are those it wrote: read from the invoice store,
+    which another process may open while the server runs (the warehouse it may not)."""
+    from meterline.local import exports
+    from meterline.services.invoices import InvoicesService
+
+    adapters = _adapters(args)
+    if invoices is None:
+        invoices = [i for i in adapters.invoices.list()[0] if (i.updated_at or i.created_at or started) >= started]
+    invoices = sorted(invoices, key=lambda i: (i.period_start, i.subscription_external_id, i.kind))
+    written = exports.write(InvoicesService(adapters.invoices, adapters.catalog).details(invoices), args.output)
+    print(f"{len(invoices)} invoice(s) written to " + " and ".join(str(p) for p in written), file=sys.stderr)
+
+
+def _export_file(text: str) -> Path:
+    from meterline.local.exports import export_format
+
+    path = Path(text)
+    try:
+        export_format(path)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: no such directory {path.parent}")
+    return path
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -426,6 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
     bill.add_argument("--as-of", type=_instant, help="bill up to this instant (ISO-8601 with a timezone); default now")
     bill.add_argument("--data-dir", type=Path)
     bill.add_argument("--format", choices=output.FORMATS, default="table")
+    bill.add_argument("--output", type=_export_file, metavar="FILE",
+                      help="also write the run's invoices for finance: FILE (.csv or .json) and FILE_lines beside it")
     bill.set_defaults(func=cmd_bill)
 
     demo = sub.add_parser("demo", help="post a realistic LLM-gateway stream and show what was counted")
