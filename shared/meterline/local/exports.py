@@ -157,4 +157,6 @@ def _unit_of(details: InvoiceDetails, line: InvoiceLine) -> tuple[str | None, bo
     if charge is None:
         return line.charge_ref, False
     metric = details.metrics.get(charge.billable_metric_code)
-    return (metric.name.lower() if metric is not None else charge.billable_metric_code), charge.prorated
+    # Marked where proration shows: a whole number of seats reads as seats, prorated or not.
+    prorated = charge.prorated and line.units != line.units.to_integral_value()
+    return (metric.name.lower() if metric is not None else charge.billable_metric_code), prorated
