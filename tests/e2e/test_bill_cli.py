@@ -6,8 +6,10 @@ from __future__ import annotations
 import csv
 import io
 
+import orjson
+
 from tests.harness.billing import DEC, HOUR, Billing
-from tests.support import cli
+from tests.support import cli, serve_process
 
 
 def table(text: str) -> list[dict]:
@@ -53,3 +55,19 @@ def test_bill_refuses_an_output_that_is_neither_csv_nor_json(tmp_path):
     run = cli(tmp_path, "bill", "--output", str(tmp_path / "invoices.xlsx"))
     assert run.returncode == 2
     assert "a .csv or a .json file" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_bill_through_a_running_server_exports_the_invoices_it_wrote(tmp_path):
+    billing = Billing(tmp_path / "data")
+    billing.runtime.adapters.warehouse.close()
+    out = tmp_path / "december.json"
+    with serve_process(tmp_path / "data"):
+        run = cli(tmp_path / "data", "bill", "--as-of", (DEC + 2 * HOUR).isoformat(), "--output", str(out))
+        assert run.returncode == 0, run.stderr
+        again = cli(tmp_path / "data", "bill", "--as-of", (DEC + 3 * HOUR).isoformat(), "--output", str(tmp_path / "again.json"))
+        assert again.returncode == 0, again.stderr
+    (invoice,) = orjson.loads(out.read_bytes())
+    assert (invoice["invoice_number"], invoice["total"], invoice["total_cents"]) == (billing.all()[0].number, "269.00", 26900)
+    assert len(orjson.loads((tmp_path / "december_lines.json").read_bytes())) == 5
+    # The second run changed nothing, so it wrote no invoice.
+    assert orjson.loads((tmp_path / "again.json").read_bytes()) == []

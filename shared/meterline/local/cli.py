@@ -281,9 +281,9 @@ def cmd_bill(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     as_of = args.as_of or datetime.now(UTC)
-    started = datetime.now(UTC)
     server = running_server(settings.data_dir) if settings.backend == "embedded" else None
     if server is not None:
+        before = _invoice_versions(args) if args.output is not None else {}
         request = urllib.request.Request(
             f"{server.url}/api/v1/billing_runs", data=orjson.dumps({"as_of": as_of.isoformat()}), method="POST",
             headers={"Authorization": f"Bearer {server.token}", "Content-Type": "application/json"})
@@ -315,7 +315,7 @@ def cmd_bill(args: argparse.Namespace) -> int:
                  "total": from_minor_units(i.amount_cents, i.currency), "currency": i.currency} for i in invoices]
         print(output.render(rows, ["number", "subscription", "period", "status", "total", "currency"], args.format))
     if args.output is not None:
-        _export_invoices(args, invoices, started)
+        _export_invoices(args, invoices if invoices is not None else _written_since(args, before))
     for subscription, error in summary["failed"].items():
         print(f"failed: {subscription}: {error} (retried by the next run)", file=sys.stderr)
     for held, reason in summary.get("flag_reasons", {}).items():
@@ -323,16 +323,23 @@ def cmd_bill(args: argparse.Namespace) -> int:
     return 1 if summary["failed"] else 0
 
 
-def _export_invoices(args: argparse.Namespace, invoices: list | None, started: datetime) -> None:
-    """The run's invoices as finance's export (`local/exports.py`) at --output, lines beside it.
-    Through a running server the run's invoices are those it wrote: read from the invoice store,
-    which another process may open while the server runs (the warehouse it may not)."""
+def _invoice_versions(args: argparse.Namespace) -> dict[str, int]:
+    """Every stored invoice's version: the invoice store is SQLite, which another process may
+    read while `meterline serve` runs (its warehouse it may not)."""
+    return {i.id: i.version for i in _adapters(args).invoices.list()[0]}
+
+
+def _written_since(args: argparse.Namespace, before: dict[str, int]) -> list:
+    """The invoices written since `before` was read: what a run through the server wrote."""
+    return [i for i in _adapters(args).invoices.list()[0] if before.get(i.id, -1) != i.version]
+
+
+def _export_invoices(args: argparse.Namespace, invoices: list) -> None:
+    """The run's invoices as finance's export (`local/exports.py`) at --output, lines beside it."""
     from meterline.local import exports
     from meterline.services.invoices import InvoicesService
 
     adapters = _adapters(args)
-    if invoices is None:
-        invoices = [i for i in adapters.invoices.list()[0] if (i.updated_at or i.created_at or started) >= started]
     invoices = sorted(invoices, key=lambda i: (i.period_start, i.subscription_external_id, i.kind))
     written = exports.write(InvoicesService(adapters.invoices, adapters.catalog).details(invoices), args.output)
     print(f"{len(invoices)} invoice(s) written to " + " and ".join(str(p) for p in written), file=sys.stderr)
