@@ -91,7 +91,7 @@ def test_a_send_invoice_customer_is_due_after_its_net_term(tmp_path):
                                           "billing_configuration": {"collection_method": "send_invoice"}})
     billing.run(DEC + 2 * HOUR)
     (invoice,) = billing.all()
-    assert (invoice.issuing_date.isoformat(), exports.due_date(invoice).isoformat()) == ("2026-12-01", "2026-12-31")
+    assert (invoice.issuing_date.isoformat(), invoice.due_date.isoformat()) == ("2026-12-01", "2026-12-31")
 
 
 def test_an_export_file_is_csv_or_json():

@@ -14,17 +14,16 @@ write it, as CSV (through `output.render`, so its CSV escaping applies) or JSON.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
-from meterline.core.invoices import Invoice, InvoiceLine
+from meterline.core.invoices import InvoiceLine
 from meterline.core.money import MONEY_CONTEXT, currency_exponent, from_minor_units, money_context
 from meterline.local import output
 from meterline.services.invoices import InvoiceDetails
 
-__all__ = ["INVOICE_COLUMNS", "LINE_COLUMNS", "due_date", "export_format", "invoice_rows", "line_rows", "lines_path", "write"]
+__all__ = ["INVOICE_COLUMNS", "LINE_COLUMNS", "export_format", "invoice_rows", "line_rows", "lines_path", "write"]
 
 INVOICE_COLUMNS = [
     "invoice_id", "invoice_number", "external_customer_id", "external_subscription_id", "status",
@@ -44,11 +43,6 @@ _TWO_PLACES = Decimal("0.01")
 _PRICE_DIGITS = 4  # significant digits of a unit price as shown (the exact one has its column)
 
 
-def due_date(invoice: Invoice) -> date:
-    """When payment is due: at issue when charged automatically, else the customer's net term later."""
-    return invoice.issuing_date + timedelta(days=invoice.days_until_due or 0)
-
-
 def invoice_rows(invoices: Sequence[InvoiceDetails]) -> list[dict[str, Any]]:
     rows = []
     for details in invoices:
@@ -57,7 +51,7 @@ def invoice_rows(invoices: Sequence[InvoiceDetails]) -> list[dict[str, Any]]:
         rows.append({
             "invoice_id": inv.id, "invoice_number": inv.number,
             "external_customer_id": inv.customer_external_id, "external_subscription_id": inv.subscription_external_id,
-            "status": inv.status, "issue_date": inv.issuing_date.isoformat(), "due_date": due_date(inv).isoformat(),
+            "status": inv.status, "issue_date": inv.issuing_date.isoformat(), "due_date": inv.due_date.isoformat(),
             "period_start": inv.period_start.isoformat(), "period_end": inv.period_end.isoformat(),
             "currency": inv.currency,
             **_money("subtotal", inv.amount_cents, inv.currency),
