@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 if TYPE_CHECKING:
     # Types only: a function that never touches the catalog (process) does not import its
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from meterline.core.catalog import BillableMetric, Customer, Plan, Subscription
     from meterline.core.events import Event
     from meterline.core.invoices import Invoice
+    from meterline.core.reports import Month
     from meterline.core.subscriptions import SubscriptionHistory
     from meterline.core.usage_query import UsageQuery, UsageRow, UsageWindow
 
@@ -168,7 +169,16 @@ class FinanceLedger(Protocol):
         ...
 
 
-class Warehouse(EventStore, UsageReader, FinanceLedger, Protocol):
+class ReportReader(Protocol):
+    """The finance reports (core/reports.py), run on the warehouse."""
+
+    def report(self, name: str, month: Month | None = None) -> list[dict[str, Any]]:
+        """The report's rows, typed by its columns; a monthly report needs `month` (ValidationFailed
+        naming `month` without it), and an unknown name raises core.reports.UnknownReport."""
+        ...
+
+
+class Warehouse(EventStore, UsageReader, FinanceLedger, ReportReader, Protocol):
     """The whole warehouse, as its adapters implement it (`BigQueryWarehouse`,
     `DuckDbWarehouse`) and the composition holds it; services take the narrow ports."""
 

@@ -15,6 +15,7 @@ from meterline.adapters.sql.event_rows import event_row, rejected_row
 from meterline.adapters.sql.finance import FinanceRecords
 from meterline.adapters.sql.reads import DedupedReads
 from meterline.core.events import Event
+from meterline.core.reports import REPORTS
 from meterline.core.usage_query import UsageRow
 from meterline.ports import Rejection
 
@@ -41,9 +42,16 @@ class DuckDbWarehouse(DedupedReads, FinanceRecords):
         # DuckDB has no partitions or clustering: a table is its schema.
         for table in sql.TABLES:
             self._conn.execute(sql.duckdb_ddl(table.name))
+            # A data dir made before a nullable column was added gains it (DuckDB adds a column
+            # in place; a required column is never added to a table that exists).
+            for column in sql.duckdb_nullable_columns(table.name):
+                self._conn.execute(f'ALTER TABLE "{table.name}" ADD COLUMN IF NOT EXISTS {column}')
         for view in sql.VIEWS:
             body = sql.to_duckdb(sql.view_query(view, lambda table: f'"{table}"'))
             self._conn.execute(f'CREATE OR REPLACE VIEW "{view}" AS {body}')
+        for name in REPORTS:
+            body = sql.to_duckdb(sql.report_view_query(name, lambda table: f'"{table}"'))
+            self._conn.execute(f'CREATE OR REPLACE VIEW "{sql.REPORT_VIEW_PREFIX}{name}" AS {body}')
 
     def _insert(self, table: str, rows: list[dict[str, Any]], row_ids: Sequence[str] = ()) -> None:
         """Append rows in one transaction. `row_ids` (BigQuery's insertIds) mean nothing here:

@@ -16,6 +16,7 @@ from meterline.adapters.sql.event_rows import event_row, rejected_row
 from meterline.adapters.sql.finance import FinanceRecords
 from meterline.adapters.sql.reads import DedupedReads
 from meterline.core.events import Event
+from meterline.core.reports import REPORTS
 from meterline.ports import Rejection
 
 # BigQuery's advice for streaming inserts: at most 500 rows per request (10 MB is the hard
@@ -78,6 +79,9 @@ class BigQueryWarehouse(DedupedReads, FinanceRecords):
         for view in sql.VIEWS:
             body = sql.view_query(view, lambda table: f"`{self.table(table)}`")
             self._client.query(f"CREATE OR REPLACE VIEW `{self.table(view)}` AS {body}").result()
+        for name in REPORTS:
+            body = sql.report_view_query(name, lambda table: f"`{self.table(table)}`")
+            self._client.query(f"CREATE OR REPLACE VIEW `{self.table(sql.REPORT_VIEW_PREFIX + name)}` AS {body}").result()
 
     def _insert(self, table: str, rows: list[dict[str, Any]], row_ids: list[str]) -> None:
         # Slices of at most ROWS_PER_REQUEST (none when there are no rows: BigQuery refuses an

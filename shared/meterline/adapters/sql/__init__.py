@@ -56,6 +56,15 @@ TABLES = (
 # Each view's query is `<name>.sql`, with `{table}` placeholders for the tables it reads.
 VIEWS = ("events_deduped", "rejected_events_deduped", "invoices_latest", "invoice_lines_latest", "payments_deduped")
 
+# The finance reports (core/reports.py names them): each `reports/<name>.sql`, reading the
+# tables through the same `{table}` placeholders, and, when monthly, the TIMESTAMP parameters
+# @month_start and @month_end that bound the partitions it scans. Each is also a view
+# `report_<name>` over every month (the bounds below in place of the parameters; a view takes
+# no parameters): finance filters it in the console, and the CLI runs the query for one month.
+REPORT_VIEW_PREFIX = "report_"
+_ALL_MONTHS = {"@month_start": "TIMESTAMP '0001-01-01 00:00:00+00'",
+               "@month_end": "TIMESTAMP '9999-12-31 23:59:59.999999+00'"}
+
 
 
 class UnsafeName(ValueError):
@@ -83,6 +92,11 @@ def duckdb_ddl(table: str) -> str:
     return f'CREATE TABLE IF NOT EXISTS "{table}" ({", ".join(cols)})'
 
 
+def duckdb_nullable_columns(table: str) -> list[str]:
+    """The table's nullable columns as DuckDB column definitions ('"name" TYPE')."""
+    return [f'"{f["name"]}" {_DUCKDB_TYPES[f["type"]]}' for f in schema(table) if f.get("mode") != "REQUIRED"]
+
+
 def _widen_decimals(node):
     from sqlglot import exp
 
@@ -106,6 +120,20 @@ def to_duckdb(bigquery_sql: str) -> str:
 def view_query(view: str, quote: Callable[[str], str]) -> str:
     """A view's query (BigQuery dialect), naming each table as `quote(table)`."""
     return text(f"{view}.sql").format(**{t.name: quote(t.name) for t in TABLES})
+
+
+def report_query(name: str, quote: Callable[[str], str] = str) -> str:
+    """A report's query (BigQuery dialect, with its month parameters), naming each table as
+    `quote(table)`."""
+    return text(f"reports/{name}.sql").format(**{t.name: quote(t.name) for t in TABLES})
+
+
+def report_view_query(name: str, quote: Callable[[str], str]) -> str:
+    """The query of the view `report_<name>`: the report over every month."""
+    query = report_query(name, quote)
+    for param, bound in _ALL_MONTHS.items():
+        query = query.replace(param, bound)
+    return query
 
 
 def literal(value: str) -> str:

@@ -7,13 +7,16 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from meterline.adapters.sql import json_path, usage
+from meterline.adapters.sql import json_path, report_query, usage
 from meterline.adapters.sql.event_rows import event_from_row
+from meterline.core import reports
+from meterline.core.errors import ValidationFailed
 from meterline.core.usage_query import UsageRow
 from meterline.ports import ArrivalProbe, SubscriptionTotal
 
 if TYPE_CHECKING:
     from meterline.core.events import Event
+    from meterline.core.reports import Month
     from meterline.core.usage_query import UsageQuery, UsageWindow
 
 
@@ -38,6 +41,13 @@ class DedupedReads:
             {"code": code},
         )
         return [SubscriptionTotal(r["external_subscription_id"], int(r["events"]), Decimal(r["total"] or 0)) for r in rows]
+
+    def report(self, name: str, month: Month | None = None) -> list[dict[str, Any]]:
+        spec = reports.get(name)
+        if spec.monthly and month is None:
+            raise ValidationFailed({"month": ["value_is_mandatory"]}, f"the {name} report is monthly: give a month")
+        params = month.params() if spec.monthly and month is not None else None
+        return reports.typed_rows(spec, self._query(report_query(name), params))
 
     def count_rejected(self) -> int:
         return int(self._query("SELECT COUNT(*) AS n FROM rejected_events_deduped")[0]["n"])
