@@ -17,20 +17,24 @@ locals {
     invoices        = { partition_field = "issuing_date", clustering = ["customer_external_id", "invoice_id"] }
     invoice_lines   = { partition_field = "issuing_date", clustering = ["customer_external_id", "invoice_id"] }
     payments        = { partition_field = "recorded_at", clustering = ["customer_external_id", "invoice_id"] }
+    # What Stripe said of each invoice (reconciliation), partitioned by our invoice's date.
+    provider_invoices = { partition_field = "issuing_date", clustering = ["customer_external_id", "invoice_id"] }
   }
-  views = ["events_deduped", "rejected_events_deduped", "invoices_latest", "invoice_lines_latest", "payments_deduped"]
+  views = ["events_deduped", "rejected_events_deduped", "invoices_latest", "invoice_lines_latest", "payments_deduped",
+  "provider_invoices_latest"]
 
   # The views' SQL names each table `{table}` (Python's str.format in adapters/sql/view_query):
   # here each placeholder becomes the table's full name.
   table_refs = { for name in keys(local.tables) : name => "`${var.project_id}.${google_bigquery_dataset.this.dataset_id}.${name}`" }
   view_queries = {
-    for view in local.views : view => replace(replace(replace(replace(replace(
+    for view in local.views : view => replace(replace(replace(replace(replace(replace(
       file("${local.sql_dir}/${view}.sql"),
       "{events}", local.table_refs["events"]),
       "{rejected_events}", local.table_refs["rejected_events"]),
       "{invoices}", local.table_refs["invoices"]),
       "{invoice_lines}", local.table_refs["invoice_lines"]),
-    "{payments}", local.table_refs["payments"])
+      "{payments}", local.table_refs["payments"]),
+    "{provider_invoices}", local.table_refs["provider_invoices"])
   }
 }
 
