@@ -9,7 +9,7 @@ value passes through a float on its way into either warehouse.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -68,7 +68,7 @@ def invoice_row(invoice: Invoice, recorded_at_us: int) -> dict[str, Any]:
         "from_utc": _timestamp(invoice.from_utc),
         "to_utc": _timestamp(invoice.to_utc),
         "issuing_date": invoice.issuing_date.isoformat(),
-        "due_date": (invoice.issuing_date + timedelta(days=invoice.days_until_due or 0)).isoformat(),
+        "due_date": invoice.due_date.isoformat(),
         **_money(invoice.amount_cents, invoice.currency),
         "precise_amount": _numeric(sum((line.precise_amount for line in invoice.lines), Decimal(0))),
         "lines_count": len(invoice.lines),
