@@ -29,6 +29,7 @@ import orjson
 
 from meterline import logs
 from meterline.config import Settings
+from meterline.core import reports
 from meterline.core.clock import now_us
 from meterline.local import exports, output
 from meterline.local.datadir import LOCK_FILE, hold_warehouse
@@ -143,6 +144,26 @@ def show_invoices(runtime: LocalRuntime, data_dir: Path, fmt: str) -> None:
     print("\nwritten: " + ", ".join(str(p) for p in written))
 
 
+# What finance asks after a month closes: what was invoiced, and whether it matches the usage
+# and what the payment provider says (docs/reports.md).
+FINANCE_REPORTS = ("revenue", "reconciliation")
+
+
+def show_reports(runtime: LocalRuntime, fmt: str) -> None:
+    """The finance reports of each month the demo issued invoices in, as `meterline report`
+    prints them, run on the warehouse the demo holds."""
+    issued = sorted({reports.month_of(i.issuing_date) for i in runtime.adapters.invoices.list()[0]})
+    for name in FINANCE_REPORTS:
+        for month in issued:
+            print(f"\n{name} report, {month.label} (meterline report {name} --month {month.label})")
+            print(report_text(runtime.adapters.warehouse, name, month, fmt))
+
+
+def report_text(warehouse, name: str, month: reports.Month, fmt: str) -> str:
+    # TODO(h20-views): `meterline report`'s own rendering, once it lands
+    return output.render(warehouse.report(name, month), reports.get(name).column_names, fmt)
+
+
 def run(n_events: int = 3000, data_dir: Path = Path(".meterline/demo"), seed: int = 7, fmt: str = "table") -> int:
     # The demo starts from an empty data dir; the lock first, so that it never wipes a dir a
     # `meterline serve` is using (DataDirBusy says who holds it).
@@ -238,6 +259,7 @@ def _run(n_events: int, data_dir: Path, seed: int, fmt: str) -> int:
     ok &= rejected == truth.conflicts
     print("every event counted exactly once" if ok else "MISMATCH: see the table above")
     show_invoices(runtime, data_dir, fmt)
+    show_reports(runtime, fmt)
     return 0 if ok else 1
 
 
