@@ -127,9 +127,10 @@ def _price_shown(price: Decimal, currency: str) -> Decimal:
     exponent = currency_exponent(currency)
     places = max(exponent, _PRICE_DIGITS - 1 - price.adjusted()) if price else exponent
     shown = price.quantize(Decimal(1).scaleb(-places), ROUND_HALF_UP, MONEY_CONTEXT)
-    plain = _plain(shown)  # trailing zeros past the currency's decimals say nothing: 0.000003000 -> 0.000003
-    decimals = -plain.as_tuple().exponent
-    return plain if isinstance(decimals, int) and decimals >= exponent else shown.quantize(Decimal(1).scaleb(-exponent))
+    # Trailing zeros past the currency's decimals say nothing: 0.000003000 -> 0.000003.
+    plain = _plain(shown)
+    decimals = len(format(plain, "f").partition(".")[2])
+    return plain if decimals >= exponent else shown.quantize(Decimal(1).scaleb(-exponent))
 
 
 def _units_shown(details: InvoiceDetails, line: InvoiceLine) -> str:
@@ -150,7 +151,8 @@ def _unit_of(details: InvoiceDetails, line: InvoiceLine) -> tuple[str | None, bo
     charge = details.charges.get(line.ref)
     if charge is None:
         return line.charge_ref, False
-    metric = details.metrics.get(charge.billable_metric_code)
+    code = charge.billable_metric_code
+    metric = details.metrics.get(code) if code else None
     # Marked where proration shows: a whole number of seats reads as seats, prorated or not.
     prorated = charge.prorated and line.units != line.units.to_integral_value()
-    return (metric.name.lower() if metric is not None else charge.billable_metric_code), prorated
+    return (metric.name.lower() if metric is not None else code), prorated
