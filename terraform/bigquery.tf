@@ -36,6 +36,23 @@ locals {
       "{payments}", local.table_refs["payments"]),
     "{provider_invoices}", local.table_refs["provider_invoices"])
   }
+
+  # The finance reports (core/reports.py): each reports/<name>.sql as the view report_<name>
+  # over every month. A view takes no parameters, so the month bounds become the widest
+  # timestamps (adapters/sql/report_view_query): finance filters the view in the console, and
+  # `meterline report` runs the query with one month's bounds, which prunes partitions.
+  reports = ["usage", "revenue", "mrr", "receivables", "credits", "rejected", "unbilled"]
+  report_queries = {
+    for report in local.reports : "report_${report}" => replace(replace(replace(replace(replace(replace(replace(
+      file("${local.sql_dir}/reports/${report}.sql"),
+      "{events}", local.table_refs["events"]),
+      "{rejected_events}", local.table_refs["rejected_events"]),
+      "{invoices}", local.table_refs["invoices"]),
+      "{invoice_lines}", local.table_refs["invoice_lines"]),
+      "{payments}", local.table_refs["payments"]),
+      "@month_start", "TIMESTAMP '0001-01-01 00:00:00+00'"),
+    "@month_end", "TIMESTAMP '9999-12-31 23:59:59.999999+00'")
+  }
 }
 
 resource "google_bigquery_dataset" "this" {
@@ -74,6 +91,21 @@ resource "google_bigquery_table" "views" {
 
   view {
     query          = local.view_queries[each.key]
+    use_legacy_sql = false
+  }
+
+  depends_on = [google_bigquery_table.tables]
+}
+
+resource "google_bigquery_table" "reports" {
+  #checkov:skip=CKV_GCP_80:a view stores no data to encrypt
+  for_each            = local.report_queries
+  dataset_id          = google_bigquery_dataset.this.dataset_id
+  table_id            = each.key
+  deletion_protection = var.deletion_protection
+
+  view {
+    query          = each.value
     use_legacy_sql = false
   }
 

@@ -194,6 +194,16 @@ def test_every_view_placeholder_becomes_a_table_name():
     assert one(views, "view")["use_legacy_sql"] is False
 
 
+def test_the_report_views_are_the_registry_s_reports():
+    from meterline.core.reports import REPORTS
+
+    assert local("reports") == list(REPORTS)
+    views = resource("google_bigquery_table", "reports")
+    assert views["for_each"] == "${local.report_queries}"
+    assert one(views, "view")["query"] == "${each.value}"
+    assert one(views, "view")["use_legacy_sql"] is False
+
+
 def _locals_block(text: str) -> str:
     start = text.index("locals {")
     depth = 0
@@ -220,6 +230,17 @@ def test_terraform_renders_the_views_as_the_adapters_do(tmp_path):
     assert proc.returncode == 0, proc.stderr
     rendered = json.loads(json.loads(proc.stdout.strip()))
     assert rendered == {view: sql.view_query(view, lambda table: f"`acme-prod.meterline.{table}`") for view in sql.VIEWS}
+
+    proc = subprocess.run([shutil.which("terraform") or "terraform", "console", "-var", "project_id=acme-prod",
+                           "-var", "domain=billing.acme.example"],
+                          input="jsonencode(local.report_queries)\n", capture_output=True, text=True, cwd=module,
+                          env=TF_ENV, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    from meterline.core.reports import REPORTS
+
+    rendered = json.loads(json.loads(proc.stdout.strip()))
+    assert rendered == {f"{sql.REPORT_VIEW_PREFIX}{name}": sql.report_view_query(name, lambda table: f"`acme-prod.meterline.{table}`")
+                        for name in REPORTS}
 
 
 # -- IAM -------------------------------------------------------------------------------------
