@@ -358,6 +358,43 @@ def _export_file(text: str) -> Path:
     return path
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """A finance report (core/reports.py) for one month (default: the current one, UTC)."""
+    from meterline.core import reports
+    from meterline.core.errors import ValidationFailed
+    from meterline.local.datadir import DataDirBusy, hold_warehouse, running_server
+
+    if args.list:
+        rows = [{"report": r.name, "monthly": "yes" if r.monthly else "no", "description": r.description}
+                for r in reports.REPORTS.values()]
+        print(output.render(rows, ["report", "monthly", "description"], args.format))
+        return 0
+    if not args.name:
+        raise _Refused("name a report, or --list to see them")
+    try:
+        spec = reports.get(args.name)
+        month = reports.parse_month(args.month) if args.month else reports.month_of(datetime.now(UTC).date())
+    except (reports.UnknownReport, ValidationFailed) as exc:
+        raise _Refused(str(exc)) from None
+    _existing_data_dir(args)
+    settings = _settings(args)
+    if settings.backend == "embedded" and running_server(settings.data_dir) is not None:
+        # TODO(issue 20): ask the running server over HTTP, as `events list` and `bill` do.
+        raise _Refused("`meterline serve` holds the data dir; stop it to run a report")
+    try:
+        with hold_warehouse(settings.data_dir, "meterline report") if settings.backend == "embedded" else _nothing():
+            rows = _adapters(args).warehouse.report(spec.name, month if spec.monthly else None)
+    except DataDirBusy as exc:
+        print(f"meterline report: {exc}; try again when it ends", file=sys.stderr)
+        return 2
+    text = output.render(rows, spec.column_names, args.format)
+    if args.output:
+        args.output.write_text(text + "\n")
+    else:
+        print(text)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from meterline.local import demo
     from meterline.local.datadir import DataDirBusy
@@ -467,6 +504,15 @@ def build_parser() -> argparse.ArgumentParser:
     bill.add_argument("--output", type=_export_file, metavar="FILE",
                       help="also write the run's invoices for finance: FILE (.csv or .json) and FILE_lines beside it")
     bill.set_defaults(func=cmd_bill)
+
+    report = sub.add_parser("report", help="run a finance report (--list shows them) for a month")
+    report.add_argument("name", nargs="?", help="the report (meterline report --list)")
+    report.add_argument("--list", action="store_true", help="list the reports, one line each")
+    report.add_argument("--month", help="YYYY-MM (UTC); default the current month")
+    report.add_argument("--format", choices=output.FORMATS, default="table")
+    report.add_argument("--output", type=Path, help="write to this file instead of standard output")
+    report.add_argument("--data-dir", type=Path)
+    report.set_defaults(func=cmd_report)
 
     demo = sub.add_parser("demo", help="post a realistic LLM-gateway stream and show what was counted")
     demo.add_argument("--events", type=_ranged_int(1, 10_000_000), default=3000)
