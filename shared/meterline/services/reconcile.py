@@ -1,7 +1,7 @@
 """Reconciliation: each invoice of a month, our side against the provider's and the warehouse's.
 
-    Reconciliation(invoices, catalog, usage, finance, provider).refresh_provider(start, end)
-    Reconciliation(invoices, catalog, usage).rows(sql_rows)
+    Reconciliation(invoices, catalog, usage, reports, finance, provider).refresh_provider(month)
+    Reconciliation(invoices, catalog, usage, reports).report(month)     # `meterline report reconciliation`
 
 Two sources say what Stripe holds for an invoice, both kept in `provider_invoices`: every
 invoice event the webhook handles (`services.payments`), and a pull (`refresh_provider`,
@@ -13,7 +13,7 @@ never silence.
 The report's query (`adapters/sql/reports/reconciliation.sql`) compares the totals and the
 payments. What it cannot do alone is count what `events_deduped` holds now for each usage
 line: a line names its plan, charge and filter, and only the catalog says which metric, which
-aggregation and which filter values those are. `rows` asks the usage query for exactly that
+aggregation and which filter values those are. `report` asks the usage query for exactly that
 (the same query, and so the same rule, that billed the line), one query for the month, and
 adds the `late_usage` flag where the warehouse now holds more than a line billed. Lines of a
 recurring metric (seats, prorated by day) are taken as billed: their units are not a count of
@@ -36,6 +36,7 @@ from typing import Any
 from meterline import logs
 from meterline.core.clock import now_us
 from meterline.core.invoices import Invoice
+from meterline.core.reports import Month
 from meterline.core.usage_query import UsageQuery, UsageWindow
 from meterline.ports import (
     CatalogStore,
@@ -43,20 +44,15 @@ from meterline.ports import (
     InvoiceStore,
     PaymentProvider,
     ProviderObservation,
+    ReportReader,
     UsageReader,
 )
 from meterline.services.usage import read_usage
 
-__all__ = ["FLAGS", "REPORT_COLUMNS", "Reconciliation", "RefreshResult"]
+__all__ = ["Reconciliation", "RefreshResult"]
 
 _log = logs.get("reconcile")
 
-# The report's columns, in order (the registry's `reconciliation` entry lists the same).
-REPORT_COLUMNS = ("invoice_number", "invoice_id", "external_customer_id", "external_subscription_id", "currency",
-                  "status", "provider_invoice_id", "provider_status", "billed_units", "warehouse_units",
-                  "our_total_cents", "provider_total_cents", "collected_cents", "flags", "late_usage_invoices")
-# The flags, in the order a row lists them; the query computes all but late_usage.
-FLAGS = ("late_usage", "provider_missing", "provider_total_differs", "payment_failed", "unpaid_overdue")
 
 # An invoice is created at Stripe by the billing run at (or after) its period's end, which for a
 # customer east of UTC falls on the day before its issuing date's month begins in UTC.
@@ -76,6 +72,7 @@ class Reconciliation:
         invoices: InvoiceStore,
         catalog: CatalogStore,
         usage: UsageReader,
+        reports: ReportReader | None = None,
         finance: FinanceLedger | None = None,
         provider: PaymentProvider | None = None,
         clock_us: Callable[[], int] = now_us,
@@ -83,21 +80,23 @@ class Reconciliation:
         self._invoices = invoices
         self._catalog = catalog
         self._usage = usage
+        self._reports = reports
         self._finance = finance
         self._provider = provider
         self._clock_us = clock_us
 
     # -- the pull --------------------------------------------------------------------------------
 
-    def refresh_provider(self, month_start: datetime, month_end: datetime) -> RefreshResult:
-        """Record what the provider holds now for each invoice issued in [month_start,
-        month_end): its status, total and amount paid (source `pull`)."""
+    def refresh_provider(self, month: Month) -> RefreshResult:
+        """Record what the provider holds now for each invoice issued in the month: its
+        status, total and amount paid (source `pull`)."""
         if self._provider is None or self._finance is None:
             raise ValueError("refreshing the provider's side needs the payment provider (METERLINE_STRIPE_API_KEY)")
         at_us = self._clock_us()
         now = datetime.fromtimestamp(at_us / 1_000_000, tz=UTC)
         # Invoices are created at Stripe when billed, from the month's start up to now (a
         # billing run that resumed days later); later months' invoices are listed too and left out.
+        month_start, month_end = month.start, month.end
         listed = self._provider.list_invoices(month_start - _CREATED_SLACK, max(now, month_start))
         ours = self._invoices.get_many(sorted({i.invoice_id for i in listed}))
         first, last = month_start.date(), month_end.date()
@@ -120,35 +119,20 @@ class Reconciliation:
 
     # -- the report ------------------------------------------------------------------------------
 
-    def rows(self, sql_rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The report's rows (REPORT_COLUMNS) from the query's: the warehouse's units per
-        invoice added, and the flags as a list."""
-        invoices = self._invoices.get_many([r["invoice_id"] for r in sql_rows])
-        held = self._warehouse_units([invoices[r["invoice_id"]] for r in sql_rows if r["invoice_id"] in invoices])
-        out = []
-        for row in sql_rows:
-            billed = Decimal(row["billed_units"] or 0)
-            warehouse, late = held.get(row["invoice_id"], (billed, False))
-            flags = [flag for flag in FLAGS if (late if flag == "late_usage" else bool(row[flag]))]
-            later = sorted(n for n in (row["late_usage_invoices"] or "").split(",") if n)
-            out.append({
-                "invoice_number": row["invoice_number"],
-                "invoice_id": row["invoice_id"],
-                "external_customer_id": row["external_customer_id"],
-                "external_subscription_id": row["external_subscription_id"],
-                "currency": row["currency"],
-                "status": row["status"],
-                "provider_invoice_id": row["provider_invoice_id"],
-                "provider_status": row["provider_status"],
-                "billed_units": _plain(billed),
-                "warehouse_units": _plain(warehouse),
-                "our_total_cents": int(row["our_total_cents"]),
-                "provider_total_cents": None if row["provider_total_cents"] is None else int(row["provider_total_cents"]),
-                "collected_cents": int(row["collected_cents"]),
-                "flags": flags,
-                "late_usage_invoices": later,
-            })
-        return out
+    def report(self, month: Month) -> list[dict[str, Any]]:
+        """The `reconciliation` report's rows for the month: the query's, with the units the
+        warehouse holds now per invoice (`warehouse_units`) and the `late_usage` flag added."""
+        if self._reports is None:
+            raise ValueError("the reconciliation report needs the warehouse's reports")
+        rows = self._reports.report("reconciliation", month)
+        invoices = self._invoices.get_many([r["invoice_id"] for r in rows])
+        held = self._warehouse_units([invoices[r["invoice_id"]] for r in rows if r["invoice_id"] in invoices])
+        for row in rows:
+            units, late = held.get(row["invoice_id"], (row["billed_units"], False))
+            row["warehouse_units"] = _plain(units)
+            if late:
+                row["flags"] = sorted([*row["flags"], "late_usage"])
+        return rows
 
     def _warehouse_units(self, invoices: Sequence[Invoice]) -> dict[str, tuple[Decimal, bool]]:
         """Per invoice: the units the warehouse holds now for its usage lines, and whether any

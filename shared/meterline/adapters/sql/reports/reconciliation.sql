@@ -4,9 +4,9 @@
 -- --refresh-provider`) recorded them in `provider_invoices`; whether a payment failed and
 -- whether the invoice is unpaid past its due date (Stripe's due date; an invoice charged
 -- automatically is due when finalized); and the later invoices that billed late usage of this
--- one's lines. The units `events_deduped` holds now for each line, and the `late_usage` flag,
--- need the catalog (the line's metric, aggregation and filters) and are added by
--- `services/reconcile.py`, which turns these rows into the report's.
+-- one's lines. The units `events_deduped` holds now for each line (`warehouse_units`), and the
+-- `late_usage` flag, need the catalog (the line's metric, aggregation and filters): this query
+-- leaves them out (NULL, and no such flag), and `services/reconcile.py` adds them for the CLI.
 -- Partitions: the month's invoices and their provider rows (by issuing date); later invoices
 -- (late usage) and payments from the day before the month on (a payment follows its invoice).
 WITH month_invoices AS (
@@ -47,7 +47,7 @@ later_invoices AS (
 ),
 -- Late usage: a later invoice's late_usage line adds to one of this invoice's lines (late_for).
 billed_late AS (
-  SELECT ours.invoice_id, STRING_AGG(DISTINCT later.number, ',') AS late_usage_invoices
+  SELECT ours.invoice_id, ARRAY_AGG(DISTINCT later.number) AS late_usage_invoices
   FROM month_lines AS ours
   JOIN {invoice_lines} AS l ON l.late_for = ours.line_ref
   JOIN later_invoices AS later ON l.invoice_id = later.invoice_id AND l.version = later.version
@@ -102,8 +102,8 @@ figures AS (
   LEFT JOIN billed_late AS bl ON bl.invoice_id = inv.invoice_id
 )
 SELECT
-  invoice_id,
   number AS invoice_number,
+  invoice_id,
   customer_external_id AS external_customer_id,
   subscription_external_id AS external_subscription_id,
   currency,
@@ -111,16 +111,20 @@ SELECT
   COALESCE(provider_invoice_id, observed_provider_invoice_id) AS provider_invoice_id,
   provider_status,
   COALESCE(billed_units, 0) AS billed_units,
+  -- Needs the catalog: NULL here, filled in by `meterline report reconciliation`.
+  CAST(NULL AS NUMERIC) AS warehouse_units,
   amount_cents AS our_total_cents,
   provider_total_cents,
   collected_cents,
-  -- A voided invoice is owed nothing, and a zero total is paid at once: neither is checked.
-  status != 'voided' AND amount_cents > 0 AND provider_total_cents IS NULL AS provider_missing,
-  status != 'voided' AND provider_total_cents IS NOT NULL AND provider_total_cents != amount_cents
-    AS provider_total_differs,
-  status != 'voided' AND any_failed AND collected_cents < amount_cents AS payment_failed,
-  status NOT IN ('voided', 'paid') AND collected_cents < amount_cents
-    AND COALESCE(provider_due_at, finalized_at) < CURRENT_TIMESTAMP() AS unpaid_overdue,
+  -- A voided invoice is owed nothing, and a zero total is settled at once: neither is checked
+  -- against Stripe. (late_usage is added by `meterline report reconciliation`.)
+  ARRAY_CONCAT(
+    IF(status != 'voided' AND amount_cents > 0 AND provider_total_cents IS NULL, ['provider_missing'], []),
+    IF(status != 'voided' AND provider_total_cents != amount_cents, ['provider_total_differs'], []),
+    IF(status != 'voided' AND any_failed AND collected_cents < amount_cents, ['payment_failed'], []),
+    IF(status NOT IN ('voided', 'paid') AND collected_cents < amount_cents
+       AND COALESCE(provider_due_at, finalized_at) < CURRENT_TIMESTAMP(), ['unpaid_overdue'], [])
+  ) AS flags,
   late_usage_invoices
 FROM figures
 ORDER BY issuing_date, invoice_number, invoice_id
