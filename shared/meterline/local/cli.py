@@ -362,6 +362,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     """A finance report (core/reports.py) for one month (default: the current one, UTC)."""
     from meterline.core import reports
     from meterline.core.errors import ValidationFailed
+    from meterline.local import reporting
     from meterline.local.datadir import DataDirBusy, hold_warehouse, running_server
 
     if args.list:
@@ -383,11 +384,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise _Refused("`meterline serve` holds the data dir; stop it to run a report")
     try:
         with hold_warehouse(settings.data_dir, "meterline report") if settings.backend == "embedded" else _nothing():
-            rows = _adapters(args).warehouse.report(spec.name, month if spec.monthly else None)
+            rows = reporting.report_rows(_adapters(args), spec.name, month)
     except DataDirBusy as exc:
         print(f"meterline report: {exc}; try again when it ends", file=sys.stderr)
         return 2
-    text = output.render(rows, spec.column_names, args.format)
+    text = reporting.report_text(spec.name, rows, args.format)
     if args.output:
         args.output.write_text(text + "\n")
     else:

@@ -31,7 +31,7 @@ from meterline import logs
 from meterline.config import Settings
 from meterline.core import reports
 from meterline.core.clock import now_us
-from meterline.local import exports, output
+from meterline.local import exports, output, reporting
 from meterline.local.datadir import LOCK_FILE, hold_warehouse
 from meterline.local.server import MeterlineServer
 from meterline.runtime import LocalRuntime, build_runtime
@@ -156,12 +156,7 @@ def show_reports(runtime: LocalRuntime, fmt: str) -> None:
     for name in FINANCE_REPORTS:
         for month in issued:
             print(f"\n{name} report, {month.label} (meterline report {name} --month {month.label})")
-            print(report_text(runtime.adapters.warehouse, name, month, fmt))
-
-
-def report_text(warehouse, name: str, month: reports.Month, fmt: str) -> str:
-    # TODO(h20-views): `meterline report`'s own rendering, once it lands
-    return output.render(warehouse.report(name, month), reports.get(name).column_names, fmt)
+            print(reporting.report_text(name, reporting.report_rows(runtime.adapters, name, month), fmt))
 
 
 def run(n_events: int = 3000, data_dir: Path = Path(".meterline/demo"), seed: int = 7, fmt: str = "table") -> int:
