@@ -57,8 +57,7 @@ REPORTS: dict[str, Report] = {r.name: r for r in (
            _cols("invoice_number invoice_id external_customer_id external_subscription_id issuing_date:date "
                  "due_date:date status payment_status provider_invoice_id currency total_amount_cents:cents "
                  "collected_cents:cents state days_outstanding:int")),
-    Report("reconciliation",
-           "Each invoice of the month: units billed against the warehouse's, our total against Stripe's, collected, flags",
+    Report("reconciliation", "Each invoice of the month: billed units against the warehouse's, our total against Stripe's, flags",
            _cols("invoice_number invoice_id external_customer_id external_subscription_id currency status "
                  "provider_invoice_id provider_status billed_units:decimal warehouse_units:decimal "
                  "our_total_cents:cents provider_total_cents:cents collected_cents:cents flags:list "

@@ -46,6 +46,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import math
 import random
 import re
 import time
@@ -304,8 +305,10 @@ class StripePayments:
         (`metadata['meterline_invoice_id']`), every page of `GET /v1/invoices` (newest first).
         Reconciliation records them, so that an invoice whose webhook never arrived still has
         Stripe's figures. Others' invoices in the same account are left out."""
-        params: dict[str, Any] = {"limit": 100, "created": {"gte": int(created_from.timestamp()),
-                                                            "lt": int(created_to.timestamp())}}
+        # Stripe's `created` is in whole seconds: an invoice made at 12.3 s says 12, which lies in
+        # [from, to) exactly when 12 >= ceil(from) and 12 < ceil(to).
+        params: dict[str, Any] = {"limit": 100, "created": {"gte": math.ceil(created_from.timestamp()),
+                                                            "lt": math.ceil(created_to.timestamp())}}
         found: list[ListedInvoice] = []
         while True:
             page = self._call("invoices.list", self._client.v1.invoices.list, params=params)

@@ -59,7 +59,12 @@ provider AS (
   FROM (
     SELECT
       *,
-      ROW_NUMBER() OVER (PARTITION BY invoice_id ORDER BY observed_at DESC, source DESC, provider_invoice_id) AS row_rank
+      ROW_NUMBER() OVER (
+        PARTITION BY invoice_id
+        ORDER BY observed_at DESC,
+          CASE status WHEN 'paid' THEN 3 WHEN 'void' THEN 3 WHEN 'uncollectible' THEN 2 WHEN 'open' THEN 1 ELSE 0 END DESC,
+          amount_paid_cents DESC, source DESC, provider_invoice_id
+      ) AS row_rank
     FROM {provider_invoices}
     WHERE issuing_date >= DATE(@month_start) AND issuing_date < DATE(@month_end)
   )
