@@ -41,15 +41,16 @@ locals {
   # over every month. A view takes no parameters, so the month bounds become the widest
   # timestamps (adapters/sql/report_view_query): finance filters the view in the console, and
   # `meterline report` runs the query with one month's bounds, which prunes partitions.
-  reports = ["usage", "revenue", "mrr", "receivables", "credits", "rejected", "unbilled"]
+  reports = ["usage", "revenue", "mrr", "receivables", "reconciliation", "credits", "rejected", "unbilled"]
   report_queries = {
-    for report in local.reports : "report_${report}" => replace(replace(replace(replace(replace(replace(replace(
+    for report in local.reports : "report_${report}" => replace(replace(replace(replace(replace(replace(replace(replace(
       file("${local.sql_dir}/reports/${report}.sql"),
       "{events}", local.table_refs["events"]),
       "{rejected_events}", local.table_refs["rejected_events"]),
       "{invoices}", local.table_refs["invoices"]),
       "{invoice_lines}", local.table_refs["invoice_lines"]),
       "{payments}", local.table_refs["payments"]),
+      "{provider_invoices}", local.table_refs["provider_invoices"]),
       "@month_start", "TIMESTAMP '0001-01-01 00:00:00+00'"),
     "@month_end", "TIMESTAMP '9999-12-31 23:59:59.999999+00'")
   }

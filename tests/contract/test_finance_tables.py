@@ -4,7 +4,6 @@ bqemulator: the same rows in, the same current state out."""
 from __future__ import annotations
 
 import dataclasses
-import uuid
 from datetime import timedelta
 from decimal import Decimal
 
@@ -12,32 +11,10 @@ import pytest
 
 from meterline.core.clock import to_us
 from meterline.core.invoices import Invoice
-from meterline.ports import Payment, Warehouse
+from meterline.ports import Payment
 from tests.harness.invoices import AT, invoice, line
 
 US = to_us(AT)
-
-
-@pytest.fixture(params=["duckdb", pytest.param("bigquery", marks=pytest.mark.servers)])
-def warehouse(request, tmp_path) -> Warehouse:
-    if request.param == "duckdb":
-        from meterline.adapters.embedded.duckdb_warehouse import DuckDbWarehouse
-
-        return DuckDbWarehouse(tmp_path / "w.duckdb")
-
-    from google.api_core.client_options import ClientOptions
-    from google.auth.credentials import AnonymousCredentials
-    from google.cloud import bigquery
-
-    from meterline.adapters.gcp.bigquery_warehouse import BigQueryWarehouse
-
-    emulator = request.getfixturevalue("bigquery_emulator")
-    client = bigquery.Client(
-        project="test", credentials=AnonymousCredentials(), client_options=ClientOptions(api_endpoint=emulator.url)
-    )
-    bq = BigQueryWarehouse(client, "test", f"ds_{uuid.uuid4().hex[:8]}")  # a dataset per test: its reset
-    bq.ensure_schema()
-    return bq
 
 
 def query(warehouse, bigquery_sql: str, **params) -> list[dict]:

@@ -372,6 +372,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         return 0
     if not args.name:
         raise _Refused("name a report, or --list to see them")
+    if args.refresh_provider and args.name != "reconciliation":
+        raise _Refused("--refresh-provider is for the reconciliation report")
     try:
         spec = reports.get(args.name)
         month = reports.parse_month(args.month) if args.month else reports.month_of(datetime.now(UTC).date())
@@ -384,7 +386,10 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise _Refused("`meterline serve` holds the data dir; stop it to run a report")
     try:
         with hold_warehouse(settings.data_dir, "meterline report") if settings.backend == "embedded" else _nothing():
-            rows = reporting.report_rows(_adapters(args), spec.name, month)
+            adapters = _adapters(args)
+            if args.refresh_provider:
+                _refresh_provider(adapters, month)
+            rows = reporting.report_rows(adapters, spec.name, month)
     except DataDirBusy as exc:
         print(f"meterline report: {exc}; try again when it ends", file=sys.stderr)
         return 2
@@ -394,6 +399,22 @@ def cmd_report(args: argparse.Namespace) -> int:
     else:
         print(text)
     return 0
+
+
+def _refresh_provider(adapters, month) -> None:
+    """Stripe's invoices of the month pulled and recorded (`provider_invoices`), so that the
+    reconciliation report that follows sees what a lost webhook would have said."""
+    from meterline.services.reconcile import Reconciliation
+
+    provider = adapters.payment_provider
+    if provider is None:
+        raise _Refused("--refresh-provider needs METERLINE_STRIPE_API_KEY")
+    service = Reconciliation(adapters.invoices, adapters.catalog, adapters.warehouse, adapters.warehouse,
+                             adapters.warehouse, provider)
+    pulled = service.refresh_provider(month)
+    print(f"pulled {pulled.listed} Stripe invoices; recorded {pulled.recorded} of {month.label}"
+          + (f"; {pulled.unknown} name an invoice this store does not hold" if pulled.unknown else ""),
+          file=sys.stderr)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -512,6 +533,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--month", help="YYYY-MM (UTC); default the current month")
     report.add_argument("--format", choices=output.FORMATS, default="table")
     report.add_argument("--output", type=Path, help="write to this file instead of standard output")
+    report.add_argument("--refresh-provider", action="store_true",
+                        help="reconciliation: first pull the month's invoices from Stripe and record their totals")
     report.add_argument("--data-dir", type=Path)
     report.set_defaults(func=cmd_report)
 

@@ -149,10 +149,14 @@ def _our_units(obj: dict[str, Any], field: str, currency: str | None) -> int | N
     """An amount of the invoice object in our minor units; None when absent or not expressible
     (reconciliation then records nothing rather than a wrong figure)."""
     amount = obj.get(field)
-    if amount is None or currency is None:
+    if amount is None:
         return None
-    if type(amount) is not int or not -INT64_MAX <= amount <= INT64_MAX:
+    # A total may be negative (credits larger than the charges); an amount paid may not.
+    low = -INT64_MAX if field == "total" else 0
+    if type(amount) is not int or not low <= amount <= INT64_MAX:
         raise MalformedPaymentEvent(f"data.object.{field}")
+    if currency is None:
+        return None
     try:
         return stripe_units(amount, currency, to_stripe=False)
     except (PaymentProviderError, ValueError):
