@@ -94,3 +94,19 @@ def gcp_backend(request, monkeypatch) -> Backend:
     bq.ensure_schema()
     fs = firestore_client(settings)
     return Backend("gcp", bus, FirestoreDedupStore(fs), bq, pull, FirestoreApiKeyStore(fs))
+
+
+def bigquery_warehouse(emulator) -> Warehouse:
+    """A BigQueryWarehouse on bqemulator, in a dataset of its own (its reset), schema created."""
+    from google.api_core.client_options import ClientOptions
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import bigquery
+
+    from meterline.adapters.gcp.bigquery_warehouse import BigQueryWarehouse
+
+    client = bigquery.Client(
+        project="test", credentials=AnonymousCredentials(), client_options=ClientOptions(api_endpoint=emulator.url)
+    )
+    bq = BigQueryWarehouse(client, "test", f"ds_{uuid.uuid4().hex[:8]}")
+    bq.ensure_schema()
+    return bq

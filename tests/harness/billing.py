@@ -8,9 +8,12 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
+from meterline.config import Settings
 from meterline.core.clock import now_us
 from meterline.core.events import parse_batch_body
 from meterline.core.messages import encode_message
+from meterline.ports import Warehouse
+from meterline.runtime import LocalRuntime, adapters_for
 from meterline.services import catalog_apply
 from meterline.services.billing import BillingService
 from meterline.services.usage import UsageService
@@ -27,10 +30,18 @@ class Billing:
     """An embedded runtime with the example catalog, one customer on the hybrid plan since
     November 1 (so that November is its first period), and November's events."""
 
-    def __init__(self, tmp_path, customer: dict | None = None):
+    def __init__(self, tmp_path, customer: dict | None = None, *, warehouse: Warehouse | None = None,
+                 since: str = "2026-11-01T00:00:00Z", events: list[dict] = EVENTS):
+        """`warehouse` in place of the data dir's DuckDB (bqemulator's, for the reports on both
+        engines); `since` the subscription's start, `events` what is posted first."""
         from meterline.adapters.embedded.sqlite_invoices import SqliteInvoiceStore
 
-        self.runtime = embedded_runtime(tmp_path)
+        if warehouse is None:
+            self.runtime = embedded_runtime(tmp_path)
+        else:
+            adapters = adapters_for(Settings(backend="embedded", data_dir=tmp_path))
+            adapters.warehouse = warehouse  # set before any runtime reads it: every function shares it
+            self.runtime = LocalRuntime(adapters)
         adapters = self.runtime.adapters
         catalog = catalog_apply.load(EXAMPLE)
         catalog_apply.apply(adapters.catalog, catalog, catalog_apply.plan_changes(adapters.catalog, catalog))
@@ -38,9 +49,9 @@ class Billing:
         self.admin = self.runtime.admin.service
         self.admin.upsert_customer({"external_id": "acme", "name": "Acme", "currency": "USD", "timezone": "UTC", **(customer or {})})
         self.admin.create_subscription({"external_id": "sub_acme", "external_customer_id": "acme",
-                                        "plan_code": self.plan.code, "subscription_at": "2026-11-01T00:00:00Z"})
-        self.invoices = SqliteInvoiceStore(adapters.db)
-        self.post(EVENTS)
+                                        "plan_code": self.plan.code, "subscription_at": since})
+        self.invoices = SqliteInvoiceStore(adapters.db)  # type: ignore[attr-defined]
+        self.post(events)
 
     def post(self, events: list[dict]) -> None:
         batch = parse_batch_body(orjson.dumps({"events": events}), now_us())
