@@ -71,3 +71,21 @@ def test_bill_through_a_running_server_exports_the_invoices_it_wrote(tmp_path):
     assert len(orjson.loads((tmp_path / "december_lines.json").read_bytes())) == 5
     # The second run changed nothing, so it wrote no invoice.
     assert orjson.loads((tmp_path / "again.json").read_bytes()) == []
+
+
+def test_the_billed_month_through_meterline_report(tmp_path):
+    billing = Billing(tmp_path / "data")
+    billing.runtime.adapters.warehouse.close()
+    assert cli(tmp_path / "data", "bill", "--as-of", (DEC + 2 * HOUR).isoformat()).returncode == 0
+    revenue = cli(tmp_path / "data", "report", "revenue", "--month", "2026-12", "--format", "json")
+    assert revenue.returncode == 0, revenue.stderr
+    (row,) = orjson.loads(revenue.stdout)
+    assert (row["external_customer_id"], row["base_fee_cents"], row["total_amount_cents"]) == ("acme", 4900, 26900)
+    reconciliation = cli(tmp_path / "data", "report", "reconciliation", "--month", "2026-12", "--format", "json")
+    assert reconciliation.returncode == 0, reconciliation.stderr
+    (row,) = orjson.loads(reconciliation.stdout)
+    # No Stripe on this data dir: nothing to compare our total with.
+    assert (row["invoice_number"], row["our_total_cents"], row["provider_total_cents"]) == (billing.all()[0].number, 26900, None)
+    assert "provider_missing" in row["flags"]
+    pull = cli(tmp_path / "data", "report", "reconciliation", "--month", "2026-12", "--refresh-provider")
+    assert pull.returncode == 2 and "METERLINE_STRIPE_API_KEY" in pull.stderr
