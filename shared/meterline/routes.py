@@ -69,6 +69,9 @@ ROUTES: tuple[Route, ...] = (
     # A billing run on demand (an API key); on Google Cloud only the scheduler calls bill.
     Route("/api/v1/billing_runs", "bill", public=False),
     Route("/api/v1/billing_runs/**", "bill", public=False),
+    # A finance report from the warehouse (an API key; `meterline report` while `meterline
+    # serve` holds the data dir). On Google Cloud finance queries BigQuery's report views.
+    Route("/api/v1/reports/*", "bill", public=False),
     # The catalog and invoices APIs, and a JSON 404 for any other /api/v1/ path.
     Route("/api/v1/**", "admin"),
 )

@@ -9,7 +9,7 @@ Two layers, both lazy:
         ingest          the bus, the API keys, the catalog (numeric fields); the event store on GET only
         process         the dedup store and the warehouse's event store
         admin           the catalog, the API keys, and the invoices (invoices API)
-        bill            the catalog, the invoices, the usage reader and finance ledger, Stripe if a key is set
+        bill            the catalog, the invoices, the usage reader, finance ledger and reports, Stripe if a key is set
         stripe_webhook  the invoices, the processed event ids, the finance ledger, the webhook secret
         portal          the API keys, the catalog, the invoices, the usage reader, the signing key;
                         Stripe for checkout links
@@ -40,6 +40,7 @@ from meterline.ports import (
     InvoiceStore,
     PaymentProvider,
     ProcessedEvents,
+    ReportReader,
     UsageReader,
     Warehouse,
 )
@@ -102,6 +103,10 @@ class Adapters:
 
     @property
     def finance_ledger(self) -> FinanceLedger:
+        return self.warehouse
+
+    @property
+    def report_reader(self) -> ReportReader:
         return self.warehouse
 
     @once
@@ -271,6 +276,16 @@ def adapters_for(settings: Settings) -> Adapters:
     return GcpAdapters(settings) if settings.backend == "gcp" else EmbeddedAdapters(settings)
 
 
+def finance_reports(adapters: Adapters) -> ReportReader:
+    """The reports as finance reads them (services/reports.py), on these adapters' warehouse;
+    `meterline report` builds the same when it holds the warehouse itself."""
+    from meterline.services.reconcile import Reconciliation
+    from meterline.services.reports import FinanceReports
+
+    return FinanceReports(adapters.report_reader, Reconciliation(
+        adapters.invoices, adapters.catalog, adapters.usage_reader, adapters.report_reader))
+
+
 # -- one runtime per function -------------------------------------------------------------
 
 
@@ -378,6 +393,11 @@ class BillRuntime(_FunctionRuntime):
             self.adapters.catalog, self.usage, self.adapters.invoices, self.adapters.finance_ledger, self.adapters.payment_provider,
             default_grace=timedelta(seconds=s.invoice_grace_seconds), time_budget_s=s.billing_time_budget_seconds,
         )
+
+    @once
+    def reports(self) -> ReportReader:
+        """The finance reports (`GET /api/v1/reports/{name}` in `meterline serve`)."""
+        return finance_reports(self.adapters)
 
     def warm(self) -> None:
         self.billing  # noqa: B018

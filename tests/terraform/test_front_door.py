@@ -86,6 +86,7 @@ LAGO_PATHS = [
     ("/api/v1/invoices/inv_1", "admin"),
     ("/api/v1/customers/acme/current_usage/extra", "admin"),  # not the portal's: admin's 404
     ("/api/v1/billing_runs", "admin"),  # bill is private: admin's 404, never bill
+    ("/api/v1/reports/revenue", "admin"),  # so are the reports (BigQuery's views on Google Cloud)
     ("/api/v1/nothing", "admin"),
 ]
 
@@ -99,6 +100,7 @@ def test_the_load_balancer_sends_each_lago_path_to_the_function_that_serves_it(p
 def test_locally_bill_is_routed_too():
     assert routes.function_for("/api/v1/billing_runs") == "bill"
     assert routes.function_for("/api/v1/billing_runs", public_only=True) == "admin"
+    assert routes.function_for("/api/v1/reports/revenue") == "bill"
     assert routes.function_for("/healthz") is None
 
 

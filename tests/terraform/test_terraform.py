@@ -223,24 +223,22 @@ def test_terraform_renders_the_views_as_the_adapters_do(tmp_path):
     block = _locals_block((TF_DIR / "bigquery.tf").read_text())
     (module / "main.tf").write_text(block.replace("google_bigquery_dataset.this.dataset_id", "var.bigquery_dataset")
                                     .replace("${path.module}/../shared", f"{REPO_ROOT}/shared"))
-    proc = subprocess.run([shutil.which("terraform") or "terraform", "console", "-var", "project_id=acme-prod",
-                           "-var", "domain=billing.acme.example"],
-                          input="jsonencode(local.view_queries)\n", capture_output=True, text=True, cwd=module,
-                          env=TF_ENV, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    rendered = json.loads(json.loads(proc.stdout.strip()))
-    assert rendered == {view: sql.view_query(view, lambda table: f"`acme-prod.meterline.{table}`") for view in sql.VIEWS}
 
-    proc = subprocess.run([shutil.which("terraform") or "terraform", "console", "-var", "project_id=acme-prod",
-                           "-var", "domain=billing.acme.example"],
-                          input="jsonencode(local.report_queries)\n", capture_output=True, text=True, cwd=module,
-                          env=TF_ENV, timeout=60)
-    assert proc.returncode == 0, proc.stderr
+    def console(expression: str):
+        proc = subprocess.run([shutil.which("terraform") or "terraform", "console", "-var", "project_id=acme-prod",
+                               "-var", "domain=billing.acme.example"],
+                              input=f"jsonencode({expression})\n", capture_output=True, text=True, cwd=module,
+                              env=TF_ENV, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(json.loads(proc.stdout.strip()))
+
+    assert console("local.view_queries") == {
+        view: sql.view_query(view, lambda table: f"`acme-prod.meterline.{table}`") for view in sql.VIEWS}
     from meterline.core.reports import REPORTS
 
-    rendered = json.loads(json.loads(proc.stdout.strip()))
-    assert rendered == {f"{sql.REPORT_VIEW_PREFIX}{name}": sql.report_view_query(name, lambda table: f"`acme-prod.meterline.{table}`")
-                        for name in REPORTS}
+    assert console("local.report_queries") == {
+        f"{sql.REPORT_VIEW_PREFIX}{name}": sql.report_view_query(name, lambda table: f"`acme-prod.meterline.{table}`")
+        for name in REPORTS}
 
 
 # -- IAM -------------------------------------------------------------------------------------

@@ -40,3 +40,45 @@ def test_plain_text_and_the_table_format_are_unchanged():
 
 def test_a_column_name_is_escaped_too():
     assert _csv([{"=x": 1}], ["=x"])[0] == ["'=x"]
+
+
+KINDS = {"customer": "text", "currency": "text", "total_cents": "cents", "units": "decimal", "invoices": "int"}
+
+
+@pytest.mark.parametrize(("cents", "currency", "shown"), [
+    (123456, "USD", "1,234.56 USD"),
+    (-123456, "USD", "-1,234.56 USD"),
+    (5, "USD", "0.05 USD"),
+    (0, "EUR", "0.00 EUR"),
+    (1234567, "JPY", "1,234,567 JPY"),  # no minor unit
+    (1250, "KWD", "1.250 KWD"),  # three decimals
+    (123456789012345678, "USD", "1,234,567,890,123,456.78 USD"),  # exact at the 64-bit edge, no float
+])
+def test_a_cents_column_reads_as_money_with_its_currency(cents, currency, shown):
+    (row,) = output.readable([{"customer": "acme", "currency": currency, "total_cents": cents}], KINDS)
+    assert row == {"customer": "acme", "currency": currency, "total_cents": shown}
+
+
+def test_decimals_are_grouped_and_other_columns_untouched():
+    rows = [{"customer": "acme", "units": Decimal("12000000.000000000"), "invoices": 1200},
+            {"customer": "beta", "units": Decimal("5.666666666666666667"), "invoices": None}]
+    assert output.readable(rows, KINDS) == [
+        {"customer": "acme", "units": "12,000,000", "invoices": 1200},
+        {"customer": "beta", "units": "5.6667", "invoices": None},
+    ]
+
+
+def test_cents_without_a_currency_stay_cents_grouped_and_none_stays_empty():
+    assert output.readable([{"total_cents": 1234567}, {"total_cents": None}], KINDS) == [
+        {"total_cents": "1,234,567"}, {"total_cents": None}]
+
+
+def test_the_table_aligns_money_right_and_text_left():
+    rows = output.readable([{"customer": "acme", "currency": "USD", "total_cents": 123456},
+                            {"customer": "b", "currency": "USD", "total_cents": 5}], KINDS)
+    lines = output.render(rows, ["customer", "total_cents"], "table").splitlines()
+    assert lines == ["customer  total_cents", "--------  ------------", "acme      1,234.56 USD", "b             0.05 USD"]
+    # CSV and JSON are written from the typed rows: cents stay integers beside the currency.
+    raw = [{"customer": "acme", "currency": "USD", "total_cents": 123456}]
+    assert _csv(raw, ["customer", "currency", "total_cents"])[1] == ["acme", "USD", "123456"]
+    assert output.render(raw, ["total_cents", "currency"], "json") == '[\n  {\n    "total_cents": 123456,\n    "currency": "USD"\n  }\n]'

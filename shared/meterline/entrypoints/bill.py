@@ -16,6 +16,8 @@ from flask import Request, Response
 from meterline.core.errors import ValidationFailed
 from meterline.core.jsonbody import read_json
 from meterline.entrypoints.http import json_response, method_not_allowed, read_body
+from meterline.entrypoints.reports import PATH as REPORTS_PATH
+from meterline.entrypoints.reports import report_handler
 
 # A run bills the periods that ended by `as_of`; the calendar arithmetic of a period near year
 # 9999 overflows, and an instant before 1970 is before any event's epoch timestamp.
@@ -49,9 +51,13 @@ def as_of_from(body: bytes) -> datetime:
 
 
 def bill_handler(runtime, request: Request, authenticate: bool = False) -> Response:
-    """`runtime` has `billing` (a BillingService), `settings` and, when `authenticate`, `auth`."""
+    """`runtime` has `billing` (a BillingService), `reports`, `settings` and, when
+    `authenticate`, `auth`. The bill function also answers the finance reports
+    (`entrypoints.reports`): it holds the warehouse in `meterline serve`."""
     if authenticate:
         runtime.auth.authenticate(request.headers.get("Authorization"))
+    if request.path.startswith(REPORTS_PATH):
+        return report_handler(runtime, request)
     if request.method != "POST":
         raise method_not_allowed()
     as_of = as_of_from(read_body(request, 4096))

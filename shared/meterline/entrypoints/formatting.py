@@ -7,7 +7,7 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from meterline.core.money import MONEY_CONTEXT, currency_exponent
 
-__all__ = ["format_money", "format_units"]
+__all__ = ["format_amount", "format_money", "format_units"]
 
 # The symbols customers expect; any other currency is shown by its ISO code.
 _SYMBOLS = {
@@ -17,11 +17,18 @@ _SYMBOLS = {
 }
 
 
-def format_money(minor_units: int, currency: str) -> str:
-    """Integer minor units as the customer reads them: `$1,234.50`, `¥1,235`, `KWD 1.250`."""
+def format_amount(minor_units: int, currency: str) -> str:
+    """Integer minor units in major units at the currency's exponent, grouped by thousands:
+    `1,234.50` (USD), `-1,235` (JPY), `1.250` (KWD)."""
     exponent = currency_exponent(currency)
     amount = Decimal(abs(minor_units)).scaleb(-exponent, MONEY_CONTEXT)
     text = f"{amount:,.{exponent}f}"
+    return f"-{text}" if minor_units < 0 else text
+
+
+def format_money(minor_units: int, currency: str) -> str:
+    """Integer minor units as the customer reads them: `$1,234.50`, `¥1,235`, `KWD 1.250`."""
+    text = format_amount(abs(minor_units), currency)
     symbol = _SYMBOLS.get(currency)
     text = f"{symbol}{text}" if symbol else f"{currency} {text}"
     return f"-{text}" if minor_units < 0 else text

@@ -567,3 +567,28 @@ def checkout_url(customer, url: str) -> dict[str, Any]:
 def portal_url(url: str) -> dict[str, Any]:
     """Lago's answer to GET /customers/{id}/portal_url."""
     return {"customer": {"portal_url": url}}
+
+
+# ---------------------------------------------------------------------------------------------
+# Finance reports (Meterline's own: `GET /api/v1/reports/{name}`)
+# ---------------------------------------------------------------------------------------------
+
+
+def _report_value(value: Any) -> Any:
+    """A typed report value as JSON: cents stay integers; exact decimals are decimal strings (as
+    Lago writes units), dates ISO, timestamps UTC with Z; `core.reports.typed_rows` reads each
+    back."""
+    if isinstance(value, Decimal):
+        return _decimal(value)
+    if isinstance(value, datetime):
+        return iso_exact(value)
+    if hasattr(value, "isoformat"):  # a date
+        return value.isoformat()
+    return value
+
+
+def report(name: str, month: str | None, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """`month` is `YYYY-MM`, or None for a report that is not monthly; rows keep the report's
+    column order."""
+    return {"report": name, "month": month,
+            "rows": [{column: _report_value(value) for column, value in row.items()} for row in rows]}

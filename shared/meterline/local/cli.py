@@ -381,18 +381,25 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise _Refused(str(exc)) from None
     _existing_data_dir(args)
     settings = _settings(args)
-    if settings.backend == "embedded" and running_server(settings.data_dir) is not None:
-        # TODO(issue 20): ask the running server over HTTP, as `events list` and `bill` do.
-        raise _Refused("`meterline serve` holds the data dir; stop it to run a report")
-    try:
-        with hold_warehouse(settings.data_dir, "meterline report") if settings.backend == "embedded" else _nothing():
-            adapters = _adapters(args)
-            if args.refresh_provider:
-                _refresh_provider(adapters, month)
-            rows = reporting.report_rows(adapters, spec.name, month)
-    except DataDirBusy as exc:
-        print(f"meterline report: {exc}; try again when it ends", file=sys.stderr)
-        return 2
+    server = running_server(settings.data_dir) if settings.backend == "embedded" else None
+    if server is not None:
+        if args.refresh_provider:
+            raise _Refused("--refresh-provider writes to the warehouse `meterline serve` holds: stop it first")
+        # The server holds the warehouse: ask it (GET /api/v1/reports/{name}, entrypoints/reports.py).
+        query = f"?{urllib.parse.urlencode({'month': month.label})}" if spec.monthly else ""
+        request = urllib.request.Request(f"{server.url}/api/v1/reports/{spec.name}{query}",
+                                         headers={"Authorization": f"Bearer {server.token}"})
+        rows = reports.typed_rows(spec, _ask_server(server, request, timeout=600)["rows"])
+    else:
+        try:
+            with hold_warehouse(settings.data_dir, "meterline report") if settings.backend == "embedded" else _nothing():
+                adapters = _adapters(args)
+                if args.refresh_provider:
+                    _refresh_provider(adapters, month)
+                rows = reporting.report_rows(adapters, spec.name, month)
+        except DataDirBusy as exc:
+            print(f"meterline report: {exc}; try again when it ends", file=sys.stderr)
+            return 2
     text = reporting.report_text(spec.name, rows, args.format)
     if args.output:
         args.output.write_text(text + "\n")

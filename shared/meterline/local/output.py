@@ -7,7 +7,7 @@ import io
 import re
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -40,6 +40,31 @@ def csv_cell(value: Any) -> str:
     return text
 
 
+def readable(rows: Sequence[dict[str, Any]], kinds: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Rows as a terminal table shows them, by each column's kind (`core.reports.Column`): `cents`
+    as money with the row's `currency` (`1,234.56 USD`; grouped cents when the row names
+    none), `decimal` grouped by thousands (at most four decimals). CSV and JSON are written from
+    the rows themselves: cents stay integers beside the currency column."""
+    from meterline.entrypoints.formatting import format_amount, format_units
+
+    def shown(row: dict[str, Any], column: str, value: Any) -> Any:
+        kind = kinds.get(column)
+        if value is None or isinstance(value, bool):
+            return value
+        if kind == "cents":
+            currency = row.get("currency")
+            return f"{format_amount(value, currency)} {currency}" if currency else f"{value:,}"
+        if kind == "decimal":
+            return format_units(value)
+        return value
+
+    return [{c: shown(row, c, v) for c, v in row.items()} for row in rows]
+
+
+# A cell a table aligns right: a number, possibly grouped, signed, or followed by its currency.
+_NUMERIC_CELL = re.compile(r"-?\d[\d,]*(\.\d+)?( [A-Z]{3})?")
+
+
 def render(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: str = "table") -> str:
     if fmt == "json":
         return orjson.dumps([{c: r.get(c) for c in columns} for r in rows], default=str, option=orjson.OPT_INDENT_2).decode()
@@ -59,7 +84,7 @@ def render(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: str = "t
         # Numbers align right, text left, as finance reads them.
         out = []
         for v, w in zip(values, widths, strict=True):
-            numeric = v.replace(".", "", 1).replace("-", "", 1).isdigit()
+            numeric = _NUMERIC_CELL.fullmatch(v) is not None
             out.append(v.rjust(w) if numeric else v.ljust(w))
         return "  ".join(out).rstrip()
 
