@@ -89,3 +89,22 @@ def test_the_billed_month_through_meterline_report(tmp_path):
     assert "provider_missing" in row["flags"]
     pull = cli(tmp_path / "data", "report", "reconciliation", "--month", "2026-12", "--refresh-provider")
     assert pull.returncode == 2 and "METERLINE_STRIPE_API_KEY" in pull.stderr
+
+
+def test_reconciliation_through_a_running_server_is_the_one_printed_alone(tmp_path):
+    billing = Billing(tmp_path / "data")
+    billing.runtime.adapters.warehouse.close()
+    assert cli(tmp_path / "data", "bill", "--as-of", (DEC + 2 * HOUR).isoformat()).returncode == 0
+    args = ("report", "reconciliation", "--month", "2026-12", "--format", "json")
+    alone = cli(tmp_path / "data", *args)
+    assert alone.returncode == 0, alone.stderr
+    with serve_process(tmp_path / "data"):
+        served = cli(tmp_path / "data", *args)
+        refresh = cli(tmp_path / "data", *args, "--refresh-provider")
+    assert served.returncode == 0, served.stderr
+    assert orjson.loads(served.stdout) == orjson.loads(alone.stdout)
+    (row,) = orjson.loads(alone.stdout)
+    # The warehouse's units come from the reconciliation service (the query alone leaves them empty):
+    # the token lines' 17M, the seat line taken as billed (1.5).
+    assert (row["billed_units"], row["warehouse_units"]) == ("17000001.5", "17000001.5")
+    assert refresh.returncode == 2 and "stop it first" in refresh.stderr
