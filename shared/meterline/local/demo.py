@@ -157,6 +157,9 @@ def show_reports(runtime: LocalRuntime, fmt: str) -> None:
         for month in issued:
             print(f"\n{name} report, {month.label} (meterline report {name} --month {month.label})")
             print(reporting.report_text(name, reporting.report_rows(runtime.adapters, name, month), fmt))
+    if runtime.adapters.payment_provider is None:
+        print("\nNo Stripe key in this demo: no invoice was sent to Stripe or paid, so reconciliation flags each "
+              "provider_missing and unpaid_overdue; late_usage marks the invoice whose usage grew after it was finalized.")
 
 
 def run(n_events: int = 3000, data_dir: Path = Path(".meterline/demo"), seed: int = 7, fmt: str = "table") -> int:
