@@ -11,10 +11,21 @@ import pytest
 
 from meterline.core.clock import to_us
 from meterline.core.invoices import Invoice
-from meterline.ports import Payment
+from meterline.ports import Payment, Warehouse
+from tests.harness.backends import bigquery_warehouse
 from tests.harness.invoices import AT, invoice, line
 
 US = to_us(AT)
+
+
+@pytest.fixture(params=["duckdb", pytest.param("bigquery", marks=pytest.mark.servers)])
+def warehouse(request, tmp_path) -> Warehouse:
+    if request.param == "duckdb":
+        from meterline.adapters.embedded.duckdb_warehouse import DuckDbWarehouse
+
+        return DuckDbWarehouse(tmp_path / "w.duckdb")
+
+    return bigquery_warehouse(request.getfixturevalue("bigquery_emulator"))
 
 
 def query(warehouse, bigquery_sql: str, **params) -> list[dict]:

@@ -22,16 +22,28 @@ import dataclasses
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
+import pytest
+
 from meterline.core.clock import to_us
 from meterline.core.invoices import Invoice
 from meterline.core.reports import parse_month
-from meterline.ports import Payment, ProviderObservation
+from meterline.ports import Payment, ProviderObservation, Warehouse
+from tests.harness.backends import bigquery_warehouse
 from tests.harness.invoices import invoice, line
 
 MARCH = parse_month("2026-03")
 FEB = date(2026, 2, 1)  # the period start of an invoice issued on March 1
 FINALIZED = datetime(2026, 3, 1, 2, 0, tzinfo=UTC)
 US = to_us(FINALIZED)
+
+
+@pytest.fixture(params=["duckdb", pytest.param("bigquery", marks=pytest.mark.servers)])
+def warehouse(request, tmp_path) -> Warehouse:
+    if request.param == "duckdb":
+        from meterline.adapters.embedded.duckdb_warehouse import DuckDbWarehouse
+
+        return DuckDbWarehouse(tmp_path / "w.duckdb")
+    return bigquery_warehouse(request.getfixturevalue("bigquery_emulator"))
 
 
 def issued(sub: str, start: date = FEB, status: str = "finalized", number: str | None = None, **changes) -> Invoice:

@@ -14,11 +14,15 @@ An event not handed to the webhook service is a webhook that was never delivered
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import urllib.parse
 import urllib.request
 from datetime import datetime
 from decimal import Decimal
 
+import orjson
 import pytest
 import stripe
 
@@ -30,7 +34,7 @@ from meterline.core.invoices import Invoice
 from meterline.core.reports import parse_month
 from meterline.services.payments import PaymentEvents
 from meterline.services.reconcile import Reconciliation
-from tests.harness.billing import DEC, HOUR, JAN, Billing
+from tests.harness.billing import DEC, HOUR, JAN, Billing, save_card
 from tests.harness.november import EXPECTED, T, tokens
 
 pytestmark = pytest.mark.servers
@@ -55,12 +59,7 @@ class Cards(StripePayments):
         customer_id = super().ensure_customer(customer_external_id, name, email)
         number = self.cards.get(customer_external_id)
         if customer_id not in self._carded and number != NO_CARD:
-            if number is None:
-                pm = self.stripe.v1.payment_methods.attach("pm_card_visa", {"customer": customer_id})
-            else:  # Stripe refuses to attach a declining card; it is made the default directly
-                pm = self.stripe.v1.payment_methods.create(
-                    {"type": "card", "card": {"number": number, "exp_month": 12, "exp_year": 2030, "cvc": "123"}})
-            self.stripe.v1.customers.update(customer_id, {"invoice_settings": {"default_payment_method": pm.id}})
+            save_card(self.stripe, customer_id, number)
             self._carded.add(customer_id)
         return customer_id
 
@@ -115,10 +114,9 @@ class Harness:
         with urllib.request.urlopen(request, timeout=10):
             pass
 
-    def reconciliation(self, month=DECEMBER, *, provider: bool = False):
-        service = Reconciliation(self.billing.invoices, self.adapters.catalog, self.warehouse, self.warehouse,
-                                 self.warehouse, self.payments if provider else None)
-        return service
+    def reconciliation(self, *, provider: bool = False) -> Reconciliation:
+        return Reconciliation(self.billing.invoices, self.adapters.catalog, self.warehouse, self.warehouse,
+                              self.warehouse, self.payments if provider else None)
 
     def report(self, month=DECEMBER) -> dict[str, dict]:
         return {row["external_customer_id"]: row for row in self.reconciliation().report(month)}
@@ -209,6 +207,25 @@ def test_the_pull_records_invoices_whose_webhooks_never_arrived(stripe_harness):
     assert again.recorded == 2 and h.report() == rows
     # January has no invoice of these: a pull for it records nothing.
     assert h.reconciliation(provider=True).refresh_provider(JANUARY).recorded == 0
+
+
+def test_meterline_report_reconciliation_refresh_provider_pulls_then_reports(stripe_harness, tmp_path):
+    h = stripe_harness()
+    h.run()  # no webhook is ever delivered
+    acme = h.invoice("acme")
+    h.warehouse.close()  # DuckDB admits one process: the CLI's, from here on
+    env = {**os.environ, "METERLINE_BACKEND": "embedded", "METERLINE_STRIPE_API_KEY": API_KEY,
+           "METERLINE_STRIPE_API_BASE": h.server.url}
+    done = subprocess.run(
+        [sys.executable, "-m", "meterline", "report", "reconciliation", "--month", "2026-12", "--refresh-provider",
+         "--format", "json", "--data-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "pulled 1 Stripe invoices; recorded 1 of 2026-12" in done.stderr
+    (row,) = orjson.loads(done.stdout)
+    assert (row["invoice_number"], row["flags"], row["late_usage_invoices"]) == (acme.number, [], [])
+    assert (row["our_total_cents"], row["provider_total_cents"], row["collected_cents"]) == (26900, 26900, 26900)
+    assert row["billed_units"] == row["warehouse_units"] != "0"
 
 
 def test_a_redelivered_webhook_changes_nothing_the_report_reads(stripe_harness):
