@@ -35,6 +35,10 @@ simulate what it cannot otherwise provoke (the 24 h expiry of idempotency keys, 
 | send_route                    | POST /v1/invoices/{id}/send                                  |
 | void_like_stripe              | POST /v1/invoices/{id}/void on an invoice never charged      |
 | metadata_search_routes        | GET /v1/customers/search, /v1/invoices/search (metadata)     |
+| listed_invoices               | GET /v1/invoices?created[gte]=..&created[lt]=.., newest      |
+|                               | first, paged by starting_after                               |
+| changed_totals                | harness only: POST /_config/invoices/{id}/total sets the     |
+|                               | total Stripe shows (as a discount or tax applied at Stripe)  |
 | idempotency_keys              | Idempotency-Key: same key -> same response                   |
 | injected_rate_limits          | harness only: POST /_config/rate_limit answers the next N    |
 |                               | API requests with 429                                        |
@@ -93,6 +97,7 @@ def extend_resources() -> None:
     void_like_stripe()
     customer_payment_methods()
     checkout_sessions()
+    listed_invoices()
 
 
 def extend_app(app) -> None:
@@ -100,6 +105,7 @@ def extend_app(app) -> None:
     middlewares then)."""
     metadata_search_routes(app)
     completed_checkout(app)
+    changed_totals(app)
     # The first middleware in the list runs first. Rate limiting comes before idempotency, as
     # at Stripe: a 429 is answered before any endpoint runs, so its key stays unused.
     app.middlewares.insert(0, idempotency_keys(app))
@@ -482,6 +488,53 @@ def checkout_sessions() -> None:
     r.CheckoutSession = CheckoutSession
     _set_extra_api("POST", "/v1/checkout/sessions", lambda **data: CheckoutSession(**data))
     _set_extra_api("GET", "/v1/checkout/sessions/{id}", lambda id: CheckoutSession._api_retrieve(id))
+
+
+def listed_invoices() -> None:
+    """Real Stripe: GET /v1/invoices lists invoices newest first, filtered by `created` (a
+    timestamp, or a dict of gt/gte/lt/lte) and `customer`, paged by `limit`/`starting_after`.
+    Stock localstripe refuses `created` and sorts by its own `date`."""
+    r = _r()
+
+    def list_all(cls, url, customer=None, created=None, limit=None, starting_after=None, **kwargs):
+        if kwargs:
+            raise _user_error(400, "Received unknown parameters: " + ", ".join(sorted(kwargs)))
+        bounds = created if isinstance(created, dict) else ({"eq": created} if created is not None else {})
+        tests = {"gt": lambda c, v: c > v, "gte": lambda c, v: c >= v, "lt": lambda c, v: c < v,
+                 "lte": lambda c, v: c <= v, "eq": lambda c, v: c == v}
+        checks = []
+        for op, value in bounds.items():
+            number = r.try_convert_to_int(value)
+            if op not in tests or not isinstance(number, int):
+                raise _user_error(400, f"Invalid created[{op}]: {value}", param="created")
+            checks.append((tests[op], number))
+        found = r.List(url, limit=limit, starting_after=starting_after)
+        found._list = sorted(
+            (obj for key, obj in r.store.items() if key.startswith("invoice:")
+             and (customer is None or obj.customer == customer) and all(t(obj.created, v) for t, v in checks)),
+            key=lambda inv: (inv.created, inv.id), reverse=True)
+        return found
+
+    r.Invoice._api_list_all = classmethod(list_all)
+
+
+def changed_totals(app) -> None:
+    """Harness only: POST /_config/invoices/{id}/total (form field `total`, Stripe's integer
+    unit) makes the invoice show that total, as a discount, a tax or an edit made at Stripe
+    would: the difference is booked as localstripe's `starting_balance`, which its total
+    subtracts. Reconciliation must then flag the invoice (provider_total_differs)."""
+    from localstripe.server import json_response
+
+    r = _r()
+
+    async def change(request):
+        data = await request.post()
+        inv = r.Invoice._api_retrieve(request.match_info["id"])
+        wanted = int(data["total"])
+        inv.starting_balance = inv.subtotal + inv.tax - wanted
+        return json_response(inv._export())
+
+    app.router.add_post("/_config/invoices/{id}/total", change)
 
 
 def completed_checkout(app) -> None:

@@ -17,35 +17,40 @@ locals {
     invoices        = { partition_field = "issuing_date", clustering = ["customer_external_id", "invoice_id"] }
     invoice_lines   = { partition_field = "issuing_date", clustering = ["customer_external_id", "invoice_id"] }
     payments        = { partition_field = "recorded_at", clustering = ["customer_external_id", "invoice_id"] }
+    # What Stripe said of each invoice (reconciliation), partitioned by our invoice's date.
+    provider_invoices = { partition_field = "issuing_date", clustering = ["customer_external_id", "invoice_id"] }
   }
-  views = ["events_deduped", "rejected_events_deduped", "invoices_latest", "invoice_lines_latest", "payments_deduped"]
+  views = ["events_deduped", "rejected_events_deduped", "invoices_latest", "invoice_lines_latest", "payments_deduped",
+  "provider_invoices_latest"]
 
   # The views' SQL names each table `{table}` (Python's str.format in adapters/sql/view_query):
   # here each placeholder becomes the table's full name.
   table_refs = { for name in keys(local.tables) : name => "`${var.project_id}.${google_bigquery_dataset.this.dataset_id}.${name}`" }
   view_queries = {
-    for view in local.views : view => replace(replace(replace(replace(replace(
+    for view in local.views : view => replace(replace(replace(replace(replace(replace(
       file("${local.sql_dir}/${view}.sql"),
       "{events}", local.table_refs["events"]),
       "{rejected_events}", local.table_refs["rejected_events"]),
       "{invoices}", local.table_refs["invoices"]),
       "{invoice_lines}", local.table_refs["invoice_lines"]),
-    "{payments}", local.table_refs["payments"])
+      "{payments}", local.table_refs["payments"]),
+    "{provider_invoices}", local.table_refs["provider_invoices"])
   }
 
   # The finance reports (core/reports.py): each reports/<name>.sql as the view report_<name>
   # over every month. A view takes no parameters, so the month bounds become the widest
   # timestamps (adapters/sql/report_view_query): finance filters the view in the console, and
   # `meterline report` runs the query with one month's bounds, which prunes partitions.
-  reports = ["usage", "revenue", "mrr", "receivables", "credits", "rejected", "unbilled"]
+  reports = ["usage", "revenue", "mrr", "receivables", "reconciliation", "credits", "rejected", "unbilled"]
   report_queries = {
-    for report in local.reports : "report_${report}" => replace(replace(replace(replace(replace(replace(replace(
+    for report in local.reports : "report_${report}" => replace(replace(replace(replace(replace(replace(replace(replace(
       file("${local.sql_dir}/reports/${report}.sql"),
       "{events}", local.table_refs["events"]),
       "{rejected_events}", local.table_refs["rejected_events"]),
       "{invoices}", local.table_refs["invoices"]),
       "{invoice_lines}", local.table_refs["invoice_lines"]),
       "{payments}", local.table_refs["payments"]),
+      "{provider_invoices}", local.table_refs["provider_invoices"]),
       "@month_start", "TIMESTAMP '0001-01-01 00:00:00+00'"),
     "@month_end", "TIMESTAMP '9999-12-31 23:59:59.999999+00'")
   }

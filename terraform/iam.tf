@@ -50,7 +50,8 @@ locals {
       project = ["roles/datastore.user"]
       topics  = {}
       dataset = ["roles/bigquery.metadataViewer"]
-      tables  = { invoices = "roles/bigquery.dataEditor", invoice_lines = "roles/bigquery.dataEditor", payments = "roles/bigquery.dataEditor" }
+      tables = { invoices = "roles/bigquery.dataEditor", invoice_lines = "roles/bigquery.dataEditor", payments = "roles/bigquery.dataEditor",
+      provider_invoices = "roles/bigquery.dataEditor" }
     }
     # Catalog, invoices and API keys (read); current usage is a usage query over the events.
     portal = {

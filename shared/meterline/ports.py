@@ -150,9 +150,30 @@ class UsageReader(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class ProviderObservation:
+    """What the payment provider said about one of our invoices at one moment, as finance's
+    `provider_invoices` table keeps it (`FinanceLedger.record_provider_invoices`): from a
+    webhook event, or from a pull (`services.reconcile`). Reconciliation compares it with ours."""
+
+    invoice_id: str
+    customer_external_id: str
+    issuing_date: date  # our invoice's (the table's partition)
+    provider_invoice_id: str
+    status: str  # the provider's: draft, open, paid, uncollectible, void
+    currency: str
+    total_cents: int  # our minor units
+    amount_paid_cents: int
+    due_at: datetime | None  # None: due when finalized (charged automatically)
+    source: str  # "webhook" or "pull"
+    observed_at_us: int  # the event's time, or the pull's
+    provider_event_id: str | None = None  # a webhook's event id
+
+
 class FinanceLedger(Protocol):
     """For finance: append-only histories next to the usage (`invoices`, `invoice_lines`,
-    `payments`; read through `invoices_latest`, `invoice_lines_latest`, `payments_deduped`)."""
+    `payments`, `provider_invoices`; read through `invoices_latest`, `invoice_lines_latest`,
+    `payments_deduped`, `provider_invoices_latest`)."""
 
     def record_invoice(self, invoice: Invoice, recorded_at_us: int) -> None:
         """Append one `invoices` row and its `invoice_lines` rows for the invoice as stored
@@ -173,6 +194,11 @@ class FinanceLedger(Protocol):
         is absent). `issued_since`, at most the earliest of their issuing dates, bounds the
         partitions read. The billing run compares it with the store to restore what a crash
         kept from the history (`services/billing.py`)."""
+        ...
+
+    def record_provider_invoices(self, observations: Sequence[ProviderObservation]) -> None:
+        """Append `provider_invoices` rows. Recording one observation twice is harmless: both
+        copies carry the same content, and `provider_invoices_latest` shows one."""
         ...
 
 
@@ -433,6 +459,19 @@ class PaymentProviderError(Exception):
         self.request_id, self.retryable = request_id, retryable
 
 
+@dataclass(frozen=True)
+class ListedInvoice:
+    """One of our invoices as the provider lists it (`PaymentProvider.list_invoices`)."""
+
+    provider_invoice_id: str
+    invoice_id: str  # ours, from the provider invoice's metadata
+    status: str  # the provider's: draft, open, paid, uncollectible, void
+    currency: str
+    total_cents: int  # our minor units
+    amount_paid_cents: int
+    due_at: datetime | None
+
+
 class PaymentProvider(Protocol):
     """Where invoices are collected (Stripe). Every call is idempotent on our ids, so a run
     that crashed between two calls repeats them without creating anything twice."""
@@ -465,6 +504,11 @@ class PaymentProvider(Protocol):
         """A new URL of the provider's page where the customer saves a payment method."""
         ...
 
+    def list_invoices(self, created_from: datetime, created_to: datetime) -> list[ListedInvoice]:
+        """Every invoice the provider created in [created_from, created_to) that carries one of
+        our invoice ids in its metadata (every page); others' invoices are left out."""
+        ...
+
 
 @dataclass(frozen=True)
 class PaymentEvent:
@@ -480,6 +524,11 @@ class PaymentEvent:
     hosted_invoice_url: str | None = None
     amount_cents: int | None = None  # paid (payment events) or due, in our minor units
     currency: str | None = None
+    # The provider invoice's own figures, in our minor units (reconciliation records them);
+    # None when the event does not carry them.
+    total_cents: int | None = None
+    amount_paid_cents: int | None = None
+    due_at: datetime | None = None
 
 
 class InvalidSignature(Exception):

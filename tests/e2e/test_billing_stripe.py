@@ -37,7 +37,7 @@ from meterline.adapters.embedded.sqlite_invoices import SqliteProcessedEvents
 from meterline.adapters.stripe.payments import StripePayments
 from meterline.config import Settings
 from meterline.core.invoices import Invoice
-from tests.harness.billing import DEC, HOUR, JAN, Billing, amounts
+from tests.harness.billing import DEC, HOUR, JAN, Billing, amounts, save_card
 from tests.harness.november import EXPECTED
 
 pytestmark = pytest.mark.servers
@@ -169,12 +169,7 @@ class StripeBilling:
             number = self.cards.get(external_id)
             if number == NO_CARD:
                 return
-            if number is None:
-                pm = self.stripe.v1.payment_methods.attach("pm_card_visa", {"customer": customer_id})
-            else:  # Stripe refuses to attach a declining card; it is made the default directly
-                pm = self.stripe.v1.payment_methods.create(
-                    {"type": "card", "card": {"number": number, "exp_month": 12, "exp_year": 2030, "cvc": "123"}})
-            self.stripe.v1.customers.update(customer_id, {"invoice_settings": {"default_payment_method": pm.id}})
+            save_card(self.stripe, customer_id, number)
             self._carded.add(customer_id)
 
     def run(self, provider=None, as_of=AFTER_GRACE):

@@ -116,12 +116,16 @@ class Finance:
     def __init__(self):
         self.invoices: list[tuple[str, int, str]] = []  # (id, version, status)
         self.payments: list = []
+        self.provider: list = []  # ProviderObservation
 
     def record_invoice(self, invoice: Invoice, recorded_at_us: int) -> None:
         self.invoices.append((invoice.id, invoice.version, invoice.status))
 
     def record_payment(self, payment) -> None:
         self.payments.append(payment)
+
+    def record_provider_invoices(self, observations) -> None:
+        self.provider.extend(observations)
 
 
 def invoice(id_: str = "inv_ours", status: str = "finalized", **changes) -> Invoice:
@@ -240,10 +244,28 @@ def test_a_signed_payment_succeeded_makes_the_finalized_invoice_paid(webhook):
     assert webhook.finance.invoices == [("inv_ours", 2, "paid")]
 
 
+def test_every_invoice_event_records_what_stripe_holds_for_reconciliation(webhook):
+    assert webhook.send(event("invoice.finalized", id_="evt_fin", status="open", created=1_796_000_100,
+                              total=990, due_date=1_796_086_500)).status_code == 200
+    assert webhook.send(event("invoice.paid", id_="evt_paid", total=990, amount_paid=990,
+                              created=1_796_000_200)).status_code == 200
+    assert webhook.send(event("invoice.paid", id_="evt_paid", total=990, amount_paid=990,
+                              created=1_796_000_200)).status_code == 200  # a redelivery: handled once
+    assert [(o.provider_event_id, o.status, o.total_cents, o.amount_paid_cents, o.source, o.observed_at_us)
+            for o in webhook.finance.provider] == [
+        ("evt_fin", "open", 990, 0, "webhook", 1_796_000_100_000_000),
+        ("evt_paid", "paid", 990, 990, "webhook", 1_796_000_200_000_000),
+    ]
+    first = webhook.finance.provider[0]
+    assert (first.invoice_id, first.provider_invoice_id, first.customer_external_id) == ("inv_ours", "in_123", "acme")
+    assert (first.issuing_date, first.currency) == (date(2026, 12, 1), "USD")
+    assert first.due_at == datetime.fromtimestamp(1_796_086_500, tz=UTC)
+
+
 def _nothing_changed(webhook: Webhook, event_id: str) -> None:
     assert webhook.status() == "finalized" and webhook.stored().version == 1
     assert not webhook.processed.seen(event_id)
-    assert webhook.finance.payments == [] and webhook.finance.invoices == []
+    assert webhook.finance.payments == [] and webhook.finance.invoices == [] and webhook.finance.provider == []
 
 
 @pytest.mark.parametrize("case", ["tampered", "wrong_secret", "stale", "missing", "garbage", "no_v1"])
@@ -421,6 +443,8 @@ MALFORMED = [
     ("our id as a number", lambda e: _obj(e, metadata={"meterline_invoice_id": 5}), "data.object.metadata.meterline_invoice_id"),
     ("provider id as an object", lambda e: _obj(e, id={"a": 1}), "data.object.id"),
     ("status as a number", lambda e: _obj(e, status=3), "data.object.status"),
+    ("total as text", lambda e: _obj(e, total="1000"), "data.object.total"),
+    ("due date as text", lambda e: _obj(e, due_date="soon"), "data.object.due_date"),
 ]
 
 

@@ -75,3 +75,14 @@ def amounts(invoice) -> dict[str, int]:
         key = f"{line.charge_ref or line.kind}:{line.filter_key}"
         lines[key] = lines.get(key, 0) + line.amount_cents
     return {"total": invoice.amount_cents, **lines}
+
+
+def save_card(client, provider_customer_id: str, number: str | None = None) -> None:
+    """What a customer does on Stripe's pages, on localstripe: a card becomes their default
+    payment method (`number` None: pm_card_visa)."""
+    if number is None:
+        pm = client.v1.payment_methods.attach("pm_card_visa", {"customer": provider_customer_id})
+    else:  # Stripe refuses to attach a declining card; it is made the default directly
+        pm = client.v1.payment_methods.create(
+            {"type": "card", "card": {"number": number, "exp_month": 12, "exp_year": 2030, "cvc": "123"}})
+    client.v1.customers.update(provider_customer_id, {"invoice_settings": {"default_payment_method": pm.id}})

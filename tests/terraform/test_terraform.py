@@ -264,6 +264,7 @@ EXPECTED_ROLES = {
     "stripe_webhook": {("project", "roles/datastore.user"), ("dataset", "roles/bigquery.metadataViewer"),
                        ("table:invoices", "roles/bigquery.dataEditor"),
                        ("table:invoice_lines", "roles/bigquery.dataEditor"), ("table:payments", "roles/bigquery.dataEditor"),
+                       ("table:provider_invoices", "roles/bigquery.dataEditor"),
                        ("secret:stripe_webhook_secret", ACCESSOR)},
     "portal": {("project", "roles/datastore.viewer"), ("project", "roles/bigquery.jobUser"),
                ("table:events", "roles/bigquery.dataViewer"), ("secret:portal_signing_key", ACCESSOR),

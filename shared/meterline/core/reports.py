@@ -57,6 +57,11 @@ REPORTS: dict[str, Report] = {r.name: r for r in (
            _cols("invoice_number invoice_id external_customer_id external_subscription_id issuing_date:date "
                  "due_date:date status payment_status provider_invoice_id currency total_amount_cents:cents "
                  "collected_cents:cents state days_outstanding:int")),
+    Report("reconciliation", "Each invoice of the month: billed units against the warehouse's, our total against Stripe's, flags",
+           _cols("invoice_number invoice_id external_customer_id external_subscription_id currency status "
+                 "provider_invoice_id provider_status billed_units:decimal warehouse_units:decimal "
+                 "our_total_cents:cents provider_total_cents:cents collected_cents:cents flags:list "
+                 "late_usage_invoices:list")),
     Report("credits", "The credit ledger and each customer's balance (empty until wallets exist)",
            _cols("external_customer_id wallet_id entry_at:timestamp kind currency amount_cents:cents "
                  "balance_cents:cents invoice_id"), monthly=False),

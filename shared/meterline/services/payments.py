@@ -14,9 +14,10 @@ The provider delivers each event at least once, in any order. So:
     invoice number, belongs to the billing run. Such an event (only possible while a run is
     between its own finalize and Stripe's) raises `NotYet`, and the webhook answers 503 so
     that Stripe delivers it again later (it retries for three days);
-  * finance sees it: the invoice as stored goes to `invoices`/`invoice_lines`, and a payment
+  * finance sees it: the invoice as stored goes to `invoices`/`invoice_lines`, a payment
     event (paid, payment_failed) becomes a row of `payments` (`FinanceLedger.record_invoice`,
-    `record_payment`).
+    `record_payment`), and the provider invoice's total and amount paid as the event shows
+    them a row of `provider_invoices` (reconciliation, `services.reconcile`).
 
 The steps of one event, and what a crash after each costs:
 
@@ -26,7 +27,8 @@ The steps of one event, and what a crash after each costs:
   |   (versioned write; StaleWrite: read |   not a move), so nothing changes; steps 3-4 run        |
   |   again and decide again)            |                                                         |
   | 3 write the finance rows             | redelivery writes them again: the invoice row with the  |
-  |                                      |   same version, the payment row with the same event id  |
+  |                                      |   same version, the payment and provider_invoices rows  |
+  |                                      |   with the same event id and time                       |
   |                                      |   (duplicates the views drop, never a loss)             |
   | 4 record event.id (first_time)       | done                                                    |
 
@@ -45,7 +47,15 @@ from datetime import UTC, datetime
 from meterline import logs
 from meterline.core.clock import now_us, to_us
 from meterline.core.invoices import Invoice, can_move, payment_status
-from meterline.ports import FinanceLedger, InvoiceStore, Payment, PaymentEvent, ProcessedEvents, StaleWrite
+from meterline.ports import (
+    FinanceLedger,
+    InvoiceStore,
+    Payment,
+    PaymentEvent,
+    ProcessedEvents,
+    ProviderObservation,
+    StaleWrite,
+)
 
 __all__ = ["HandleResult", "NotYet", "Outcome", "PaymentEvents"]
 
@@ -109,6 +119,9 @@ class PaymentEvents:
             self._finance.record_invoice(invoice, at_us)
             if event.moves_to in ("paid", "payment_failed"):
                 self._finance.record_payment(self._payment(invoice, event))
+            observed = self._observation(invoice, event)
+            if observed is not None:  # Stripe's own total and amount paid, for reconciliation
+                self._finance.record_provider_invoices([observed])
         self._processed.first_time(event.id)  # step 4: only now, after the change is stored
         logs.event(_log, "webhook event handled", logging.INFO, event_id=event.id, event_type=event.type,
                    invoice_id=invoice.id, outcome=outcome.value, status=invoice.status)
@@ -163,6 +176,20 @@ class PaymentEvents:
         if event.hosted_invoice_url and not invoice.hosted_invoice_url:
             changed["hosted_invoice_url"] = event.hosted_invoice_url
         return changed
+
+    @staticmethod
+    def _observation(invoice: Invoice, event: PaymentEvent) -> ProviderObservation | None:
+        """The provider invoice as this event shows it (None: the event lacks its figures).
+        Its time is the event's, so a redelivery records the same row again."""
+        provider_id = event.provider_invoice_id or invoice.provider_invoice_id
+        if provider_id is None or event.total_cents is None or event.provider_status is None:
+            return None
+        return ProviderObservation(
+            invoice_id=invoice.id, customer_external_id=invoice.customer_external_id,
+            issuing_date=invoice.issuing_date, provider_invoice_id=provider_id, status=event.provider_status,
+            currency=event.currency or invoice.currency, total_cents=event.total_cents,
+            amount_paid_cents=event.amount_paid_cents or 0, due_at=event.due_at, source="webhook",
+            observed_at_us=to_us(event.occurred_at), provider_event_id=event.id)
 
     @staticmethod
     def _payment(invoice: Invoice, event: PaymentEvent) -> Payment:

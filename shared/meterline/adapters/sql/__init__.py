@@ -52,9 +52,12 @@ TABLES = (
     Table("invoices", "issuing_date", ("customer_external_id", "invoice_id")),
     Table("invoice_lines", "issuing_date", ("customer_external_id", "invoice_id")),
     Table("payments", "recorded_at", ("customer_external_id", "invoice_id")),
+    # What the payment provider said of each invoice (reconciliation), by our invoice's date.
+    Table("provider_invoices", "issuing_date", ("customer_external_id", "invoice_id")),
 )
 # Each view's query is `<name>.sql`, with `{table}` placeholders for the tables it reads.
-VIEWS = ("events_deduped", "rejected_events_deduped", "invoices_latest", "invoice_lines_latest", "payments_deduped")
+VIEWS = ("events_deduped", "rejected_events_deduped", "invoices_latest", "invoice_lines_latest", "payments_deduped",
+         "provider_invoices_latest")
 
 # The finance reports (core/reports.py names them): each `reports/<name>.sql`, reading the
 # tables through the same `{table}` placeholders, and, when monthly, the TIMESTAMP parameters

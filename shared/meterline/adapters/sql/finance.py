@@ -1,5 +1,6 @@
 """Finance rows: an invoice as its `invoices` and `invoice_lines` rows, a payment as its
-`payments` row, and the writes both warehouses share (`FinanceRecords`).
+`payments` row, what the provider said of an invoice as a `provider_invoices` row, and the
+writes both warehouses share (`FinanceRecords`).
 
 Timestamps travel as ISO-8601 text with microseconds and amounts as decimal text, so no
 value passes through a float on its way into either warehouse.
@@ -8,7 +9,7 @@ value passes through a float on its way into either warehouse.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +17,7 @@ from meterline.core.clock import iso_us, to_us
 
 if TYPE_CHECKING:
     from meterline.core.invoices import Invoice
-    from meterline.ports import Payment
+    from meterline.ports import Payment, ProviderObservation
 
 # Append-only history: every stored version of an invoice is one `invoices` row and one
 # `invoice_lines` row per line; the views `invoices_latest` and `invoice_lines_latest` show the
@@ -67,7 +68,7 @@ def invoice_row(invoice: Invoice, recorded_at_us: int) -> dict[str, Any]:
         "from_utc": _timestamp(invoice.from_utc),
         "to_utc": _timestamp(invoice.to_utc),
         "issuing_date": invoice.issuing_date.isoformat(),
-        "due_date": (invoice.issuing_date + timedelta(days=invoice.days_until_due or 0)).isoformat(),
+        "due_date": invoice.due_date.isoformat(),
         **_money(invoice.amount_cents, invoice.currency),
         "precise_amount": _numeric(sum((line.precise_amount for line in invoice.lines), Decimal(0))),
         "lines_count": len(invoice.lines),
@@ -165,3 +166,29 @@ class FinanceRecords:
             "recorded_at": iso_us(payment.at_us),
         }
         self._insert("payments", [row], [payment.provider_event_id])
+
+    def record_provider_invoices(self, observations: Sequence[ProviderObservation]) -> None:
+        rows = [provider_invoice_row(o) for o in observations]
+        if not rows:
+            return
+        # insertId: the webhook's event id, or (provider invoice, time) for a pull; a copy that
+        # gets through anyway has the same content, and provider_invoices_latest shows one.
+        self._insert("provider_invoices", rows, [
+            r["provider_event_id"] or f"{r['provider_invoice_id']}\x00{r['source']}\x00{r['observed_at']}" for r in rows])
+
+
+def provider_invoice_row(observation: ProviderObservation) -> dict[str, Any]:
+    return {
+        "invoice_id": observation.invoice_id,
+        "customer_external_id": observation.customer_external_id,
+        "issuing_date": observation.issuing_date.isoformat(),
+        "provider_invoice_id": observation.provider_invoice_id,
+        "status": observation.status,
+        "currency": observation.currency,
+        "total_cents": observation.total_cents,
+        "amount_paid_cents": observation.amount_paid_cents,
+        "due_at": _timestamp(observation.due_at),
+        "source": observation.source,
+        "provider_event_id": observation.provider_event_id,
+        "observed_at": iso_us(observation.observed_at_us),
+    }

@@ -18,6 +18,8 @@ The calls are the ones real Stripe documents for invoicing without subscriptions
   payment_method   the customer's default for invoices, else the newest attached one
   checkout_url     a Checkout session in setup mode: Stripe's page where the customer saves
                    a payment method (attached to their Stripe customer)
+  list_invoices    list invoices by creation time (every page), keeping those with our
+                   metadata['meterline_invoice_id'] (reconciliation's pull)
 
 Every call that creates or moves something carries an idempotency key built from our ids, and
 every step looks before it creates, because Stripe forgets idempotency keys after 24 hours:
@@ -44,10 +46,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import math
 import random
 import re
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import stripe
@@ -55,7 +59,7 @@ import stripe
 from meterline import logs
 from meterline.core.invoices import NO_PAYMENT_METHOD
 from meterline.core.money import currency_exponent
-from meterline.ports import PaymentProviderError, ProviderInvoice
+from meterline.ports import ListedInvoice, PaymentProviderError, ProviderInvoice
 
 if TYPE_CHECKING:
     from stripe._base_address import BaseAddresses  # the client's own TypedDict, not exported
@@ -295,6 +299,33 @@ class StripePayments:
             params={"mode": "setup", "customer": provider_customer_id, "success_url": success_url,
                     "allowed_payment_method_types": payment_method_types})
         return session.url
+
+    def list_invoices(self, created_from: datetime, created_to: datetime) -> list[ListedInvoice]:
+        """Stripe's invoices created in [created_from, created_to) that carry our invoice id
+        (`metadata['meterline_invoice_id']`), every page of `GET /v1/invoices` (newest first).
+        Reconciliation records them, so that an invoice whose webhook never arrived still has
+        Stripe's figures. Others' invoices in the same account are left out."""
+        # Stripe's `created` is in whole seconds: an invoice made at 12.3 s says 12, which lies in
+        # [from, to) exactly when 12 >= ceil(from) and 12 < ceil(to).
+        params: dict[str, Any] = {"limit": 100, "created": {"gte": math.ceil(created_from.timestamp()),
+                                                            "lt": math.ceil(created_to.timestamp())}}
+        found: list[ListedInvoice] = []
+        while True:
+            page = self._call("invoices.list", self._client.v1.invoices.list, params=params)
+            for remote in page.data:
+                ours = (remote.to_dict().get("metadata") or {}).get(INVOICE_KEY)
+                if not ours:
+                    continue
+                currency = remote.currency.upper()
+                due = getattr(remote, "due_date", None)
+                found.append(ListedInvoice(
+                    provider_invoice_id=remote.id, invoice_id=ours, status=remote.status, currency=currency,
+                    total_cents=stripe_units(remote.total, currency, to_stripe=False),
+                    amount_paid_cents=stripe_units(getattr(remote, "amount_paid", 0) or 0, currency, to_stripe=False),
+                    due_at=datetime.fromtimestamp(due, tz=UTC) if due else None))
+            if not page.has_more or not page.data:
+                return found
+            params = {**params, "starting_after": page.data[-1].id}
 
     # -- steps -------------------------------------------------------------------------------
 

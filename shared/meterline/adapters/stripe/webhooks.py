@@ -125,6 +125,9 @@ def event_from_stripe(data: dict[str, Any]) -> PaymentEvent:
     else:
         amount = None
     metadata = _optional(obj.get("metadata"), dict, "data.object.metadata") or {}
+    due = obj.get("due_date")
+    if due is not None and not (type(due) is int and _CREATED_RANGE[0] <= due <= _CREATED_RANGE[1]):
+        raise MalformedPaymentEvent("data.object.due_date")
     return PaymentEvent(
         id=data["id"],
         type=data["type"],
@@ -136,4 +139,25 @@ def event_from_stripe(data: dict[str, Any]) -> PaymentEvent:
         hosted_invoice_url=_optional(obj.get("hosted_invoice_url"), str, "data.object.hosted_invoice_url"),
         amount_cents=amount,
         currency=currency.upper() if currency is not None else None,
+        total_cents=_our_units(obj, "total", currency),
+        amount_paid_cents=_our_units(obj, "amount_paid", currency),
+        due_at=datetime.fromtimestamp(due, tz=UTC) if due is not None else None,
     )
+
+
+def _our_units(obj: dict[str, Any], field: str, currency: str | None) -> int | None:
+    """An amount of the invoice object in our minor units; None when absent or not expressible
+    (reconciliation then records nothing rather than a wrong figure)."""
+    amount = obj.get(field)
+    if amount is None:
+        return None
+    # A total may be negative (credits larger than the charges); an amount paid may not.
+    low = -INT64_MAX if field == "total" else 0
+    if type(amount) is not int or not low <= amount <= INT64_MAX:
+        raise MalformedPaymentEvent(f"data.object.{field}")
+    if currency is None:
+        return None
+    try:
+        return stripe_units(amount, currency, to_stripe=False)
+    except (PaymentProviderError, ValueError):
+        return None
