@@ -189,6 +189,13 @@ class FinanceLedger(Protocol):
         """Append one `payments` row for a payment provider's event (insertId: its id)."""
         ...
 
+    def recorded_versions(self, invoice_ids: Sequence[str], issued_since: date) -> dict[str, int]:
+        """The highest version of each of `invoice_ids` that `invoices` holds (an id with none
+        is absent). `issued_since`, at most the earliest of their issuing dates, bounds the
+        partitions read. The billing run compares it with the store to restore what a crash
+        kept from the history (`services/billing.py`)."""
+        ...
+
     def record_provider_invoices(self, observations: Sequence[ProviderObservation]) -> None:
         """Append `provider_invoices` rows. Recording one observation twice is harmless: both
         copies carry the same content, and `provider_invoices_latest` shows one."""

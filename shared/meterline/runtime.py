@@ -276,6 +276,16 @@ def adapters_for(settings: Settings) -> Adapters:
     return GcpAdapters(settings) if settings.backend == "gcp" else EmbeddedAdapters(settings)
 
 
+def finance_reports(adapters: Adapters) -> ReportReader:
+    """The reports as finance reads them (services/reports.py), on these adapters' warehouse;
+    `meterline report` builds the same when it holds the warehouse itself."""
+    from meterline.services.reconcile import Reconciliation
+    from meterline.services.reports import FinanceReports
+
+    return FinanceReports(adapters.report_reader, Reconciliation(
+        adapters.invoices, adapters.catalog, adapters.usage_reader, adapters.report_reader))
+
+
 # -- one runtime per function -------------------------------------------------------------
 
 
@@ -386,12 +396,8 @@ class BillRuntime(_FunctionRuntime):
 
     @once
     def reports(self) -> ReportReader:
-        """The finance reports (`GET /api/v1/reports/{name}` in `meterline serve`), with
-        reconciliation's units per usage line (services/reconcile.py)."""
-        from meterline.services.reconcile import FinanceReports, Reconciliation
-
-        a = self.adapters
-        return FinanceReports(a.report_reader, Reconciliation(a.invoices, a.catalog, a.usage_reader, a.report_reader))
+        """The finance reports (`GET /api/v1/reports/{name}` in `meterline serve`)."""
+        return finance_reports(self.adapters)
 
     def warm(self) -> None:
         self.billing  # noqa: B018

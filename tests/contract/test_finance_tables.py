@@ -4,7 +4,7 @@ bqemulator: the same rows in, the same current state out."""
 from __future__ import annotations
 
 import dataclasses
-from datetime import timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 
 import pytest
@@ -172,3 +172,20 @@ def test_a_chunk_of_invoices_is_recorded_in_one_call(warehouse):
     (lines,) = query(warehouse, "SELECT COUNT(*) AS n, SUM(amount_cents) AS cents FROM invoice_lines_latest")
     assert (lines["n"], lines["cents"]) == (750, sum(i.amount_cents for i in invoices))
     warehouse.record_invoices([], US)  # nothing to write: no request
+
+
+def test_recorded_versions_are_the_highest_version_of_each_invoice_asked(warehouse, recorded, monkeypatch):
+    paid = recorded[-1]
+    february = invoice("sub-2", start=date(2026, 2, 1), version=3)
+    march = invoice("sub-3", start=date(2026, 3, 1), version=1)
+    warehouse.record_invoices([february, march], US)
+    never = invoice("sub-4").id
+    since = paid.issuing_date
+    assert warehouse.recorded_versions([paid.id, february.id, never], since) == {paid.id: 4, february.id: 3}
+    assert warehouse.recorded_versions([], since) == {}
+    # Issued before `since`: outside the partitions read.
+    assert warehouse.recorded_versions([paid.id, march.id], march.issuing_date) == {march.id: 1}
+    # More ids than one statement takes: asked in several, answered as one.
+    monkeypatch.setattr("meterline.adapters.sql.finance.VERSIONS_PER_QUERY", 2)
+    assert warehouse.recorded_versions([never, march.id, paid.id, february.id, paid.id], since) == {
+        paid.id: 4, february.id: 3, march.id: 1}

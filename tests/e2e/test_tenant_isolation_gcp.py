@@ -8,7 +8,6 @@ or flagged with its reason. (`test_tenant_isolation.py` is the embedded suite, t
 from __future__ import annotations
 
 import random
-import uuid
 from decimal import Decimal
 
 import orjson
@@ -21,6 +20,7 @@ from meterline.services.admin import AdminService
 from meterline.services.billing import BillingService
 from meterline.services.process import ProcessService
 from meterline.services.usage import UsageService
+from tests.harness.backends import gcp_billing_stores
 from tests.harness.tenants import AS_OF, BASE_CENTS, BYSTANDERS, NOV, PRICE, cents
 
 pytestmark = pytest.mark.servers
@@ -28,21 +28,10 @@ pytestmark = pytest.mark.servers
 
 def test_one_run_on_the_emulators_bills_every_bystander_exactly_and_flags_each_victim(
         firestore_emulator, bigquery_emulator, monkeypatch):
-    from meterline.adapters.gcp.bigquery_warehouse import BigQueryWarehouse
-    from meterline.adapters.gcp.clients import bigquery_client, firestore_client
-    from meterline.adapters.gcp.firestore_catalog import FirestoreCatalogStore
     from meterline.adapters.gcp.firestore_dedup import FirestoreDedupStore
-    from meterline.adapters.gcp.firestore_invoices import FirestoreInvoiceStore
-    from meterline.config import Settings
 
-    for key, value in {**firestore_emulator.env, **bigquery_emulator.env}.items():
-        monkeypatch.setenv(key, value)
-    settings = Settings(backend="gcp", google_cloud_project=f"test-{uuid.uuid4().hex[:8]}",
-                        bigquery_dataset=f"ds_{uuid.uuid4().hex[:8]}")
-    warehouse = BigQueryWarehouse(bigquery_client(settings), "test", settings.bigquery_dataset)
-    warehouse.ensure_schema()
-    firestore = firestore_client(settings)
-    catalog, invoices = FirestoreCatalogStore(firestore), FirestoreInvoiceStore(firestore)
+    stores = gcp_billing_stores(firestore_emulator, bigquery_emulator, monkeypatch)
+    firestore, catalog, invoices, warehouse = stores.firestore, stores.catalog, stores.invoices, stores.warehouse
     admin = AdminService(catalog)
 
     def plan(code: str, amount: str, metric: str = "tokens", base: int = 0) -> None:

@@ -97,7 +97,12 @@ def test_finance_tables_refusing_a_write_fail_no_subscription(billing):
     result = BillingService(adapters.catalog, usage, billing.invoices, Refusing()).run(DEC + 2 * HOUR)
     assert (result.finalized, result.failed, result.finance_unrecorded) == (1, {}, 1)
     (invoice,) = billing.all()
-    assert invoice.status == "finalized"  # the store is the truth; the history is told again on its next change
+    assert invoice.status == "finalized"  # the store is the truth
+    # The next run finds the history behind the store and writes the invoice's state again.
+    assert billing.run(DEC + 3 * HOUR).finance_restored == 1
+    (row,) = adapters.warehouse._query("SELECT version, status, number FROM invoices_latest")
+    assert (row["version"], row["status"], row["number"]) == (invoice.version, "finalized", invoice.number)
+    assert billing.run(DEC + 4 * HOUR).finance_restored == 0
 
 
 def _periods_rated(billing: Billing, as_of: datetime, **kwargs) -> list:

@@ -96,6 +96,35 @@ def gcp_backend(request, monkeypatch) -> Backend:
     return Backend("gcp", bus, FirestoreDedupStore(fs), bq, pull, FirestoreApiKeyStore(fs))
 
 
+@dataclass
+class GcpBillingStores:
+    """The billing run's stores on the emulators: a Firestore catalog and invoice store (the
+    client too, for the other Firestore adapters) and a bqemulator warehouse, in a project and a
+    dataset of their own."""
+
+    firestore: Any
+    catalog: Any
+    invoices: Any
+    warehouse: Any
+
+
+def gcp_billing_stores(firestore_emulator, bigquery_emulator, monkeypatch) -> GcpBillingStores:
+    from meterline.adapters.gcp.bigquery_warehouse import BigQueryWarehouse
+    from meterline.adapters.gcp.clients import bigquery_client, firestore_client
+    from meterline.adapters.gcp.firestore_catalog import FirestoreCatalogStore
+    from meterline.adapters.gcp.firestore_invoices import FirestoreInvoiceStore
+    from meterline.config import Settings
+
+    for key, value in {**firestore_emulator.env, **bigquery_emulator.env}.items():
+        monkeypatch.setenv(key, value)
+    settings = Settings(backend="gcp", google_cloud_project=f"test-{uuid.uuid4().hex[:8]}",
+                        bigquery_dataset=f"ds_{uuid.uuid4().hex[:8]}")
+    warehouse = BigQueryWarehouse(bigquery_client(settings), "test", settings.bigquery_dataset)
+    warehouse.ensure_schema()
+    firestore = firestore_client(settings)
+    return GcpBillingStores(firestore, FirestoreCatalogStore(firestore), FirestoreInvoiceStore(firestore), warehouse)
+
+
 def bigquery_warehouse(emulator) -> Warehouse:
     """A BigQueryWarehouse on bqemulator, in a dataset of its own (its reset), schema created."""
     from google.api_core.client_options import ClientOptions

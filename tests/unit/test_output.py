@@ -6,6 +6,7 @@ import csv
 import io
 from decimal import Decimal
 
+import orjson
 import pytest
 
 from meterline.local import output
@@ -84,8 +85,8 @@ def test_the_table_aligns_money_right_and_text_left():
     assert output.render(raw, ["total_cents", "currency"], "json") == '[\n  {\n    "total_cents": 123456,\n    "currency": "USD"\n  }\n]'
 
 
-def test_a_list_column_shows_its_items_in_tables_and_csv_and_stays_a_list_in_json():
-    rows = [{"flags": ["late_usage", "unpaid_overdue"], "late": []}, {"flags": ["=1"], "late": ["ML-2"]}]
-    assert _csv(rows, ["flags", "late"])[1:] == [["late_usage, unpaid_overdue", ""], ["'=1", "ML-2"]]
-    assert "late_usage, unpaid_overdue" in output.render(rows, ["flags", "late"], "table")
-    assert '"late_usage",' in output.render(rows, ["flags"], "json")
+def test_a_list_cell_shows_its_items_and_is_escaped_as_text():
+    rows = [{"flags": ["late_usage", "provider_missing"], "late": []}, {"flags": ["=cmd|x"], "late": ["ML-1"]}]
+    assert _csv(rows, ["flags", "late"]) == [["flags", "late"], ["late_usage, provider_missing", ""], ["'=cmd|x", "ML-1"]]
+    assert "late_usage, provider_missing" in output.render(rows, ["flags", "late"], "table")
+    assert orjson.loads(output.render(rows, ["flags"], "json"))[0]["flags"] == ["late_usage", "provider_missing"]

@@ -23,7 +23,7 @@ import hashlib
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Literal, get_args
 
@@ -200,6 +200,12 @@ class Invoice:
     @property
     def payment_status(self) -> str:
         return payment_status(self.status)
+
+    @property
+    def due_date(self) -> date:
+        """When payment is due: on the issuing date when charged automatically, else the
+        customer's net payment term later (`days_until_due`, send_invoice only)."""
+        return self.issuing_date + timedelta(days=self.days_until_due or 0)
 
     def moved(self, status: InvoiceStatus, at: datetime, **changes) -> Invoice:
         """This invoice in `status`; raises ValueError if the move would go backwards."""

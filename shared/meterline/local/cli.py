@@ -283,6 +283,7 @@ def cmd_bill(args: argparse.Namespace) -> int:
     as_of = args.as_of or datetime.now(UTC)
     server = running_server(settings.data_dir) if settings.backend == "embedded" else None
     if server is not None:
+        before = _invoice_versions(args) if args.output is not None else {}
         request = urllib.request.Request(
             f"{server.url}/api/v1/billing_runs", data=orjson.dumps({"as_of": as_of.isoformat()}), method="POST",
             headers={"Authorization": f"Bearer {server.token}", "Content-Type": "application/json"})
@@ -313,6 +314,8 @@ def cmd_bill(args: argparse.Namespace) -> int:
                  "period": f"{i.period_start}..{i.period_end}", "status": i.status,
                  "total": from_minor_units(i.amount_cents, i.currency), "currency": i.currency} for i in invoices]
         print(output.render(rows, ["number", "subscription", "period", "status", "total", "currency"], args.format))
+    if args.output is not None:
+        _export_invoices(args, invoices if invoices is not None else _written_since(args, before))
     for subscription, error in summary["failed"].items():
         print(f"failed: {subscription}: {error} (retried by the next run)", file=sys.stderr)
     for held, reason in summary.get("flag_reasons", {}).items():
@@ -320,10 +323,46 @@ def cmd_bill(args: argparse.Namespace) -> int:
     return 1 if summary["failed"] else 0
 
 
+def _invoice_versions(args: argparse.Namespace) -> dict[str, int]:
+    """Every stored invoice's version: the invoice store is SQLite, which another process may
+    read while `meterline serve` runs (its warehouse it may not)."""
+    return {i.id: i.version for i in _adapters(args).invoices.list()[0]}
+
+
+def _written_since(args: argparse.Namespace, before: dict[str, int]) -> list:
+    """The invoices written since `before` was read: what a run through the server wrote."""
+    return [i for i in _adapters(args).invoices.list()[0] if before.get(i.id, -1) != i.version]
+
+
+def _export_invoices(args: argparse.Namespace, invoices: list) -> None:
+    """The run's invoices as finance's export (`local/exports.py`) at --output, lines beside it."""
+    from meterline.local import exports
+    from meterline.services.invoices import InvoicesService
+
+    adapters = _adapters(args)
+    invoices = sorted(invoices, key=lambda i: (i.period_start, i.subscription_external_id, i.kind))
+    written = exports.write(InvoicesService(adapters.invoices, adapters.catalog).details(invoices), args.output)
+    print(f"{len(invoices)} invoice(s) written to " + " and ".join(str(p) for p in written), file=sys.stderr)
+
+
+def _export_file(text: str) -> Path:
+    from meterline.local.exports import export_format
+
+    path = Path(text)
+    try:
+        export_format(path)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: no such directory {path.parent}")
+    return path
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     """A finance report (core/reports.py) for one month (default: the current one, UTC)."""
     from meterline.core import reports
     from meterline.core.errors import ValidationFailed
+    from meterline.local import reporting
     from meterline.local.datadir import DataDirBusy, hold_warehouse, running_server
 
     if args.list:
@@ -343,9 +382,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     _existing_data_dir(args)
     settings = _settings(args)
     server = running_server(settings.data_dir) if settings.backend == "embedded" else None
-    if server is not None and args.refresh_provider:
-        raise _Refused("`meterline serve` holds the data dir; stop it to --refresh-provider (reports run beside it)")
     if server is not None:
+        if args.refresh_provider:
+            raise _Refused("--refresh-provider writes to the warehouse `meterline serve` holds: stop it first")
         # The server holds the warehouse: ask it (GET /api/v1/reports/{name}, entrypoints/reports.py).
         query = f"?{urllib.parse.urlencode({'month': month.label})}" if spec.monthly else ""
         request = urllib.request.Request(f"{server.url}/api/v1/reports/{spec.name}{query}",
@@ -354,14 +393,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     else:
         try:
             with hold_warehouse(settings.data_dir, "meterline report") if settings.backend == "embedded" else _nothing():
-                rows = _reports(_adapters(args), month, args.refresh_provider).report(
-                    spec.name, month if spec.monthly else None)
+                adapters = _adapters(args)
+                if args.refresh_provider:
+                    _refresh_provider(adapters, month)
+                rows = reporting.report_rows(adapters, spec.name, month)
         except DataDirBusy as exc:
             print(f"meterline report: {exc}; try again when it ends", file=sys.stderr)
             return 2
-    if args.format == "table":
-        rows = output.readable(rows, {c.name: c.kind for c in spec.columns})
-    text = output.render(rows, spec.column_names, args.format)
+    text = reporting.report_text(spec.name, rows, args.format)
     if args.output:
         args.output.write_text(text + "\n")
     else:
@@ -369,22 +408,20 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _reports(adapters, month, refresh_provider: bool):
-    """The finance reports, reconciliation's completed (services/reconcile.py); with
-    `refresh_provider`, Stripe's invoices of the month are pulled and recorded first."""
-    from meterline.services.reconcile import FinanceReports, Reconciliation
+def _refresh_provider(adapters, month) -> None:
+    """Stripe's invoices of the month pulled and recorded (`provider_invoices`), so that the
+    reconciliation report that follows sees what a lost webhook would have said."""
+    from meterline.services.reconcile import Reconciliation
 
-    provider = adapters.payment_provider if refresh_provider else None
-    if refresh_provider and provider is None:
+    provider = adapters.payment_provider
+    if provider is None:
         raise _Refused("--refresh-provider needs METERLINE_STRIPE_API_KEY")
-    reconciliation = Reconciliation(adapters.invoices, adapters.catalog, adapters.warehouse, adapters.warehouse,
-                                    adapters.warehouse, provider)
-    if refresh_provider:
-        pulled = reconciliation.refresh_provider(month)
-        print(f"pulled {pulled.listed} Stripe invoices; recorded {pulled.recorded} of {month.label}"
-              + (f"; {pulled.unknown} name an invoice this store does not hold" if pulled.unknown else ""),
-              file=sys.stderr)
-    return FinanceReports(adapters.warehouse, reconciliation)
+    service = Reconciliation(adapters.invoices, adapters.catalog, adapters.warehouse, adapters.warehouse,
+                             adapters.warehouse, provider)
+    pulled = service.refresh_provider(month)
+    print(f"pulled {pulled.listed} Stripe invoices; recorded {pulled.recorded} of {month.label}"
+          + (f"; {pulled.unknown} name an invoice this store does not hold" if pulled.unknown else ""),
+          file=sys.stderr)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -493,6 +530,8 @@ def build_parser() -> argparse.ArgumentParser:
     bill.add_argument("--as-of", type=_instant, help="bill up to this instant (ISO-8601 with a timezone); default now")
     bill.add_argument("--data-dir", type=Path)
     bill.add_argument("--format", choices=output.FORMATS, default="table")
+    bill.add_argument("--output", type=_export_file, metavar="FILE",
+                      help="also write the run's invoices for finance: FILE (.csv or .json) and FILE_lines beside it")
     bill.set_defaults(func=cmd_bill)
 
     report = sub.add_parser("report", help="run a finance report (--list shows them) for a month")

@@ -6,7 +6,8 @@ transaction_id, an invalid batch), for three customers on the first customer's h
 (seats, some added or removed mid-month, plus graduated input and output tokens). Then it
 runs the billing run at the start of each month, posts one event late, after its month's
 invoice was finalized, and shows the invoices: the late event is on the next invoice, as its
-own line. Tables on stdout; the invoices also go to CSV and JSON files whose paths it prints.
+own line. Tables on stdout; the invoices also go to CSV and JSON files whose paths it prints
+(finance's export: `local/exports.py`).
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ import orjson
 
 from meterline import logs
 from meterline.config import Settings
+from meterline.core import reports
 from meterline.core.clock import now_us
-from meterline.core.money import from_minor_units
-from meterline.local import output
+from meterline.local import exports, output, reporting
 from meterline.local.datadir import LOCK_FILE, hold_warehouse
 from meterline.local.server import MeterlineServer
 from meterline.runtime import LocalRuntime, build_runtime
@@ -132,25 +133,33 @@ def bill(runtime: LocalRuntime, as_of: datetime, fmt: str) -> None:
 
 def show_invoices(runtime: LocalRuntime, data_dir: Path, fmt: str) -> None:
     invoices = sorted(runtime.adapters.invoices.list()[0], key=lambda i: (i.period_start, i.subscription_external_id))
-    rows = [{"number": i.number, "subscription": i.subscription_external_id, "period": f"{i.period_start}..{i.period_end}",
-             "status": i.status, "lines": len(i.lines), "total_usd": from_minor_units(i.amount_cents, i.currency)}
-            for i in invoices]
-    lines = [{"number": i.number, "line": line.description, "units": line.units.normalize(),
-              "amount_usd": from_minor_units(line.amount_cents, i.currency)}
-             for i in invoices for line in i.lines]
+    details = runtime.admin.invoices.details(invoices)
+    rows, lines = exports.invoice_rows(details), exports.line_rows(details)
     print("\nInvoices")
-    print(output.render(rows, ["number", "subscription", "period", "status", "lines", "total_usd"], fmt))
+    print(output.render(rows, ["invoice_number", "external_subscription_id", "period_start", "period_end", "status",
+                               "currency", "total"], fmt))
     print("\nInvoice lines")
-    print(output.render(lines, ["number", "line", "units", "amount_usd"], fmt))
-    files = {
-        data_dir / "invoices.csv": output.render(rows, list(rows[0]), "csv"),
-        data_dir / "invoice_lines.csv": output.render(lines, list(lines[0]), "csv"),
-        data_dir / "invoices.json": output.render(rows, list(rows[0]), "json"),
-        data_dir / "invoice_lines.json": output.render(lines, list(lines[0]), "json"),
-    }
-    for path, text in files.items():
-        path.write_text(text + "\n")
-    print("\nwritten: " + ", ".join(str(p) for p in files))
+    print(output.render(lines, ["invoice_number", "description", "units", "unit_price", "amount"], fmt))
+    written = [p for name in ("invoices.csv", "invoices.json") for p in exports.write(details, data_dir / name)]
+    print("\nwritten: " + ", ".join(str(p) for p in written))
+
+
+# What finance asks after a month closes: what was invoiced, and whether it matches the usage
+# and what the payment provider says (docs/reports.md).
+FINANCE_REPORTS = ("revenue", "reconciliation")
+
+
+def show_reports(runtime: LocalRuntime, fmt: str) -> None:
+    """The finance reports of each month the demo issued invoices in, as `meterline report`
+    prints them, run on the warehouse the demo holds."""
+    issued = sorted({reports.month_of(i.issuing_date) for i in runtime.adapters.invoices.list()[0]})
+    for name in FINANCE_REPORTS:
+        for month in issued:
+            print(f"\n{name} report, {month.label} (meterline report {name} --month {month.label})")
+            print(reporting.report_text(name, reporting.report_rows(runtime.adapters, name, month), fmt))
+    if runtime.adapters.payment_provider is None:
+        print("\nNo Stripe key in this demo: no invoice was sent to Stripe or paid, so reconciliation flags each "
+              "provider_missing and unpaid_overdue; late_usage marks the invoice whose usage grew after it was finalized.")
 
 
 def run(n_events: int = 3000, data_dir: Path = Path(".meterline/demo"), seed: int = 7, fmt: str = "table") -> int:
@@ -248,6 +257,7 @@ def _run(n_events: int, data_dir: Path, seed: int, fmt: str) -> int:
     ok &= rejected == truth.conflicts
     print("every event counted exactly once" if ok else "MISMATCH: see the table above")
     show_invoices(runtime, data_dir, fmt)
+    show_reports(runtime, fmt)
     return 0 if ok else 1
 
 

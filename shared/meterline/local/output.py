@@ -21,7 +21,7 @@ def _cell(value: Any) -> str:
         return ""
     if isinstance(value, Decimal):
         return format(value, "f")
-    if isinstance(value, list):  # a report's list column (reconciliation's flags): its items
+    if isinstance(value, (list, tuple)):  # a report's list column (flags): its items, not Python's repr
         return ", ".join(_cell(v) for v in value)
     return str(value)
 
@@ -37,7 +37,7 @@ _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 def csv_cell(value: Any) -> str:
     """One CSV cell: text that a spreadsheet would run as a formula is escaped; numbers never are."""
     text = _cell(value)
-    if isinstance(value, (str, list)) and text.startswith(_FORMULA_START) and not _NUMBER.fullmatch(text):
+    if isinstance(value, (str, list, tuple)) and text.startswith(_FORMULA_START) and not _NUMBER.fullmatch(text):
         return "'" + text
     return text
 

@@ -31,6 +31,13 @@ What a crash at each step costs (every step is idempotent; nothing is lost):
   | between two provider calls              | repeats them; each is idempotent on our ids | none |
   | after collect, before storing the step  | collect again: the provider's idempotency   | none |
   |                                         | key returns the first result                |      |
+  | after a store write, before the finance | finds the history behind the store's        | none* |
+  |   flush (`_FinanceLog`), or a chunk the | version (`_restore_history`) and writes the |       |
+  |   warehouse refused                     | invoice's current state again               |       |
+
+  * for the finance tables: at worst a state written twice (the views keep one copy). Their
+    latest rows equal the store again; the versions the crashed run replaced before the crash
+    (a draft refreshed, then finalized) are not in the store any more, and get no row.
 
 One subscription's failure (a provider error, a store error) is logged and counted in `failed`;
 the others are billed, and the failed one is tried again by the next run. A subscription that
@@ -83,6 +90,10 @@ CATCH_UP_PERIODS = 3
 # 60 s), so rows processed this long before the read are looked at again.
 ARRIVAL_MARGIN_US = 30 * 60 * 1_000_000
 RECORD_CHUNK = 500  # finance-table rows are written this many invoices at a time
+# At most this many invoices missing from the finance history are written again by one run
+# (`_restore_history`), oldest first; the rest by the next runs. After an outage of the
+# warehouse it bounds what a run adds to its own writes.
+RESTORE_LIMIT = 10 * RECORD_CHUNK
 FINALIZE_CHUNK = 500  # invoices created finalized in one store call (InvoiceStore.issue_many)
 
 
@@ -102,6 +113,7 @@ class BillingResult:
     failed: dict[str, str] = field(default_factory=dict)  # subscription external_id -> error type
     complete: bool = True  # False when the time budget ran out; the next run continues
     finance_unrecorded: int = 0  # state changes the finance tables refused (logged)
+    finance_restored: int = 0  # invoices whose stored state the history lacked, written again
     invoices: list[Invoice] = field(default_factory=list)
 
     def summary(self) -> dict:
@@ -116,6 +128,7 @@ class BillingResult:
             "failed": self.failed,
             "complete": self.complete,
             "finance_unrecorded": self.finance_unrecorded,
+            "finance_restored": self.finance_restored,
         }
 
 
@@ -165,9 +178,10 @@ class _FinanceLog:
     per invoice.
 
     NOTE: a crash before a chunk is written leaves up to RECORD_CHUNK state changes out of the
-    finance history (never out of the invoice store, which is the truth); the next change of
-    those invoices writes their full state again. A chunk the warehouse refuses is logged and
-    counted (`BillingResult.finance_unrecorded`), and never fails a subscription's billing.
+    finance history (never out of the invoice store, which is the truth); the next run finds
+    them missing and writes them again (`BillingService._restore_history`). A chunk the
+    warehouse refuses is logged and counted (`BillingResult.finance_unrecorded`), restored the
+    same way, and never fails a subscription's billing.
     """
 
     def __init__(self, ledger: FinanceLedger | None, as_of: datetime):
@@ -271,6 +285,7 @@ class BillingService:
         # The invoices this run has read or written, by subscription then id: each is read once,
         # here in one bulk read, and the steps below see this run's own writes through it.
         stored = self._invoices.get_many(sorted({g.id for g, _ in candidates}))
+        self._restore_history(stored, result)
         known: dict[str, dict[str, Invoice | None]] = defaultdict(dict)
         # Pass 2: which need work (open, or starting), and which are finalized (late usage).
         for group, record in candidates:
@@ -707,6 +722,38 @@ class BillingService:
             except Exception as exc:  # noqa: BLE001
                 result.failed[external_id] = type(exc).__name__
         return self._catalog.list_subscriptions()
+
+    def _restore_history(self, stored: dict[str, Invoice], result: BillingResult) -> None:
+        """Write again the invoices of the run's window whose stored version the finance history
+        lacks (a run that crashed after its store writes and before its finance flush, a chunk
+        the warehouse refused): one warehouse read per run, and the rows go with this run's.
+
+        NOTE: a sweep rather than an outbox written in the store's transaction, because every
+        finance row is keyed by (invoice id, store version) and the store keeps each invoice's
+        version: "what the history lacks" is one comparison, the same on SQLite + DuckDB and on
+        Firestore + BigQuery, with no change to any store write. An outbox would add a document
+        to every write path of both stores, and a drain. The sweep restores each invoice's
+        current state (see the crash table's note); its reach is the run's window
+        (CATCH_UP_PERIODS), which holds every invoice a run writes. An invoice the webhook moved
+        is restored by Stripe's redelivery (services/payments.py), and also by this when in the
+        window. A repeat (another run's flush still in flight) is a copy the views drop."""
+        if self._ledger is None or not stored:
+            return
+        try:
+            recorded = self._ledger.recorded_versions(list(stored), min(i.issuing_date for i in stored.values()))
+        except Exception as exc:  # noqa: BLE001 - the history waits for the next run; billing does not
+            logs.failure(_log, "could not read the finance history's versions; the next run compares again", exc,
+                         invoices=len(stored))
+            return
+        missing = sorted((i for i in stored.values() if recorded.get(i.id, 0) < i.version),
+                         key=lambda i: (i.issuing_date, i.id))
+        if not missing:
+            return
+        for invoice in missing[:RESTORE_LIMIT]:
+            self._record(invoice)
+        result.finance_restored = min(len(missing), RESTORE_LIMIT)
+        logs.event(_log, "finance history behind the invoice store: current states written again", logging.WARNING,
+                   invoices=result.finance_restored, left_for_next_run=max(0, len(missing) - RESTORE_LIMIT))
 
     def _record(self, invoice: Invoice | None) -> None:
         """A state change for the finance tables (this run's `_FinanceLog`)."""

@@ -127,6 +127,11 @@ class InvoicesService:
             raise NotFound("invoice")
         return _details(invoice, _CatalogReads(self._catalog), self._clock())
 
+    def details(self, invoices: Sequence[Invoice]) -> list[InvoiceDetails]:
+        """Invoices already in hand (a billing run's), each with what the catalog says of it."""
+        reads, now = _CatalogReads(self._catalog), self._clock()
+        return [_details(i, reads, now) for i in invoices]
+
     def list_page(
         self,
         *,

@@ -2,7 +2,7 @@
 
     Reconciliation(invoices, catalog, usage, reports, finance, provider).refresh_provider(month)
     Reconciliation(invoices, catalog, usage, reports).report(month)
-    FinanceReports(warehouse, reconciliation).report(name, month)      # `meterline report NAME`
+    services.reports.FinanceReports(warehouse, reconciliation)         # every report, this one completed
 
 Two sources say what Stripe holds for an invoice, both kept in `provider_invoices`: every
 invoice event the webhook handles (`services.payments`), and a pull (`refresh_provider`,
@@ -50,7 +50,7 @@ from meterline.ports import (
 )
 from meterline.services.usage import read_usage
 
-__all__ = ["FinanceReports", "Reconciliation", "RefreshResult"]
+__all__ = ["Reconciliation", "RefreshResult"]
 
 _log = logs.get("reconcile")
 
@@ -171,21 +171,6 @@ class Reconciliation:
             total, late = held[inv.id]
             held[inv.id] = (total - line.units + now_units, late or now_units > line.units)
         return held
-
-
-class FinanceReports:
-    """`ReportReader`: the warehouse's reports, with `reconciliation` completed by the
-    service above (its query alone lacks the warehouse's units and the late_usage flag).
-    `meterline report` and `GET /api/v1/reports/{name}` read the reports through it."""
-
-    def __init__(self, warehouse: ReportReader, reconciliation: Reconciliation):
-        self._warehouse = warehouse
-        self._reconciliation = reconciliation
-
-    def report(self, name: str, month: Month | None = None) -> list[dict[str, Any]]:
-        if name == "reconciliation" and month is not None:
-            return self._reconciliation.report(month)
-        return self._warehouse.report(name, month)
 
 
 def _plain(value: Decimal) -> Decimal:

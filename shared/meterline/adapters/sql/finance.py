@@ -9,7 +9,7 @@ value passes through a float on its way into either warehouse.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -68,7 +68,7 @@ def invoice_row(invoice: Invoice, recorded_at_us: int) -> dict[str, Any]:
         "from_utc": _timestamp(invoice.from_utc),
         "to_utc": _timestamp(invoice.to_utc),
         "issuing_date": invoice.issuing_date.isoformat(),
-        "due_date": (invoice.issuing_date + timedelta(days=invoice.days_until_due or 0)).isoformat(),
+        "due_date": invoice.due_date.isoformat(),
         **_money(invoice.amount_cents, invoice.currency),
         "precise_amount": _numeric(sum((line.precise_amount for line in invoice.lines), Decimal(0))),
         "lines_count": len(invoice.lines),
@@ -109,12 +109,37 @@ def invoice_line_rows(invoice: Invoice, recorded_at_us: int) -> list[dict[str, A
     ]
 
 
+# Invoice ids per `recorded_versions` statement: ~40 bytes each, far below BigQuery's request
+# size limit (10 MB), and a billing run's window rarely needs more than one.
+VERSIONS_PER_QUERY = 10_000
+
+
 class FinanceRecords:
-    """The FinanceLedger port's writes, shared by every Warehouse adapter, which supplies
-    `_insert(table, rows, row_ids)` (row_ids: BigQuery's insertIds; DuckDB has no use for them)."""
+    """The FinanceLedger port's writes and its one read, shared by every Warehouse adapter,
+    which supplies `_insert(table, rows, row_ids)` (row_ids: BigQuery's insertIds; DuckDB has no
+    use for them) and `_query(bigquery_sql, params)` (`sql.reads.DedupedReads`)."""
 
     def _insert(self, table: str, rows: list[dict[str, Any]], row_ids: list[str]) -> None:
         raise NotImplementedError
+
+    def _query(self, bigquery_sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def recorded_versions(self, invoice_ids: Sequence[str], issued_since: date) -> dict[str, int]:
+        ids = sorted(set(invoice_ids))
+        out: dict[str, int] = {}
+        for start in range(0, len(ids), VERSIONS_PER_QUERY):
+            # The base table, not `invoices_latest`: the partition filter prunes only outside the
+            # view's ROW_NUMBER, and the clustering by invoice_id skips other invoices' blocks.
+            # An `invoices` row is written after its lines (`record_invoices`), so its version
+            # stands for both tables.
+            rows = self._query(
+                "SELECT invoice_id, MAX(version) AS version FROM invoices "
+                "WHERE issuing_date >= @since AND invoice_id IN UNNEST(@ids) GROUP BY invoice_id",
+                {"since": issued_since, "ids": ids[start:start + VERSIONS_PER_QUERY]},
+            )
+            out.update({r["invoice_id"]: int(r["version"]) for r in rows})
+        return out
 
     def record_invoice(self, invoice: Invoice, recorded_at_us: int) -> None:
         self.record_invoices([invoice], recorded_at_us)
