@@ -15,8 +15,10 @@ WITH month_invoices AS (
   )
   WHERE row_rank = 1 AND status NOT IN ('draft', 'voided')
 ),
+-- Stripe announces one payment twice (invoice.paid and invoice.payment_succeeded), each with the
+-- invoice's amount paid so far: the largest is what was collected, a sum would count it twice.
 collected AS (
-  SELECT invoice_id, SUM(IF(status = 'succeeded', amount_cents, 0)) AS collected_cents
+  SELECT invoice_id, MAX(IF(status = 'succeeded', amount_cents, 0)) AS collected_cents
   FROM (
     SELECT
       invoice_id, status, amount_cents,
