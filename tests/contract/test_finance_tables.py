@@ -94,11 +94,37 @@ def test_invoice_lines_latest_are_the_current_versions_lines(warehouse, recorded
     assert row["units"] == Decimal("123456789.123456789") and row["precise_amount"] == Decimal("1234.567890123")
     assert row["amount_cents"] == 123457 and row["amount"] == Decimal("1234.57")
     assert (row["charge_ref"], row["filter_key"], row["plan_code"], row["events_count"]) == ("ch_1", "model=gpt-4", "hybrid", 42)
+    assert row["recurring"] is False  # usage
     assert to_us(row["from_datetime"]) == to_us(only.from_datetime) and to_us(row["to_datetime"]) == to_us(only.to_datetime)
     # The sum of the current lines is the current total.
     (total,) = query(warehouse, "SELECT SUM(amount_cents) AS cents FROM invoice_lines_latest WHERE invoice_id = @id",
                      id=recorded[-1].id)
     assert total["cents"] == 123457
+
+
+def test_a_line_of_a_recurring_metric_is_recorded_as_recurring(warehouse):
+    seats = line("charge|seats", 3000, recurring=True)
+    warehouse.record_invoice(invoice(version=1, lines=(seats,)), US)
+    rows = query(warehouse, "SELECT line_ref, recurring FROM invoice_lines_latest")
+    assert rows == [{"line_ref": seats.ref, "recurring": True}]
+
+
+def test_a_data_dir_made_before_the_recurring_column_gains_it(tmp_path):
+    import duckdb
+
+    from meterline.adapters.embedded.duckdb_warehouse import DuckDbWarehouse
+    from meterline.adapters.sql import duckdb_ddl
+
+    path = tmp_path / "old.duckdb"
+    with duckdb.connect(str(path)) as conn:  # invoice_lines as it was made before the column
+        ddl = duckdb_ddl("invoice_lines")
+        assert '"recurring" BOOLEAN' in ddl
+        conn.execute(ddl.replace(', "recurring" BOOLEAN', ""))
+        assert "recurring" not in [c[0] for c in conn.execute("DESCRIBE invoice_lines").fetchall()]
+    warehouse = DuckDbWarehouse(path)
+    assert query(warehouse, "SELECT COUNT(*) AS n FROM invoice_lines") == [{"n": 0}]
+    warehouse.record_invoice(invoice(version=1, lines=(line("charge|seats", 3000, recurring=True),)), US)
+    assert query(warehouse, "SELECT recurring FROM invoice_lines") == [{"recurring": True}]
 
 
 def test_a_crash_between_the_lines_and_the_invoice_row_leaves_the_last_state(warehouse, recorded, monkeypatch):

@@ -105,6 +105,9 @@ def test_the_seed_billed_what_the_months_say(seeded):
     # The invoices themselves, so that a report's figure is checked against a real bill.
     assert {c: i.amount_cents for c, i in seeded.sep.items()} == {"acme": 12100, "beta": 5500}
     assert {c: i.amount_cents for c, i in seeded.oct.items()} == {"acme": 10700, "beta": 4900}
+    # The seat charge's lines say their metric recurs; the base fee's and the tokens' do not.
+    assert {(line.charge_ref, line.recurring) for line in seeded.sep["acme"].lines} == {
+        (None, False), ("seats", True), ("tokens_consumed", False)}
     assert [line.amount_cents for line in seeded.oct["acme"].lines if line.kind == "late_usage"] == [1500]
 
 
@@ -129,20 +132,21 @@ def test_usage_by_day_customer_subscription_metric_and_filters(seeded):
 
 
 def test_revenue_by_issue_month_customer_and_plan(seeded):
-    def row(month, customer, invoices, base, charges, late, total):
+    def row(month, customer, invoices, base, seats, usage, late, total):
         return {"month": month, "external_customer_id": customer, "plan_code": "team_monthly", "currency": "USD",
-                "invoices": invoices, "base_fee_cents": base, "charges_cents": charges,
-                "minimum_commitment_cents": 0, "late_usage_cents": late, "credits_applied_cents": 0,
-                "credit_notes_cents": 0, "total_amount_cents": total}
+                "invoices": invoices, "base_fee_cents": base, "recurring_charges_cents": seats,
+                "usage_cents": usage, "minimum_commitment_cents": 0, "late_usage_cents": late,
+                "credits_applied_cents": 0, "credit_notes_cents": 0, "total_amount_cents": total}
 
     assert seeded.report("revenue", "2025-09") == []  # nothing issued in September
+    # Seats (a recurring metric) apart from the tokens (usage); every column adds up to the total.
     assert seeded.report("revenue", "2025-10") == [
-        row("2025-10", "acme", 1, 4900, 3000 + 1200 + 3000, 0, 12100),
-        row("2025-10", "beta", 1, 4900, 600, 0, 5500),
+        row("2025-10", "acme", 1, 4900, 3000, 1200 + 3000, 0, 12100),
+        row("2025-10", "beta", 1, 4900, 0, 600, 0, 5500),
     ]
     assert seeded.report("revenue", "2025-11") == [
-        row("2025-11", "acme", 1, 4900, 4000 + 300, 1500, 10700),
-        row("2025-11", "beta", 1, 4900, 0, 0, 4900),
+        row("2025-11", "acme", 1, 4900, 4000, 300, 1500, 10700),
+        row("2025-11", "beta", 1, 4900, 0, 0, 0, 4900),
     ]
 
 
@@ -151,13 +155,17 @@ def test_mrr_and_its_movement(seeded):
         return {"month": month, "external_customer_id": customer, "currency": "USD", "mrr_cents": mrr,
                 "previous_mrr_cents": previous, "movement": movement, "change_cents": mrr - previous}
 
-    assert seeded.report("mrr", "2025-10") == [row("2025-10", "acme", 4900, 0, "new"), row("2025-10", "beta", 4900, 0, "new")]
+    # MRR: the base fee and the seats (recurring), not the tokens nor the late usage.
+    assert seeded.report("mrr", "2025-10") == [
+        row("2025-10", "acme", 4900 + 3000, 0, "new"), row("2025-10", "beta", 4900, 0, "new"),
+    ]
+    # acme's bob had a seat for half of September and all of October: 1000 more.
     assert seeded.report("mrr", "2025-11") == [
-        row("2025-11", "acme", 4900, 4900, "unchanged"), row("2025-11", "beta", 4900, 4900, "unchanged"),
+        row("2025-11", "acme", 4900 + 4000, 4900 + 3000, "expansion"), row("2025-11", "beta", 4900, 4900, "unchanged"),
     ]
     # December has no invoice yet (November's period is not billed): both churn, as of the data.
     assert seeded.report("mrr", "2025-12") == [
-        row("2025-12", "acme", 0, 4900, "churn"), row("2025-12", "beta", 0, 4900, "churn"),
+        row("2025-12", "acme", 0, 4900 + 4000, "churn"), row("2025-12", "beta", 0, 4900, "churn"),
     ]
 
 

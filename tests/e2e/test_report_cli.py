@@ -17,7 +17,7 @@ from tests.support import cli, new_key, serve_process
 
 REVENUE = [{
     "month": "2026-12", "external_customer_id": "acme", "plan_code": "team_monthly", "currency": "USD",
-    "invoices": 1, "base_fee_cents": 4900, "charges_cents": 3000 + 1200 + 17500 + 300,
+    "invoices": 1, "base_fee_cents": 4900, "recurring_charges_cents": 3000, "usage_cents": 1200 + 17500 + 300,
     "minimum_commitment_cents": 0, "late_usage_cents": 0, "credits_applied_cents": 0, "credit_notes_cents": 0,
     "total_amount_cents": 26900,
 }]

@@ -21,14 +21,18 @@ from __future__ import annotations
 import enum
 import hashlib
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
 from meterline.core.money import MONEY_CONTEXT, check_minor_units, currency_exponent, round_money
 from meterline.core.pricing.fee import Fee
+
+if TYPE_CHECKING:
+    from meterline.core.catalog.metrics import BillableMetric
+    from meterline.core.catalog.plans import Plan
 
 __all__ = [
     "INVOICE_STATUSES",
@@ -44,6 +48,7 @@ __all__ = [
     "late_lines",
     "lines_from_fees",
     "payment_status",
+    "recurring_charges",
 ]
 
 InvoiceStatus = Literal["draft", "finalized", "paid", "payment_failed", "voided"]
@@ -137,6 +142,9 @@ class InvoiceLine:
     to_datetime: datetime | None = None
     events_count: int | None = None
     late_for: str | None = None  # late usage: the ref of the finalized line it adds to
+    # The line's charge bills a recurring metric (seats, storage): the finance reports count
+    # it as recurring revenue, not usage. False for base fees, and in documents made before it.
+    recurring: bool = False
 
 
 @dataclass(frozen=True)
@@ -244,7 +252,18 @@ def _tier_text(fee: Fee) -> str:
     return "; ".join(parts)
 
 
-def lines_from_fees(fees: Iterable[Fee]) -> tuple[InvoiceLine, ...]:
+def recurring_charges(plans: Iterable[Plan], metrics: Iterable[BillableMetric]) -> frozenset[tuple[str, str]]:
+    """The (plan code, charge ref) of every charge of `plans` whose metric is recurring: the
+    lines `lines_from_fees` marks as recurring revenue (seats, storage) rather than usage."""
+    codes = {m.code for m in metrics if m.recurring}
+    return frozenset(
+        (plan.code, charge.ref) for plan in plans for charge in plan.charges if charge.billable_metric_code in codes
+    )
+
+
+def lines_from_fees(fees: Iterable[Fee], recurring: Collection[tuple[str, str]] = ()) -> tuple[InvoiceLine, ...]:
+    """The invoice lines of `fees`; `recurring` holds the (plan code, charge ref) of the
+    charges whose metric is recurring (`recurring_charges`)."""
     lines = []
     for fee in fees:
         tiers = _tier_text(fee)
@@ -261,6 +280,7 @@ def lines_from_fees(fees: Iterable[Fee]) -> tuple[InvoiceLine, ...]:
             from_datetime=fee.from_datetime,
             to_datetime=fee.to_datetime,
             events_count=fee.events_count,
+            recurring=(fee.ref.plan_code, fee.ref.charge_ref) in recurring,
         ))
     return tuple(lines)
 
@@ -307,5 +327,6 @@ def late_lines(
             from_datetime=fee.from_datetime,
             to_datetime=fee.to_datetime,
             late_for=fee.ref.key,
+            recurring=any(line.recurring for line in finalized.lines if line.ref == fee.ref.key),
         ))
     return tuple(out)

@@ -48,7 +48,7 @@ REPORTS: dict[str, Report] = {r.name: r for r in (
            _cols("day:date external_customer_id external_subscription_id code filters events:int units:decimal")),
     Report("revenue", "Invoiced revenue of the invoices issued in the month, by customer and plan, split by fee kind",
            _cols("month external_customer_id plan_code currency invoices:int base_fee_cents:cents "
-                 "charges_cents:cents minimum_commitment_cents:cents late_usage_cents:cents "
+                 "recurring_charges_cents:cents usage_cents:cents minimum_commitment_cents:cents late_usage_cents:cents "
                  "credits_applied_cents:cents credit_notes_cents:cents total_amount_cents:cents")),
     Report("mrr", "Monthly recurring revenue by customer and its movement from the month before",
            _cols("month external_customer_id currency mrr_cents:cents previous_mrr_cents:cents "

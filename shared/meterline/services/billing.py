@@ -61,7 +61,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from meterline import logs
-from meterline.core.catalog import Customer, Plan, Subscription
+from meterline.core.catalog import BillableMetric, Customer, Plan, Subscription
 from meterline.core.clock import to_us
 from meterline.core.errors import Unbillable
 from meterline.core.invoices import (
@@ -72,6 +72,7 @@ from meterline.core.invoices import (
     invoice_id,
     late_lines,
     lines_from_fees,
+    recurring_charges,
 )
 from meterline.core.pricing.periods import BillingSchedule, Period, charges_window, period_containing
 from meterline.core.pricing.rating import rate_subscription_start
@@ -263,6 +264,7 @@ class BillingService:
         # Firestore reads would not fit in a function's timeout).
         plans = {p.code: p for p in self._catalog.list_plans()[0]}
         customers = {c.external_id: c for c in self._catalog.list_customers()[0]}
+        metrics = self._catalog.list_billable_metrics()[0]
         groups: dict[str, _Group] = {}
         previous: dict[str, list[_Group]] = defaultdict(list)  # finalized earlier periods, for late usage
         # Pass 1: each record's candidate invoices (the periods in the run's window; no read).
@@ -296,7 +298,9 @@ class BillingService:
                 group.records.append(record)
                 previous[record.external_id].append(group)
 
-        previous = self._with_arrivals(previous, known)
+        # Each line says whether its charge's metric recurs (seats): recurring revenue, not usage.
+        recurring = recurring_charges(plans.values(), metrics)
+        previous = self._with_arrivals(previous, known, metrics)
         items = [(r, g.period) for g in groups.values() for r in g.records]
         items += [(r, g.period) for gs in previous.values() for g in gs for r in g.records]
         read_at = datetime.now(UTC)  # before the read: see _with_arrivals
@@ -339,7 +343,8 @@ class BillingService:
                 else:
                     fees = [f for rec in group.records for f in fees_of[(id(rec), group.period.start_date)]]
                     late = self._late_lines(group, previous.get(group.external_id, []), fees_of, mine)
-                invoice = self._advance(group, fees, late, as_of, read_at, result, mine.get(group.id), batch)
+                lines = lines_from_fees(fees, recurring) + tuple(late)
+                invoice = self._advance(group, lines, as_of, read_at, result, mine.get(group.id), batch)
                 if invoice is not None:  # None: in the batch
                     mine[group.id] = invoice
                     result.invoices.append(invoice)
@@ -474,7 +479,8 @@ class BillingService:
 
     # -- rating ----------------------------------------------------------------------------------
 
-    def _with_arrivals(self, previous: dict[str, list[_Group]], known) -> dict[str, list[_Group]]:
+    def _with_arrivals(self, previous: dict[str, list[_Group]], known,
+                       metrics: Sequence[BillableMetric]) -> dict[str, list[_Group]]:
         """The finalized periods worth re-rating for late usage: those with events processed
         since their invoice's usage was read (less ARRIVAL_MARGIN), in one narrow query. The
         others' usage is what they were invoiced for: rating them again would find no late
@@ -500,7 +506,7 @@ class BillingService:
                   for gid, (ext, start, end, since) in spans.items()}
         if not probes:
             return previous
-        recurring = [m.code for m in self._catalog.list_billable_metrics()[0] if m.recurring]
+        recurring = [m.code for m in metrics if m.recurring]
         arrived = self._usage.windows_with_arrivals(list(probes.values()), recurring)
         kept = {external_id: [g for g in gs if g.id not in probes or g.id in arrived] for external_id, gs in previous.items()}
         return {external_id: gs for external_id, gs in kept.items() if gs}
@@ -530,13 +536,12 @@ class BillingService:
 
     # -- one invoice, one step -----------------------------------------------------------------
 
-    def _advance(self, group: _Group, fees, late: Sequence[InvoiceLine], as_of: datetime, read_at: datetime,
+    def _advance(self, group: _Group, lines: tuple[InvoiceLine, ...], as_of: datetime, read_at: datetime,
                  result: BillingResult, invoice: Invoice | None, batch: list[tuple[_Group, Invoice]]) -> Invoice | None:
         """One step further for the invoice as read this run (None: absent); a stale read
         costs nothing, since every write is create-if-absent or checks the version. None when
         the invoice went into `batch` (`_finalize_batch` carries it on)."""
         terms = billing_terms(group.customer, self._default_grace)
-        lines = lines_from_fees(fees) + tuple(late)
         if invoice is None:
             invoice = self._draft(group, lines, terms, as_of, read_at)
             if as_of >= invoice.grace_until:

@@ -103,6 +103,7 @@ def invoice_line_rows(invoice: Invoice, recorded_at_us: int) -> list[dict[str, A
             "to_datetime": _timestamp(line.to_datetime),
             "events_count": line.events_count,
             "late_for": line.late_for,
+            "recurring": line.recurring,
             "recorded_at": iso_us(recorded_at_us),
         }
         for position, line in enumerate(invoice.lines)

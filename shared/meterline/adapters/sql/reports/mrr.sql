@@ -1,10 +1,11 @@
 -- mrr: monthly recurring revenue per customer and currency: the plan fees (`subscription`
--- lines) of the invoices issued in a month, drafts and voided invoices left out, against the
--- month before. A monthly plan's fee is invoiced once a month (in advance: the starting invoice,
+-- lines) and the charges of recurring metrics (seats, storage: `charge` lines flagged
+-- `recurring`) of the invoices issued in a month, drafts and voided invoices left out, against
+-- the month before. A monthly plan's fee is invoiced once a month (in advance: the starting invoice,
 -- then each period's invoice carries the next fee; in arrears: after its period), so the
 -- invoices issued in a month carry one month of fees. A yearly plan's fee counts in full in the
--- month it is invoiced. Seats and other recurring charges are not in it: the invoice lines do
--- not tell them from usage.
+-- month it is invoiced. Recurring charges are billed after their period, so the invoices issued
+-- in a month carry the month before's seats. Usage, true-ups and late usage are not in it.
 -- movement: new (nothing the month before), churn (nothing this month), expansion,
 -- contraction, or unchanged. The month before is read too (its partitions only).
 WITH month_invoices AS (
@@ -31,7 +32,7 @@ monthly AS (
       ROW_NUMBER() OVER (PARTITION BY invoice_id, version, line_ref ORDER BY recorded_at) AS row_rank
     FROM {invoice_lines}
     WHERE issuing_date >= DATE_SUB(DATE(@month_start), INTERVAL 1 MONTH) AND issuing_date < DATE(@month_end)
-      AND kind = 'subscription'
+      AND (kind = 'subscription' OR (kind = 'charge' AND COALESCE(recurring, FALSE)))
   ) AS lines
   JOIN month_invoices AS inv ON lines.invoice_id = inv.invoice_id AND lines.version = inv.version
   WHERE lines.row_rank = 1

@@ -1,8 +1,9 @@
 -- revenue: the invoices issued in the month (by `issuing_date`, the finance tables' partitioning
 -- column), drafts and voided invoices left out, by customer, plan and currency; amounts in cents.
--- base_fee: the plan's subscription fee; charges: every priced charge (usage, and seats and
--- other recurring metrics: the invoice lines do not tell them apart); minimum_commitment: the
--- true-up to the plan's minimum; late_usage: usage that arrived after its period was invoiced.
+-- base_fee: the plan's subscription fee; recurring_charges: the charges of recurring metrics
+-- (seats, storage: the line's `recurring` flag); usage: every other charge; minimum_commitment:
+-- the true-up to the plan's minimum; late_usage: usage that arrived after its period was
+-- invoiced. A line written before the flag existed (NULL) counts as usage.
 -- Credits and credit notes are 0 until wallets and credit notes exist.
 -- Every version of an invoice lands in its issuing date's partition, so ranking the versions
 -- after the month filter is exact (the rule of invoices_latest and invoice_lines_latest).
@@ -36,7 +37,8 @@ SELECT
   currency,
   COUNT(DISTINCT invoice_id) AS invoices,
   SUM(IF(kind = 'subscription', amount_cents, 0)) AS base_fee_cents,
-  SUM(IF(kind = 'charge', amount_cents, 0)) AS charges_cents,
+  SUM(IF(kind = 'charge' AND COALESCE(recurring, FALSE), amount_cents, 0)) AS recurring_charges_cents,
+  SUM(IF(kind = 'charge' AND NOT COALESCE(recurring, FALSE), amount_cents, 0)) AS usage_cents,
   SUM(IF(kind = 'true_up', amount_cents, 0)) AS minimum_commitment_cents,
   SUM(IF(kind = 'late_usage', amount_cents, 0)) AS late_usage_cents,
   0 AS credits_applied_cents,
