@@ -25,6 +25,7 @@ from decimal import Decimal
 
 import pytest
 
+from meterline.adapters.embedded.duckdb_warehouse import DuckDbWarehouse
 from meterline.core.clock import to_us
 from meterline.core.invoices import Invoice
 from meterline.core.reports import parse_month
@@ -140,4 +141,7 @@ def test_provider_invoices_latest_is_one_row_per_invoice_in_its_furthest_latest_
     (latest,) = warehouse._query("SELECT status, amount_paid_cents FROM provider_invoices_latest WHERE invoice_id = @id",
                                  {"id": inv["differs"].id})
     assert (latest["status"], latest["amount_paid_cents"]) == ("paid", 6300)
-    assert warehouse._query("SELECT COUNT(*) AS n FROM report_reconciliation")[0]["n"] == 7  # every month's, drafts left out
+    # The all-months view: DuckDB creates it; on BigQuery it is Terraform's (tests/terraform renders
+    # it), and the emulator does not get it (BigQueryWarehouse.ensure_schema says why).
+    if isinstance(warehouse, DuckDbWarehouse):
+        assert warehouse._query("SELECT COUNT(*) AS n FROM report_reconciliation")[0]["n"] == 7  # drafts left out
